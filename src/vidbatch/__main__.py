@@ -1,0 +1,3 @@
+from vidbatch.cli.main import main
+
+main()

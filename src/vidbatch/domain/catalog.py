@@ -1,0 +1,134 @@
+"""The model catalog: the public model names customers send, what they map to at the
+provider, what they cost, and which parameters they accept.
+
+The operator can extend or re-price it with ``VIDBATCH_MODEL_CATALOG`` (a JSON object keyed
+by public name; see :func:`parse_catalog_overrides`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from vidbatch.exceptions import ConfigError
+
+Family = Literal["sora", "veo"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One public model: its provider model, family, price and accepted parameters."""
+
+    name: str
+    family: Family
+    provider_model: str
+    price_credits: int
+    #: Allowed durations in seconds; empty means the model takes no duration.
+    durations: tuple[int, ...] = ()
+    default_duration: int | None = None
+    #: Price per duration when it differs from ``price_credits`` (e.g. {15: 15}).
+    duration_prices: Mapping[int, int] = field(default_factory=dict)
+    #: Wall-clock limit for one generation before the task times out.
+    max_wait_seconds: int = 1800
+
+    def price_for(self, duration: int | None) -> int:
+        """The credits one video of this model costs at ``duration``."""
+        if duration is not None and duration in self.duration_prices:
+            return self.duration_prices[duration]
+        return self.price_credits
+
+
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="sora-2",
+        family="sora",
+        provider_model="sora-2",
+        price_credits=10,
+        durations=(10, 15),
+        default_duration=10,
+    ),
+    ModelSpec(name="veo-flash", family="veo", provider_model="veo3.1-fast", price_credits=50),
+    ModelSpec(name="veo-pro", family="veo", provider_model="veo3.1-pro", price_credits=250),
+)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Lookup of :class:`ModelSpec` by public name."""
+
+    models: Mapping[str, ModelSpec]
+
+    def get(self, name: str) -> ModelSpec | None:
+        return self.models.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.models
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def family_of(self, name: str) -> Family:
+        """The family of a model; unknown names follow the original's rule (contains 'veo')."""
+        spec = self.models.get(name)
+        if spec is not None:
+            return spec.family
+        return "veo" if "veo" in name.lower() else "sora"
+
+
+def default_catalog() -> Catalog:
+    return Catalog({m.name: m for m in DEFAULT_MODELS})
+
+
+def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
+    """Build the catalog from defaults plus operator overrides.
+
+    ``raw`` is a JSON object such as
+    ``{"sora-2": {"price_credits": 12}, "veo-flash-4k": {"family": "veo",
+    "provider_model": "veo3.1-fast-4k", "price_credits": 90}}``. Known names are updated
+    field by field; new names need ``family``, ``provider_model`` and ``price_credits``.
+    """
+    models = {m.name: m for m in DEFAULT_MODELS}
+    if raw in (None, "", {}):
+        return Catalog(models)
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)  # type: ignore[arg-type]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("must be a JSON object keyed by model name")
+    allowed = {
+        "family",
+        "provider_model",
+        "price_credits",
+        "durations",
+        "default_duration",
+        "duration_prices",
+        "max_wait_seconds",
+    }
+    for name, fields in data.items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f"model {name!r}: must be an object")
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ConfigError(f"model {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
+        kwargs: dict[str, Any] = dict(fields)
+        if "durations" in kwargs:
+            kwargs["durations"] = tuple(int(d) for d in kwargs["durations"])
+        if "duration_prices" in kwargs:
+            kwargs["duration_prices"] = {int(k): int(v) for k, v in kwargs["duration_prices"].items()}
+        if kwargs.get("family") not in (None, "sora", "veo"):
+            raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
+        price = kwargs.get("price_credits")
+        if price is not None and (not isinstance(price, int) or price < 0):
+            raise ConfigError(f"model {name!r}: price_credits must be a non-negative integer")
+        if name in models:
+            models[name] = replace(models[name], **kwargs)
+        else:
+            missing = {"family", "provider_model", "price_credits"} - set(kwargs)
+            if missing:
+                raise ConfigError(f"model {name!r}: missing {', '.join(sorted(missing))}")
+            models[name] = ModelSpec(name=name, **kwargs)
+    return Catalog(models)
