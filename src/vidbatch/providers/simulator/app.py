@@ -1,0 +1,270 @@
+"""The simulator's HTTP face: GrsAI's endpoints, result files and the ``/_sim`` control API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+
+from vidbatch.providers.simulator.callbacks import CallbackDispatcher
+from vidbatch.providers.simulator.config import SimulatorConfig
+from vidbatch.providers.simulator.state import (
+    REJECT_MARKER,
+    Family,
+    SimState,
+    validate_create,
+)
+
+logger = logging.getLogger(__name__)
+
+SORA_PATH = "/v1/video/sora-video"
+VEO_PATH = "/v1/video/veo"
+RESULT_PATH = "/v1/draw/result"
+_HANG_POLL = 0.05
+
+
+def sample_video() -> bytes:
+    """The small MP4 every result URL serves."""
+    return resources.files(__package__).joinpath("sample.mp4").read_bytes()
+
+
+def _envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
+    # GrsAI reports business errors with HTTP 200 and a non-zero code.
+    return JSONResponse({"code": code, "msg": msg, "data": data})
+
+
+def _error_500() -> Response:
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+def create_app(config: SimulatorConfig | None = None) -> FastAPI:
+    """A FastAPI app simulating GrsAI with ``config``'s behaviour."""
+    state = SimState(config or SimulatorConfig())
+    dispatcher = CallbackDispatcher(state)
+    video = sample_video()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await dispatcher.close()
+
+    app = FastAPI(title="GrsAI simulator", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.sim = state
+
+    def authorised(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            return False
+        expected = state.config.api_key
+        return key == expected if expected is not None else key.startswith("sk-")
+
+    async def read_json(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def fault_response(code: int | None) -> Response | None:
+        if code == 429:
+            state.stats.http_429_sent += 1
+            return PlainTextResponse(
+                "Too Many Requests",
+                status_code=429,
+                headers={"Retry-After": str(state.config.retry_after)},
+            )
+        if code == 500:
+            state.stats.http_500_sent += 1
+            return _error_500()
+        return None
+
+    def base_url_of(request: Request) -> str:
+        public = state.config.public_url
+        return (public or str(request.base_url)).rstrip("/")
+
+    async def hang(request: Request) -> None:
+        """Hold the connection until the client leaves, a reset, or ``hang_max``."""
+        generation = state.generation
+        deadline = state.clock() + state.config.hang_max
+        while state.generation == generation and state.clock() < deadline:
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(_HANG_POLL)
+
+    async def create(request: Request, family: Family) -> Response:
+        path = request.url.path
+        state.stats.calls_per_endpoint[path] += 1
+        body = await read_json(request)
+
+        def answer(response: Response, code: int | None) -> Response:
+            state.record("POST", path, body, response.status_code, code)
+            return response
+
+        if state.config.outage:
+            state.stats.http_500_sent += 1
+            return answer(_error_500(), None)
+        fault = fault_response(state.http_fault("create"))
+        if fault is not None:
+            return answer(fault, None)
+        if not authorised(request):
+            state.stats.rejected += 1
+            return answer(_envelope(-1, "invalid api key"), -1)
+        if not isinstance(body, dict):
+            state.stats.rejected += 1
+            return answer(_envelope(-1, "request body must be a JSON object"), -1)
+        problem = validate_create(family, body)
+        prompt = body.get("prompt", "")
+        if problem is None and REJECT_MARKER in prompt:
+            problem = "request refused"
+        if problem is not None:
+            state.stats.rejected += 1
+            return answer(_envelope(-1, problem), -1)
+        if state.cap_full():
+            # The client exceeded the concurrency it was given: an overshoot.
+            state.stats.cap_overshoots += 1
+            return answer(fault_response(429) or _error_500(), None)
+
+        webhook = body["webHook"]
+        task = state.new_task(
+            family=family,
+            model=str(body["model"]),
+            prompt=prompt,
+            webhook=webhook if webhook != "-1" else None,
+            shut_progress=bool(body.get("shutProgress", False)),
+            base_url=base_url_of(request),
+        )
+        if task.webhook is not None:
+            dispatcher.launch(task)
+        ok = _envelope(0, "success", {"id": task.id})
+        if state.decide_create_hang(prompt):
+            state.stats.ambiguous_creates += 1
+            state.record("POST", path, body, 0, None)  # 0: no answer was given
+            await hang(request)
+            return ok
+        return answer(ok, 0)
+
+    @app.post(SORA_PATH)
+    async def sora_video(request: Request) -> Response:
+        return await create(request, "sora")
+
+    @app.post(VEO_PATH)
+    async def veo_video(request: Request) -> Response:
+        return await create(request, "veo")
+
+    @app.post(RESULT_PATH)
+    async def draw_result(request: Request) -> Response:
+        path = RESULT_PATH
+        state.stats.calls_per_endpoint[path] += 1
+        body = await read_json(request)
+
+        def answer(response: Response, code: int | None) -> Response:
+            state.record("POST", path, body, response.status_code, code)
+            return response
+
+        if state.config.outage:
+            state.stats.http_500_sent += 1
+            return answer(_error_500(), None)
+        fault = fault_response(state.http_fault("result"))
+        if fault is not None:
+            return answer(fault, None)
+        if not authorised(request):
+            state.stats.rejected += 1
+            return answer(_envelope(-1, "invalid api key"), -1)
+        task_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            state.stats.rejected += 1
+            return answer(_envelope(-1, "id is required"), -1)
+        task = state.tasks.get(task_id)
+        if task is None:
+            state.stats.not_found += 1
+            return answer(_envelope(-22, "task not found"), -22)
+        return answer(_envelope(0, "success", task.view(state.clock())), 0)
+
+    @app.get("/files/{name}")
+    async def result_file(name: str) -> Response:
+        path = f"/files/{name}"
+        state.stats.calls_per_endpoint["/files"] += 1
+        task = state.tasks.get(name.removesuffix(".mp4")) if name.endswith(".mp4") else None
+        if state.config.outage or state.draw_file_fault():
+            state.stats.http_500_sent += 1
+            state.record("GET", path, None, 500, None)
+            return _error_500()
+        if task is None or not task.serves_file(state.clock(), state.config.result_ttl):
+            state.record("GET", path, None, 404, None)
+            return PlainTextResponse("Not Found", status_code=404)
+        state.stats.files_served += 1
+        state.record("GET", path, None, 200, None)
+        return Response(video, media_type="video/mp4")
+
+    # -- control API, not part of GrsAI
+
+    @app.get("/_sim/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/_sim/stats")
+    async def stats() -> dict[str, Any]:
+        return state.snapshot()
+
+    @app.get("/_sim/config")
+    async def get_config() -> dict[str, Any]:
+        return state.config.model_dump()
+
+    @app.post("/_sim/config")
+    async def set_config(request: Request) -> Response:
+        patch = await read_json(request)
+        if not isinstance(patch, dict):
+            return JSONResponse({"detail": "body must be a JSON object"}, status_code=422)
+        try:
+            updated = state.update_config(patch)
+        except ValidationError as exc:
+            errors = json.loads(exc.json(include_url=False, include_input=False))
+            return JSONResponse({"detail": errors}, status_code=422)
+        return JSONResponse(updated.model_dump())
+
+    @app.post("/_sim/reset")
+    async def reset() -> dict[str, str]:
+        dispatcher.cancel_all()
+        state.reset()
+        return {"status": "reset"}
+
+    @app.get("/_sim/requests")
+    async def requests() -> list[dict[str, Any]]:
+        return list(state.requests)
+
+    @app.get("/_sim/callbacks")
+    async def callbacks() -> list[dict[str, Any]]:
+        return list(state.callbacks)
+
+    @app.get("/_sim/tasks")
+    async def tasks() -> list[dict[str, Any]]:
+        now = state.clock()
+        return [{**t.view(now), "prompt": t.prompt, "model": t.model} for t in state.tasks.values()]
+
+    return app
+
+
+def serve(
+    config: SimulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    *,
+    log_level: str = "info",
+) -> None:
+    """Run the simulator with uvicorn until interrupted."""
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=2,
+    )

@@ -1,0 +1,118 @@
+"""Pytest fixtures running the GrsAI simulator over real HTTP.
+
+``simulator`` (session scope) starts it once with uvicorn on a free port in a background
+thread; ``sim`` (function scope) gives each test a clean one: no tasks, no stats, zero
+generation time and no faults.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from vidbatch.providers.simulator import SimulatorConfig, create_app
+
+#: What every test starts from: instant tasks, no faults, a fixed seed.
+TEST_DEFAULTS = SimulatorConfig(gen_time=0.0, seed=1234, callback_interval=0.05)
+
+
+class SimulatorHandle:
+    """A running simulator: its URL and synchronous access to its control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._http = httpx.Client(base_url=url, timeout=10)
+
+    def configure(self, **knobs: Any) -> dict[str, Any]:
+        """Change some knobs (see SimulatorConfig); returns the whole config."""
+        response = self._http.post("/_sim/config", json=knobs)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def reset(self) -> None:
+        """Forget tasks, stats and records (knobs are kept)."""
+        self._http.post("/_sim/reset").raise_for_status()
+
+    def restore_defaults(self) -> None:
+        """Knobs back to the test defaults, then reset."""
+        self.configure(**TEST_DEFAULTS.model_dump())
+        self.reset()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/_sim/stats"))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._get("/_sim/requests"))
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        return list(self._get("/_sim/callbacks"))
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self._get("/_sim/tasks"))
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._get("/_sim/config"))
+
+    def _get(self, path: str) -> Any:
+        response = self._http.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorHandle]:
+    """One simulator for the whole test session, stopped at the end."""
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(TEST_DEFAULTS),
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="grsai-simulator", daemon=True
+    )
+    thread.start()
+    handle = SimulatorHandle(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            handle.stats()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the simulator did not start") from None
+            time.sleep(0.02)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def sim(simulator: SimulatorHandle) -> SimulatorHandle:
+    """The session's simulator, reset to the test defaults for this test."""
+    simulator.restore_defaults()
+    return simulator
