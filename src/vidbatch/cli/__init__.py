@@ -1,0 +1,1 @@
+"""The ``vidbatch`` command line (Typer)."""

@@ -1,0 +1,190 @@
+"""`vidbatch accounts …` and `vidbatch keys …`: the operator's account and key management."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vidbatch.cli.common import non_negative, positive, print_json, run, settings_from, with_engine
+from vidbatch.services import accounts as svc
+
+accounts_app = typer.Typer(help="Create accounts, top up and adjust their credits, look at them.",
+                           no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+console = Console()
+
+
+@accounts_app.command("create")
+def create(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The customer's name."),
+    credits: int = typer.Option(0, "--credits", help="Opening credits."),
+    rate_limit: int | None = typer.Option(
+        None, "--rate-limit", help="Requests per minute of the first key (default 60)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Create an account and its first API key; the key is printed once, never again."""
+    settings = settings_from(ctx)
+    non_negative(credits)
+    limit = positive(rate_limit, "--rate-limit") if rate_limit is not None else (
+        settings.default_rate_limit_per_min
+    )
+    account_id, key = run(lambda: with_engine(settings, lambda e: svc.create_account(
+        e, name, credits=credits, rate_limit_per_min=limit)))
+    if as_json:
+        print_json({"account_id": account_id, "key_id": key.key_id, "api_key": key.api_key,
+                    "webhook_secret": key.webhook_secret})
+        return
+    console.print(f"account  {account_id}  ({name}, {credits} credits)")
+    console.print(f"key id   {key.key_id}")
+    console.print(f"API key  [bold]{key.api_key}[/bold]")
+    console.print(f"webhook secret  {key.webhook_secret}")
+    console.print("Store the API key and webhook secret now: they are not shown again.")
+
+
+@accounts_app.command("topup")
+def topup(
+    ctx: typer.Context,
+    account_id: str = typer.Argument(..., help="Account id."),
+    credits: int = typer.Option(..., "--credits", help="Credits to add (positive)."),
+    key: str | None = typer.Option(
+        None, "--idempotency-key", help="Makes a retried top-up post once."
+    ),
+) -> None:
+    """Add purchased credits to an account."""
+    settings = settings_from(ctx)
+    positive(credits)
+    entry = run(lambda: with_engine(settings, lambda e: svc.topup(e, account_id, credits,
+                                                                  key=key)))
+    typer.echo(f"added {credits} credits; balance {entry['balance_after']}, "
+               f"available {entry['balance_after'] - entry['frozen_after']}")
+
+
+@accounts_app.command("adjust")
+def adjust(
+    ctx: typer.Context,
+    account_id: str = typer.Argument(..., help="Account id."),
+    credits: int = typer.Option(..., "--credits", help="Credits to add (+N) or remove (-N)."),
+    reason: str = typer.Option(..., "--reason", help="Why: kept in the ledger."),
+) -> None:
+    """Correct an account's credits by hand, with a reason (never below zero available)."""
+    settings = settings_from(ctx)
+    if credits == 0:
+        from vidbatch.cli.common import fail
+
+        fail("--credits must not be zero")
+    entry = run(lambda: with_engine(settings, lambda e: svc.adjust(e, account_id, credits,
+                                                                   reason=reason)))
+    typer.echo(f"adjusted by {credits:+d} credits; balance {entry['balance_after']}")
+
+
+@accounts_app.command("show")
+def show(
+    ctx: typer.Context,
+    account_id: str = typer.Argument(..., help="Account id."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show an account's credits."""
+    settings = settings_from(ctx)
+
+    async def go(engine):  # type: ignore[no-untyped-def]
+        async with engine.connect() as conn:
+            return await svc.get_account(conn, account_id)
+
+    acc = run(lambda: with_engine(settings, go))
+    view = {
+        "account_id": acc["id"],
+        "name": acc["name"],
+        "balance_credits": acc["balance_credits"],
+        "frozen_credits": acc["frozen_credits"],
+        "available_credits": acc["available_credits"],
+    }
+    if as_json:
+        print_json(view)
+        return
+    for k, v in view.items():
+        console.print(f"{k:18} {v}")
+
+
+@accounts_app.command("list")
+def list_(ctx: typer.Context,
+          as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """List accounts with their credits."""
+    settings = settings_from(ctx)
+
+    async def go(engine):  # type: ignore[no-untyped-def]
+        async with engine.connect() as conn:
+            return await svc.list_accounts(conn)
+
+    rows = run(lambda: with_engine(settings, go))
+    if as_json:
+        print_json([{"account_id": r["id"], "name": r["name"],
+                     "balance_credits": r["balance_credits"],
+                     "frozen_credits": r["frozen_credits"],
+                     "available_credits": r["available_credits"]} for r in rows])
+        return
+    table = Table("account_id", "name", "balance", "frozen", "available")
+    for r in rows:
+        table.add_row(r["id"], r["name"], str(r["balance_credits"]), str(r["frozen_credits"]),
+                      str(r["available_credits"]))
+    console.print(table)
+
+
+@keys_app.command("create")
+def key_create(
+    ctx: typer.Context,
+    account_id: str = typer.Argument(..., help="Account id."),
+    name: str = typer.Option("default", "--name", help="A name to tell keys apart."),
+    rate_limit: int | None = typer.Option(None, "--rate-limit", help="Requests per minute."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Create an API key; it is printed once, never again."""
+    settings = settings_from(ctx)
+    limit = positive(rate_limit, "--rate-limit") if rate_limit is not None else (
+        settings.default_rate_limit_per_min
+    )
+    key = run(lambda: with_engine(settings, lambda e: svc.create_key(
+        e, account_id, name=name, rate_limit_per_min=limit)))
+    if as_json:
+        print_json({"account_id": account_id, "key_id": key.key_id, "api_key": key.api_key,
+                    "webhook_secret": key.webhook_secret})
+        return
+    console.print(f"key id   {key.key_id}")
+    console.print(f"API key  [bold]{key.api_key}[/bold]")
+    console.print(f"webhook secret  {key.webhook_secret}")
+    console.print("Store the API key and webhook secret now: they are not shown again.")
+
+
+@keys_app.command("list")
+def key_list(
+    ctx: typer.Context,
+    account_id: str | None = typer.Argument(None, help="Only this account's keys."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """List API keys (prefix only: a key is never shown after creation)."""
+    settings = settings_from(ctx)
+
+    async def go(engine):  # type: ignore[no-untyped-def]
+        async with engine.connect() as conn:
+            return await svc.list_keys(conn, account_id)
+
+    rows = run(lambda: with_engine(settings, go))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("key_id", "account_id", "name", "prefix", "active", "rate/min", "last seen")
+    for r in rows:
+        table.add_row(r["id"], r["account_id"], r["name"], r["key_prefix"] + "…",
+                      "yes" if r["is_active"] else "no", str(r["rate_limit_per_min"]),
+                      str(r["last_seen_at"] or "-"))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def key_revoke(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id.")) -> None:
+    """Revoke (deactivate) an API key; requests with it answer 403 INVALID_API_KEY."""
+    settings = settings_from(ctx)
+    run(lambda: with_engine(settings, lambda e: svc.set_key_state(e, key_id, active=False)))
+    typer.echo(f"revoked key {key_id}")

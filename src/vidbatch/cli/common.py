@@ -1,0 +1,82 @@
+"""Helpers shared by the CLI commands: settings, the database, errors as one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vidbatch.db.session import describe_db_error, open_database
+from vidbatch.exceptions import ConfigError, VidbatchError
+from vidbatch.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line on stderr and exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            overrides = {}
+            if obj.get("database_url"):
+                overrides["database_url"] = obj["database_url"]
+            obj["settings"] = load_settings(**overrides)
+        except ConfigError as exc:
+            fail(exc.message)
+    settings: Settings = obj["settings"]
+    return settings
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command; vidbatch errors and database failures become one line."""
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except VidbatchError as exc:
+        fail(exc.message, 1 if exc.code in ("DATABASE_UNAVAILABLE", "SCHEMA_NOT_CURRENT") else 2)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        fail(f"database error: {describe_db_error(exc)}", 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+async def with_engine(settings: Settings, fn: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    engine = await open_database(settings.database_url)
+    try:
+        return await fn(engine)
+    finally:
+        await engine.dispose()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=_default, sort_keys=False) + "\n")
+
+
+def non_negative(value: int, what: str = "--credits") -> int:
+    if value < 0:
+        fail(f"{what} must not be negative (got {value})")
+    return value
+
+
+def positive(value: int, what: str = "--credits") -> int:
+    if value <= 0:
+        fail(f"{what} must be a positive whole number (got {value})")
+    return value

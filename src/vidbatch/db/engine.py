@@ -1,0 +1,85 @@
+"""Engines and connections: the same code on SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode with foreign keys on, and every transaction starts with
+``BEGIN IMMEDIATE`` so that a claim (read then conditional update) is never interleaved
+with another writer. Dialect differences stay in this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+
+def async_url(url: str) -> str:
+    """Turn ``sqlite:///path`` or ``postgresql://...`` into the async-driver URL.
+
+    Raises ValueError with a one-line reason for anything else.
+    """
+    raw = (url or "").strip()
+    if not raw:
+        raise ValueError("is empty")
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        raise ValueError("is not a database URL (expected sqlite:///path or postgresql://...)") from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported scheme {parsed.drivername!r} (expected sqlite:///path or postgresql://...)"
+        )
+    if driver.startswith("sqlite") and not parsed.database:
+        raise ValueError("sqlite URL needs a file path, e.g. sqlite:///vidbatch.db")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    """Create the async engine for ``url`` (see :func:`async_url`)."""
+    full = async_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if full.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_async_engine(full, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _setup_sqlite(engine)
+    return engine
+
+
+def _setup_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

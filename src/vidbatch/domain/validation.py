@@ -1,0 +1,257 @@
+"""Validation of a batch request: every problem reported at once, with item index, field
+and reason. Pure: no I/O (webhook hosts are resolved again at delivery time).
+
+Decisions a customer should know (documented in the README):
+- unknown fields of an item or of the body are ignored, as the original did;
+- ``model`` defaults to ``sora-2``; ``duration`` is for Sora only (10 or 15, default 10):
+  Veo clips have a fixed length, so a ``duration`` sent with a Veo model is ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from vidbatch.domain.catalog import Catalog
+from vidbatch.exceptions import FieldError, InvalidInput, TooManyItems
+
+MAX_PROMPT = 4000
+MAX_URL = 2048
+MAX_METADATA_BYTES = 4096
+MAX_META_URLS = 3
+ASPECT_RATIOS = ("9:16", "16:9")
+META_KEYS = ("firstFrameUrl", "lastFrameUrl", "urls")
+DEFAULT_MODEL = "sora-2"
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """One validated item, ready to be priced and stored."""
+
+    index: int
+    prompt: str
+    model: str
+    aspect_ratio: str | None
+    duration: int | None
+    reference_url: str | None
+    meta: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    cost_credits: int
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    items: list[ItemSpec]
+    webhook_url: str | None
+    metadata: dict[str, Any] | None
+
+    @property
+    def total_credits(self) -> int:
+        return sum(i.cost_credits for i in self.items)
+
+    @property
+    def cost_per_video(self) -> int | None:
+        """The per-item price when every item costs the same, else None."""
+        prices = {i.cost_credits for i in self.items}
+        return prices.pop() if len(prices) == 1 else None
+
+
+def _is_http_url(value: Any) -> str | None:
+    """None when ``value`` is an acceptable http(s) URL, else the reason."""
+    if not isinstance(value, str):
+        return "must be a string URL"
+    if len(value) > MAX_URL:
+        return f"must be at most {MAX_URL} characters"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an http(s) URL"
+    return None
+
+
+def is_private_host(host: str) -> bool:
+    """True for loopback, private, link-local and other non-public literal addresses."""
+    host = host.strip("[]").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not ip.is_global
+
+
+def check_webhook_url(value: Any, *, allow_private: bool) -> str | None:
+    """None when ``value`` may receive webhooks, else the reason."""
+    reason = _is_http_url(value)
+    if reason:
+        return reason
+    parts = urlsplit(value)
+    if allow_private:
+        return None
+    if parts.scheme != "https":
+        return "must be an https URL"
+    if not parts.hostname or is_private_host(parts.hostname):
+        return "must not point at a private, loopback or link-local address"
+    return None
+
+
+def _validate_item(
+    index: int, raw: Any, catalog: Catalog, errors: list[FieldError]
+) -> ItemSpec | None:
+    start = len(errors)
+
+    def err(field: str, message: str) -> None:
+        errors.append(FieldError(field=field, message=message, index=index))
+
+    if not isinstance(raw, dict):
+        err("item", "must be an object")
+        return None
+
+    prompt = raw.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        err("prompt", "is required and must be a non-empty string")
+    elif len(prompt) > MAX_PROMPT:
+        err("prompt", f"must be at most {MAX_PROMPT} characters (got {len(prompt)})")
+
+    model = raw.get("model")
+    if model is None:
+        model = DEFAULT_MODEL
+    spec = None
+    if not isinstance(model, str):
+        err("model", "must be a string")
+    else:
+        spec = catalog.get(model)
+        if spec is None:
+            err("model", f"unknown model {model!r}; expected one of {', '.join(catalog.names)}")
+
+    aspect = raw.get("aspect_ratio")
+    if aspect is not None and aspect not in ASPECT_RATIOS:
+        err("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
+
+    duration = raw.get("duration")
+    if spec is not None:
+        if spec.durations:
+            if duration is None:
+                duration = spec.default_duration
+            elif isinstance(duration, bool) or not isinstance(duration, int | float) or (
+                int(duration) != duration or int(duration) not in spec.durations
+            ):
+                allowed = " or ".join(str(d) for d in spec.durations)
+                err("duration", f"must be {allowed} seconds for {spec.name}")
+            else:
+                duration = int(duration)
+        else:
+            duration = None  # the model has a fixed length: a given duration is ignored
+
+    reference_url = raw.get("reference_url")
+    if reference_url is not None:
+        reason = _is_http_url(reference_url)
+        if reason:
+            err("reference_url", reason)
+
+    meta = raw.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            err("meta", "must be an object")
+        else:
+            for key in meta:
+                if key not in META_KEYS:
+                    err(f"meta.{key}", f"unknown key; expected {', '.join(META_KEYS)}")
+            for key in ("firstFrameUrl", "lastFrameUrl"):
+                if meta.get(key) is not None:
+                    reason = _is_http_url(meta[key])
+                    if reason:
+                        err(f"meta.{key}", reason)
+            if meta.get("lastFrameUrl") is not None and meta.get("firstFrameUrl") is None:
+                err("meta.lastFrameUrl", "is only allowed together with meta.firstFrameUrl")
+            urls = meta.get("urls")
+            if urls is not None:
+                if not isinstance(urls, list):
+                    err("meta.urls", "must be a list of URLs")
+                elif len(urls) > MAX_META_URLS:
+                    err("meta.urls", f"must have at most {MAX_META_URLS} URLs (got {len(urls)})")
+                else:
+                    for n, url in enumerate(urls):
+                        reason = _is_http_url(url)
+                        if reason:
+                            err(f"meta.urls[{n}]", reason)
+
+    metadata = raw.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            err("metadata", "must be an object")
+        elif len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
+            err("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+
+    if len(errors) > start or spec is None:
+        return None
+    return ItemSpec(
+        index=index,
+        prompt=prompt,  # type: ignore[arg-type]
+        model=spec.name,
+        aspect_ratio=aspect,
+        duration=duration,
+        reference_url=reference_url,
+        meta=meta or None,
+        metadata=metadata,
+        cost_credits=spec.price_for(duration),
+    )
+
+
+def validate_batch(
+    body: Any, *, catalog: Catalog, max_items: int, allow_private_webhooks: bool
+) -> BatchSpec:
+    """Validate a parsed request body; raise InvalidInput (or TooManyItems) listing every
+    problem, each with its item index and field."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object with an 'items' list",
+                           details=[FieldError(field="body", message="must be a JSON object")])
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput(
+            "'items' must be a non-empty list",
+            details=[FieldError(field="items", message="must be a non-empty list")],
+        )
+    if len(items) > max_items:
+        raise TooManyItems(
+            f"a batch may have at most {max_items} items (got {len(items)})",
+            details=[FieldError(field="items", message=f"at most {max_items} items")],
+            max_items=max_items,
+        )
+    errors: list[FieldError] = []
+    webhook_url = body.get("webhook_url")
+    if webhook_url is not None:
+        reason = check_webhook_url(webhook_url, allow_private=allow_private_webhooks)
+        if reason:
+            errors.append(FieldError(field="webhook_url", message=reason))
+    metadata = body.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES
+    ):
+        errors.append(
+            FieldError(field="metadata", message=f"must be an object of at most "
+                       f"{MAX_METADATA_BYTES} bytes")
+        )
+    specs = [_validate_item(i, raw, catalog, errors) for i, raw in enumerate(items)]
+    if errors:
+        shown = errors[:100]
+        first = shown[0]
+        where = f"item {first.index}: " if first.index is not None else ""
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidInput(f"{where}{first.field} {first.message}{more}", details=shown)
+    return BatchSpec(
+        items=[s for s in specs if s is not None], webhook_url=webhook_url, metadata=metadata
+    )
+
+
+def request_fingerprint(body: dict[str, Any]) -> str:
+    """A hash of what the request asks for, to tell a replay from a different request."""
+    import hashlib
+
+    relevant = {k: v for k, v in body.items() if k != "request_id"}
+    canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,386 @@
+"""Batches: create (price + freeze + insert, one transaction), read, cancel."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from vidbatch.clock import utcnow
+from vidbatch.db.schema import accounts, api_usage, batch_jobs, video_tasks
+from vidbatch.domain.states import TASK_WAITING
+from vidbatch.domain.validation import BatchSpec
+from vidbatch.exceptions import (
+    BatchAlreadyEnded,
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    NotFound,
+)
+from vidbatch.services import events, ledger, settlement
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Created:
+    """The answer to a create request (a new batch, or the replay of an earlier one)."""
+
+    batch_id: str
+    request_id: str
+    total_count: int
+    cost_per_video: int | None
+    required_credits: int
+    available_credits: int
+    status: str
+    replay: bool
+
+
+@dataclass(frozen=True)
+class Caller:
+    account_id: str
+    key_id: str | None
+
+
+async def find_replay(
+    conn: AsyncConnection, caller: Caller, idempotency_key: str, fingerprint: str
+) -> Created | None:
+    """The earlier batch created with this request id, if any.
+
+    Raises :class:`IdempotencyKeyReused` when that batch was created from another body.
+    """
+    row = (
+        await conn.execute(
+            select(batch_jobs).where(
+                batch_jobs.c.key_id == caller.key_id,
+                batch_jobs.c.idempotency_key == idempotency_key,
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            f"request id {idempotency_key!r} was already used with a different body "
+            f"(batch {row.id})",
+            batch_id=row.id,
+        )
+    available = (
+        await conn.execute(
+            select(accounts.c.balance_credits - accounts.c.frozen_credits).where(
+                accounts.c.id == caller.account_id
+            )
+        )
+    ).scalar_one()
+    return Created(
+        batch_id=row.id,
+        request_id=row.request_id,
+        total_count=row.total_count,
+        cost_per_video=row.cost_per_video,
+        required_credits=row.frozen_credits,
+        available_credits=int(available),
+        status=row.status,
+        replay=True,
+    )
+
+
+async def create_batch(
+    engine: AsyncEngine,
+    caller: Caller,
+    spec: BatchSpec,
+    *,
+    request_id: str,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    source: str = "enterprise",
+    parent_batch_id: str | None = None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
+    webhook_max_attempts: int = 4,
+    now: datetime | None = None,
+) -> Created:
+    """Price, reserve and insert a batch and all its tasks in one transaction.
+
+    Raises InsufficientCredits (nothing written), IdempotencyKeyReused, IdempotencyInFlight.
+    """
+    now = now or utcnow()
+    batch_id = str(uuid.uuid4())
+    total = spec.total_credits
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                batch_jobs.insert().values(
+                    id=batch_id,
+                    user_id=caller.account_id,
+                    key_id=caller.key_id,
+                    status="queued",
+                    total_count=len(spec.items),
+                    cost_per_video=spec.cost_per_video,
+                    frozen_credits=total,
+                    request_id=request_id,
+                    idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
+                    source=source,
+                    webhook_url=spec.webhook_url,
+                    metadata=spec.metadata,
+                    parent_batch_id=parent_batch_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            posting = await ledger.reserve(conn, caller.account_id, total, batch_id=batch_id)
+            await conn.execute(
+                video_tasks.insert(),
+                [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "batch_job_id": batch_id,
+                        "account_id": caller.account_id,
+                        "batch_index": item.index,
+                        "model": item.model,
+                        "prompt": item.prompt,
+                        "reference_url": item.reference_url,
+                        "aspect_ratio": item.aspect_ratio,
+                        "duration": item.duration,
+                        "size": "small" if item.model.startswith("sora") else None,
+                        "meta": item.meta,
+                        "metadata": item.metadata,
+                        "cost_credits": item.cost_credits,
+                        "status": "pending",
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for item in spec.items
+                ],
+            )
+            if caller.key_id is not None:
+                await conn.execute(
+                    api_usage.insert().values(
+                        key_id=caller.key_id,
+                        account_id=caller.account_id,
+                        request_id=request_id,
+                        minute_bucket=int(now.timestamp()) // 60,
+                        ip=client_ip,
+                        user_agent=(user_agent or "")[:512] or None,
+                        batch_id=batch_id,
+                        status_code=200,
+                        created_at=now,
+                    )
+                )
+            await events.enqueue(
+                conn, batch_id, "batch.created", now, max_attempts=webhook_max_attempts
+            )
+    except IntegrityError:
+        if idempotency_key is None or fingerprint is None:
+            raise
+        # Another request with the same id committed first: answer as its replay.
+        async with engine.connect() as conn:
+            replay = await find_replay(conn, caller, idempotency_key, fingerprint)
+        if replay is None:
+            raise IdempotencyInFlight(
+                f"a request with id {idempotency_key!r} is still being processed"
+            ) from None
+        return replay
+    log.info(
+        "batch created",
+        extra={"batch_id": batch_id, "action": "create", "items": len(spec.items),
+               "request_id": request_id},
+    )
+    return Created(
+        batch_id=batch_id,
+        request_id=request_id,
+        total_count=len(spec.items),
+        cost_per_video=spec.cost_per_video,
+        required_credits=total,
+        available_credits=posting.entry["balance_after"] - posting.entry["frozen_after"],
+        status="queued",
+        replay=False,
+    )
+
+
+async def get_batch_row(
+    conn: AsyncConnection, batch_id: str, account_id: str | None = None
+) -> Any:
+    """The batch row; another account's batch is NotFound exactly like a missing one."""
+    query = select(batch_jobs).where(batch_jobs.c.id == batch_id)
+    if account_id is not None:
+        query = query.where(batch_jobs.c.user_id == account_id)
+    try:
+        row = (await conn.execute(query)).first()
+    except Exception:  # e.g. a malformed id on a typed column
+        row = None
+    if row is None:
+        raise NotFound(f"batch {batch_id} not found")
+    return row
+
+
+async def batch_view(conn: AsyncConnection, row: Any) -> dict[str, Any]:
+    """The customer's view of a batch (``GET /api/v1/batches/{id}``)."""
+    counts = await events.summary(conn, row.id)
+    return {
+        "ok": True,
+        "batch_id": row.id,
+        "request_id": row.request_id,
+        "status": row.status,
+        "total_count": row.total_count,
+        "succeeded_count": counts["succeeded"],
+        "failed_count": counts["failed"],
+        "cancelled_count": counts["cancelled"],
+        "pending_count": counts["pending"],
+        "cost_per_video": row.cost_per_video,
+        "credits_reserved": row.frozen_credits,
+        "credits_settled": row.credits_spent,
+        "credits_refunded": row.credits_refunded,
+        "settlement_status": row.settlement_status,
+        "webhook_status": row.webhook_status,
+        "metadata": row.metadata,
+        "parent_batch_id": row.parent_batch_id,
+        "created_at": iso(row.created_at),
+        "completed_at": iso(row.completed_at),
+    }
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+async def list_batches(
+    conn: AsyncConnection,
+    *,
+    account_id: str | None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: tuple[datetime, str] | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> list[Any]:
+    """Batches newest first; ``cursor`` is the (created_at, id) of the last one seen."""
+    query = select(batch_jobs).order_by(batch_jobs.c.created_at.desc(), batch_jobs.c.id.desc())
+    if account_id is not None:
+        query = query.where(batch_jobs.c.user_id == account_id)
+    if status is not None:
+        query = query.where(batch_jobs.c.status == status)
+    if created_from is not None:
+        query = query.where(batch_jobs.c.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(batch_jobs.c.created_at < created_to)
+    if cursor is not None:
+        at, last_id = cursor
+        query = query.where(
+            or_(
+                batch_jobs.c.created_at < at,
+                and_(batch_jobs.c.created_at == at, batch_jobs.c.id < last_id),
+            )
+        )
+    return list((await conn.execute(query.limit(limit))).all())
+
+
+async def list_items(
+    conn: AsyncConnection,
+    batch_id: str,
+    *,
+    statuses: tuple[str, ...] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Any], int]:
+    """A page of a batch's tasks in index order, and how many match in all."""
+    where = [video_tasks.c.batch_job_id == batch_id]
+    if statuses:
+        where.append(video_tasks.c.status.in_(statuses))
+    total = (
+        await conn.execute(select(func.count()).select_from(video_tasks).where(*where))
+    ).scalar_one()
+    rows = (
+        await conn.execute(
+            select(video_tasks)
+            .where(*where)
+            .order_by(video_tasks.c.batch_index)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    return list(rows), int(total)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    batch_id: str
+    status: str
+    cancelled_items: int
+    credits_refunded: int
+
+
+async def cancel_batch(
+    engine: AsyncEngine,
+    batch_id: str,
+    *,
+    account_id: str | None,
+    webhook_max_attempts: int = 4,
+    now: datetime | None = None,
+) -> Cancelled:
+    """Cancel what has not been submitted and refund it at once; running tasks finish and
+    are charged only if they succeed. The batch settles now if nothing is left running."""
+    now = now or utcnow()
+    async with engine.begin() as conn:
+        row = await get_batch_row(conn, batch_id, account_id)
+        if row.settled_at is not None:
+            raise BatchAlreadyEnded(f"batch {batch_id} already ended ({row.status})")
+        await conn.execute(
+            update(batch_jobs)
+            .where(batch_jobs.c.id == batch_id, batch_jobs.c.cancel_requested_at.is_(None))
+            .values(cancel_requested_at=now, updated_at=now)
+        )
+        cancelled = (
+            await conn.execute(
+                update(video_tasks)
+                .where(
+                    video_tasks.c.batch_job_id == batch_id,
+                    video_tasks.c.status.in_(TASK_WAITING),
+                )
+                .values(
+                    status="cancelled",
+                    next_attempt_at=None,
+                    completed_at=now,
+                    updated_at=now,
+                    error_message="cancelled by request",
+                )
+                .returning(video_tasks.c.cost_credits)
+            )
+        ).all()
+        amount = sum(r.cost_credits for r in cancelled)
+        if amount:
+            await ledger.release(
+                conn,
+                row.user_id,
+                amount,
+                batch_id=batch_id,
+                key=f"cancel:{batch_id}:{now.isoformat()}",
+                description=f"refund of {len(cancelled)} cancelled item(s), batch {batch_id}",
+            )
+            await conn.execute(
+                update(batch_jobs)
+                .where(batch_jobs.c.id == batch_id)
+                .values(credits_refunded=batch_jobs.c.credits_refunded + amount)
+            )
+        done = await settlement.settle_batch(
+            conn, batch_id, now, webhook_max_attempts=webhook_max_attempts
+        )
+        refunded = (
+            await conn.execute(
+                select(batch_jobs.c.credits_refunded).where(batch_jobs.c.id == batch_id)
+            )
+        ).scalar_one()
+    log.info("batch cancelled", extra={"batch_id": batch_id, "action": "cancel",
+                                       "items": len(cancelled), "refunded": amount})
+    return Cancelled(
+        batch_id=batch_id,
+        status=done.status if done else "cancelled",
+        cancelled_items=len(cancelled),
+        credits_refunded=int(refunded),
+    )

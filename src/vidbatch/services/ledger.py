@@ -1,0 +1,240 @@
+"""The credit ledger: every change to an account's credits is one append-only entry.
+
+An account has ``balance_credits`` (credits it owns) and ``frozen_credits`` (the part of
+them reserved for batches not yet settled); ``available = balance - frozen``. Each entry
+records its change to both (``delta``, ``frozen_delta``) and the values after it, so
+``balance == Σ delta`` and ``frozen == Σ frozen_delta`` for every account, always.
+
+Every posting is one conditional UPDATE (the database refuses a change that would make
+available credits negative; no read-then-write race) plus one INSERT whose unique
+``(account_id, idempotency_key)`` makes a repeated operation post nothing. The functions
+take a connection and never commit: the use case that calls them owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vidbatch.clock import utcnow
+from vidbatch.db.schema import accounts, credit_ledger
+from vidbatch.exceptions import InsufficientCredits, InvalidInput, NotFound
+
+
+@dataclass(frozen=True)
+class Posting:
+    """The outcome of a posting: the entry, and whether this call created it."""
+
+    entry: dict[str, Any]
+    created: bool
+
+
+async def post(
+    conn: AsyncConnection,
+    *,
+    account_id: str,
+    type: str,
+    delta: int,
+    frozen_delta: int = 0,
+    key: str,
+    batch_id: str | None = None,
+    item_id: str | None = None,
+    description: str | None = None,
+    now: datetime | None = None,
+) -> Posting:
+    """Apply one change to an account and record it, at most once per ``key``.
+
+    Raises :class:`InsufficientCredits` when the change would leave available credits (or
+    frozen credits) negative, :class:`NotFound` for an unknown account. A repeat of an
+    earlier key changes nothing and returns the first entry with ``created=False``.
+    """
+    now = now or utcnow()
+    existing = await _entry_by_key(conn, account_id, key)
+    if existing is not None:
+        return Posting(existing, created=False)
+    try:
+        async with conn.begin_nested():
+            row = (
+                await conn.execute(
+                    update(accounts)
+                    .where(
+                        and_(
+                            accounts.c.id == account_id,
+                            accounts.c.balance_credits + delta
+                            >= accounts.c.frozen_credits + frozen_delta,
+                            accounts.c.frozen_credits + frozen_delta >= 0,
+                        )
+                    )
+                    .values(
+                        balance_credits=accounts.c.balance_credits + delta,
+                        frozen_credits=accounts.c.frozen_credits + frozen_delta,
+                        updated_at=now,
+                    )
+                    .returning(accounts.c.balance_credits, accounts.c.frozen_credits)
+                )
+            ).first()
+            if row is None:
+                await _raise_refusal(conn, account_id, delta, frozen_delta)
+            assert row is not None
+            entry = {
+                "account_id": account_id,
+                "type": type,
+                "delta": delta,
+                "frozen_delta": frozen_delta,
+                "balance_after": row.balance_credits,
+                "frozen_after": row.frozen_credits,
+                "batch_id": batch_id,
+                "item_id": item_id,
+                "idempotency_key": key,
+                "description": description,
+                "created_at": now,
+            }
+            result = await conn.execute(
+                credit_ledger.insert().values(**entry).returning(credit_ledger.c.id)
+            )
+            entry["id"] = result.scalar_one()
+            return Posting(entry, created=True)
+    except IntegrityError:
+        # A concurrent call posted the same key first; the savepoint undid our update.
+        existing = await _entry_by_key(conn, account_id, key)
+        if existing is None:
+            raise
+        return Posting(existing, created=False)
+
+
+async def _entry_by_key(conn: AsyncConnection, account_id: str, key: str) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(
+            select(credit_ledger).where(
+                credit_ledger.c.account_id == account_id,
+                credit_ledger.c.idempotency_key == key,
+            )
+        )
+    ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def _raise_refusal(
+    conn: AsyncConnection, account_id: str, delta: int, frozen_delta: int
+) -> None:
+    row = (
+        await conn.execute(
+            select(accounts.c.balance_credits, accounts.c.frozen_credits).where(
+                accounts.c.id == account_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    available = row.balance_credits - row.frozen_credits
+    required = frozen_delta - delta if frozen_delta > 0 else -delta
+    raise InsufficientCredits(required=max(required, 0), available=available)
+
+
+def _positive(amount: int, what: str = "credits") -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise InvalidInput(f"{what} must be a positive whole number, got {amount!r}")
+
+
+async def topup(
+    conn: AsyncConnection,
+    account_id: str,
+    amount: int,
+    *,
+    key: str,
+    type: str = "purchase",
+    description: str | None = None,
+) -> Posting:
+    """Add ``amount`` purchased (or bonus) credits."""
+    _positive(amount)
+    return await post(
+        conn, account_id=account_id, type=type, delta=amount, key=key, description=description
+    )
+
+
+async def reserve(
+    conn: AsyncConnection, account_id: str, amount: int, *, batch_id: str
+) -> Posting:
+    """Freeze ``amount`` of the account's available credits for a batch (once per batch)."""
+    if amount < 0:
+        raise InvalidInput("a reservation cannot be negative")
+    return await post(
+        conn,
+        account_id=account_id,
+        type="reserve",
+        delta=0,
+        frozen_delta=amount,
+        key=f"reserve:{batch_id}",
+        batch_id=batch_id,
+        description=f"reserve for batch {batch_id}",
+    )
+
+
+async def release(
+    conn: AsyncConnection,
+    account_id: str,
+    amount: int,
+    *,
+    batch_id: str,
+    key: str,
+    description: str | None = None,
+) -> Posting:
+    """Unfreeze ``amount`` reserved for a batch: credits not used (a refund)."""
+    if amount < 0:
+        raise InvalidInput("a refund cannot be negative")
+    return await post(
+        conn,
+        account_id=account_id,
+        type="refund",
+        delta=0,
+        frozen_delta=-amount,
+        key=key,
+        batch_id=batch_id,
+        description=description or f"refund for batch {batch_id}",
+    )
+
+
+async def charge(
+    conn: AsyncConnection,
+    account_id: str,
+    amount: int,
+    *,
+    batch_id: str,
+    key: str,
+) -> Posting:
+    """Spend ``amount`` of the credits reserved for a batch."""
+    if amount < 0:
+        raise InvalidInput("a charge cannot be negative")
+    return await post(
+        conn,
+        account_id=account_id,
+        type="settle",
+        delta=-amount,
+        frozen_delta=-amount,
+        key=key,
+        batch_id=batch_id,
+        description=f"charge for batch {batch_id}",
+    )
+
+
+async def adjust(
+    conn: AsyncConnection, account_id: str, amount: int, *, reason: str, key: str
+) -> Posting:
+    """A manual correction by the operator, positive or negative, with its reason."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+        raise InvalidInput("an adjustment must be a non-zero whole number of credits")
+    if not reason or not reason.strip():
+        raise InvalidInput("an adjustment needs a reason")
+    return await post(
+        conn,
+        account_id=account_id,
+        type="adjustment",
+        delta=amount,
+        key=key,
+        description=reason.strip(),
+    )

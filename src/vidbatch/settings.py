@@ -1,0 +1,314 @@
+"""Configuration: one settings object, built once by an entry point and passed in.
+
+Every environment variable of the original system is read under its original name
+(``BATCH_CLAIM_LIMIT`` is accepted as an alias of ``BATCH_WORKER_MAX_CLAIM``); vidbatch's
+own variables start with ``VIDBATCH_``. Nothing else in the code reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vidbatch.domain.catalog import Catalog, parse_catalog_overrides
+from vidbatch.exceptions import ConfigError
+
+
+def _env(*names: str) -> Any:
+    return Field(validation_alias=AliasChoices(*names))
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+#: Variables whose first non-empty value is the public base URL (webhook mode when set).
+BASE_URL_VARS = ("NEXT_PUBLIC_SITE_URL", "SITE_URL", "NEXT_PUBLIC_APP_URL", "APP_URL")
+
+
+class Settings(BaseSettings):
+    """Every setting vidbatch reads, with its environment variable and default."""
+
+    model_config = SettingsConfigDict(
+        populate_by_name=True, extra="ignore", frozen=True, case_sensitive=True
+    )
+
+    # --- storage -----------------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///vidbatch.db",
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="sqlite:///path or postgresql://user@host/db; the async driver is chosen",
+    )
+
+    # --- worker (the original's names) -------------------------------------------------
+    internal_worker_secret: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INTERNAL_WORKER_SECRET"),
+        description="secret the worker trigger must present in x-worker-secret",
+    )
+    worker_max_claim: PositiveInt = Field(
+        5,
+        validation_alias=AliasChoices("BATCH_WORKER_MAX_CLAIM", "BATCH_CLAIM_LIMIT"),
+        description="batches one round works on (BATCH_CLAIM_LIMIT is an alias)",
+    )
+    worker_max_start_tasks_per_batch: PositiveInt = Field(
+        10,
+        validation_alias=AliasChoices("BATCH_WORKER_MAX_START_TASKS_PER_BATCH"),
+        description="tasks of one batch submitted per round",
+    )
+    worker_max_poll: PositiveInt = Field(
+        25, validation_alias=AliasChoices("BATCH_WORKER_MAX_POLL"), description="polls per round"
+    )
+    worker_max_settle: PositiveInt = Field(
+        10,
+        validation_alias=AliasChoices("BATCH_WORKER_MAX_SETTLE"),
+        description="batches settled per round",
+    )
+    max_poll_count: PositiveInt = Field(
+        20,
+        validation_alias=AliasChoices("BATCH_MAX_POLL_COUNT"),
+        description="polls of one task before it fails with failure_type timeout",
+    )
+    task_concurrency: PositiveInt = Field(
+        3,
+        validation_alias=AliasChoices("BATCH_TASK_CONCURRENCY"),
+        description="provider calls in flight per process",
+    )
+
+    # --- customer webhooks -------------------------------------------------------------
+    webhook_retries: NonNegInt = Field(
+        3,
+        validation_alias=AliasChoices("ENTERPRISE_WEBHOOK_RETRIES"),
+        description="retries of a failed customer webhook after the first attempt",
+    )
+    webhook_timeout_ms: PositiveInt = Field(
+        5000,
+        validation_alias=AliasChoices("ENTERPRISE_WEBHOOK_TIMEOUT_MS"),
+        description="timeout of one customer webhook attempt",
+    )
+    webhook_secret: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ENTERPRISE_WEBHOOK_SECRET"),
+        description="fallback signing secret for keys without their own",
+    )
+
+    # --- provider ----------------------------------------------------------------------
+    grsai_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("GRSAI_API_KEY"), description="GrsAI API key (sk-...)"
+    )
+    grsai_host: str = Field(
+        "https://grsai.dakka.com.cn",
+        validation_alias=AliasChoices("GRSAI_HOST"),
+        description="GrsAI base URL; a trailing /v1 is stripped",
+    )
+    provider_connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=AliasChoices("VIDBATCH_PROVIDER_CONNECT_TIMEOUT"),
+        description="seconds to connect to the provider",
+    )
+    provider_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=AliasChoices("VIDBATCH_PROVIDER_READ_TIMEOUT"),
+        description="seconds to wait for the provider's answer",
+    )
+
+    # --- public base URL (webhook mode) ------------------------------------------------
+    next_public_site_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("NEXT_PUBLIC_SITE_URL"),
+        description="public base URL (first of four; webhook mode when any is set)",
+    )
+    site_url: str | None = Field(
+        None, validation_alias=AliasChoices("SITE_URL"), description="public base URL (second)"
+    )
+    next_public_app_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("NEXT_PUBLIC_APP_URL"),
+        description="public base URL (third)",
+    )
+    app_url: str | None = Field(
+        None, validation_alias=AliasChoices("APP_URL"), description="public base URL (fourth)"
+    )
+
+    # --- API ---------------------------------------------------------------------------
+    max_items: PositiveInt = Field(
+        10_000,
+        validation_alias=AliasChoices("ENTERPRISE_BATCH_MAX_ITEMS"),
+        description="items allowed in one batch",
+    )
+    max_body_bytes: PositiveInt = Field(
+        32 * 1024 * 1024,
+        validation_alias=AliasChoices("VIDBATCH_MAX_BODY_BYTES"),
+        description="largest request body accepted",
+    )
+    default_rate_limit_per_min: PositiveInt = Field(
+        60,
+        validation_alias=AliasChoices("VIDBATCH_DEFAULT_RATE_LIMIT"),
+        description="rate_limit_per_min of new API keys",
+    )
+    allow_private_webhooks: bool = Field(
+        False,
+        validation_alias=AliasChoices("VIDBATCH_ALLOW_PRIVATE_WEBHOOKS"),
+        description="allow http and private/loopback webhook URLs (development only)",
+    )
+    admin_token: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_ADMIN_TOKEN"),
+        description="bearer token of the admin API and dashboard; unset disables them",
+    )
+    model_catalog: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_MODEL_CATALOG"),
+        description="JSON overrides of the model catalog (prices, new models)",
+    )
+
+    # --- worker (vidbatch's own) -------------------------------------------------------
+    callback_secret: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_CALLBACK_SECRET"),
+        description="key of the per-task callback tokens; generated and stored if unset",
+    )
+    confirm_callbacks: bool = Field(
+        True,
+        validation_alias=AliasChoices("VIDBATCH_CONFIRM_CALLBACKS"),
+        description="confirm a succeeded callback with the provider before trusting it",
+    )
+    ambiguous_submit: Literal["fail", "retry"] = Field(
+        "fail",
+        validation_alias=AliasChoices("VIDBATCH_AMBIGUOUS_SUBMIT"),
+        description="a submit with unknown outcome: fail and refund, or submit again",
+    )
+    provider_max_inflight: NonNegInt = Field(
+        0,
+        validation_alias=AliasChoices("VIDBATCH_PROVIDER_MAX_INFLIGHT"),
+        description="tasks running at the provider across all workers; 0 = unlimited",
+    )
+    lease_seconds: PositiveInt = Field(
+        60,
+        validation_alias=AliasChoices("VIDBATCH_LEASE_SECONDS"),
+        description="how long a claim is held before another worker may take it over",
+    )
+    submit_max_attempts: PositiveInt = Field(
+        5,
+        validation_alias=AliasChoices("VIDBATCH_SUBMIT_MAX_ATTEMPTS"),
+        description="transient submit failures before a task fails",
+    )
+    max_wait_seconds: PositiveInt = Field(
+        1800,
+        validation_alias=AliasChoices("VIDBATCH_MAX_WAIT_SECONDS"),
+        description="wall-clock limit of one generation (per-model values in the catalog)",
+    )
+    callback_grace_seconds: PositiveInt = Field(
+        120,
+        validation_alias=AliasChoices("VIDBATCH_CALLBACK_GRACE_SECONDS"),
+        description="webhook mode: poll a task anyway when no callback came for this long",
+    )
+    poll_intervals: str = Field(
+        "5,15,30",
+        validation_alias=AliasChoices("VIDBATCH_POLL_INTERVALS"),
+        description="seconds before the first poll, while poll_count<=3, then after",
+    )
+    worker_idle_seconds: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=AliasChoices("VIDBATCH_WORKER_IDLE_SECONDS"),
+        description="longest sleep of the worker loop when nothing is due",
+    )
+
+    # --- logging -----------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=AliasChoices("VIDBATCH_LOG_FORMAT"),
+        description="text (human) or json",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=AliasChoices("VIDBATCH_LOG_LEVEL"), description="log level"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str) -> str:
+        from vidbatch.db.engine import async_url  # local: avoid an import cycle
+
+        async_url(value)  # raises ValueError with a clear message
+        return value
+
+    @field_validator("poll_intervals")
+    @classmethod
+    def _check_intervals(cls, value: str) -> str:
+        try:
+            parts = [float(p) for p in value.split(",")]
+        except ValueError:
+            raise ValueError("must be three comma-separated numbers of seconds") from None
+        if len(parts) != 3 or any(p <= 0 for p in parts):
+            raise ValueError("must be three comma-separated positive numbers of seconds")
+        return value
+
+    @field_validator("model_catalog")
+    @classmethod
+    def _check_catalog(cls, value: str | None) -> str | None:
+        try:
+            parse_catalog_overrides(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator(
+        "grsai_host", "next_public_site_url", "site_url", "next_public_app_url", "app_url"
+    )
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None if value is None or not value.strip() else value
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def public_base_url(self) -> str | None:
+        """The first non-empty of the four base-URL variables; None means polling mode."""
+        for value in (self.next_public_site_url, self.site_url, self.next_public_app_url,
+                      self.app_url):
+            if value:
+                return value
+        return None
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return parse_catalog_overrides(self.model_catalog)
+
+    @property
+    def poll_schedule(self) -> tuple[float, float, float]:
+        a, b, c = (float(p) for p in self.poll_intervals.split(","))
+        return a, b, c
+
+
+def env_name(field: str) -> str:
+    """The primary environment variable of a settings field."""
+    alias = Settings.model_fields[field].validation_alias
+    assert isinstance(alias, AliasChoices)
+    first = alias.choices[0]
+    assert isinstance(first, str)
+    return first
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment (plus overrides by field name).
+
+    An invalid value raises :class:`ConfigError` with one line naming the variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"][0] if err["loc"] else "?"
+        name = str(loc)
+        if name in Settings.model_fields:
+            name = env_name(name)
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {msg}") from None
