@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -130,3 +131,59 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = make_engine(db_url)
     yield eng
     await eng.dispose()
+
+
+# --- the application, driven in-process -------------------------------------------------
+
+WORKER_SECRET = "test-worker-secret"
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture
+def settings_factory(db_url: str, sim: Any) -> Any:
+    """Settings for a test: this test's database, the simulator as provider."""
+    from vidbatch.settings import Settings
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": db_url,
+            "grsai_host": sim.url,
+            "grsai_api_key": "sk-test",
+            "internal_worker_secret": WORKER_SECRET,
+            "admin_token": ADMIN_TOKEN,
+            "allow_private_webhooks": True,
+            "callback_secret": "test-callback-secret",
+            "provider_read_timeout": 5.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Any) -> Any:
+    return settings_factory()
+
+
+@pytest.fixture
+async def runtime(settings: Any, engine: AsyncEngine) -> AsyncIterator[Any]:
+    from vidbatch.runtime import Runtime
+
+    rt = await Runtime.open(settings, engine=engine)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture
+async def client(settings: Any, runtime: Any) -> AsyncIterator[Any]:
+    """An httpx client talking to the app in-process (no socket)."""
+    import httpx
+
+    from vidbatch.api.app import create_app
+
+    app = create_app(settings, runtime=runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vidbatch.test") as c:
+        c.app = app  # type: ignore[attr-defined]
+        yield c

@@ -1,0 +1,147 @@
+"""The FastAPI application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidbatch import __version__
+from vidbatch.api import errors, request_id
+from vidbatch.runtime import Runtime
+from vidbatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Batch AI video generation (Sora-2, Veo). Post a batch of items with your API key
+(`x-api-key` or `Authorization: Bearer`): the price is frozen from your credits at once,
+every item is generated, and when all have ended you are charged for what succeeded and
+refunded the rest. Errors are JSON: `{"ok": false, "error": "<CODE>", "message", "details",
+"request_id"}`.
+"""
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before they are read whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._too_large(scope, send)
+                return
+        seen = 0
+        too_large = False
+
+        async def limited() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    too_large = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(scope, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        import json
+
+        rid = request_id.from_headers(
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        ) or request_id.generate()
+        body = json.dumps({"ok": False, "error": "PAYLOAD_TOO_LARGE",
+                           "message": f"request body over {self.limit} bytes",
+                           "request_id": rid}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"x-request-id", rid.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    run_worker: bool = False,
+) -> FastAPI:
+    """Build the app. With ``runtime`` given, the caller owns it; otherwise the app opens
+    one at start-up (database migrated on SQLite) and closes it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or await Runtime.open(settings)
+        app.state.runtime = rt
+        worker_task: asyncio.Task[Any] | None = None
+        if run_worker:
+            from vidbatch.worker.loop import WorkerLoop
+
+            worker = WorkerLoop(rt)
+            app.state.worker = worker
+            worker_task = asyncio.create_task(worker.run(), name="vidbatch-worker")
+        try:
+            yield
+        finally:
+            if worker_task is not None:
+                app.state.worker.stop()
+                with suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(worker_task, timeout=30)
+            if runtime is None:
+                await rt.close()
+
+    app = FastAPI(
+        title="vidbatch",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if runtime is not None:
+        app.state.runtime = runtime
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: Any) -> Any:
+        rid = request_id.from_headers(request.headers) or request_id.generate()
+        request.state.request_id = rid
+        response = await call_next(request)
+        # A route may have adopted the body's request_id; it wins.
+        response.headers["x-request-id"] = getattr(request.state, "request_id", rid)
+        return response
+
+    errors.install(app)
+
+    from vidbatch.api import callback, enterprise, health, internal, v1
+
+    app.include_router(health.router)
+    app.include_router(enterprise.router)
+    app.include_router(v1.router)
+    app.include_router(internal.router)
+    app.include_router(callback.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def runtime_of(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt

@@ -1,0 +1,131 @@
+"""Errors become HTTP responses here and only here.
+
+Every error body is ``{"ok": false, "error": "<CODE>", "message": "...", "details": [...],
+"request_id": "..."}`` plus any extra fields of the error (``required``/``available`` for
+402, for example). The code is stable; the message is for humans.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vidbatch.exceptions import (
+    BatchAlreadyEnded,
+    Conflict,
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    InsufficientCredits,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    VidbatchError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: list[tuple[type[VidbatchError], int]] = [
+    (InsufficientCredits, 402),
+    (RateLimited, 429),
+    (IdempotencyKeyReused, 422),
+    (IdempotencyInFlight, 409),
+    (BatchAlreadyEnded, 400),
+    (Conflict, 409),
+    (NotFound, 404),
+    (InvalidInput, 400),
+]
+
+
+class ApiError(Exception):
+    """An HTTP error with the original's body shape, raised by routers."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "ok": False,
+        "error": code,
+        "message": message,
+        "request_id": request_id_of(request),
+    }
+    if details:
+        body["details"] = details
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def status_for(exc: VidbatchError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status, exc.code, exc.message, headers=exc.headers,
+                              **exc.extra)
+
+    @app.exception_handler(VidbatchError)
+    async def _vidbatch_error(request: Request, exc: VidbatchError) -> JSONResponse:
+        status = status_for(exc)
+        if status == 500:
+            log.error("unhandled vidbatch error", extra={"action": "error", "code": exc.code})
+            return error_response(request, 500, "INTERNAL_ERROR", "internal error")
+        details = [d.as_dict() for d in getattr(exc, "details", [])]
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(request, status, exc.code, exc.message, details=details,
+                              headers=headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"index": None, "field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "request",
+             "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        return error_response(request, 400, "INVALID_PAYLOAD", "invalid request",
+                              details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+        return error_response(request, exc.status_code,
+                              codes.get(exc.status_code, f"HTTP_{exc.status_code}"),
+                              str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"action": "error"})
+        return error_response(request, 500, "INTERNAL_ERROR", "internal error")

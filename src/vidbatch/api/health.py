@@ -1,0 +1,52 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import func, select
+
+from vidbatch.db.migrate import is_current
+from vidbatch.db.schema import video_tasks
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@router.get("/readyz", summary="The database is reachable and its schema current")
+async def readyz(request: Request) -> JSONResponse:
+    rt = request.app.state.runtime
+    try:
+        current = await is_current(rt.engine)
+    except Exception as exc:  # any database failure means not ready
+        return JSONResponse(
+            {"ok": False, "database": "unreachable", "error": type(exc).__name__},
+            status_code=503,
+        )
+    if not current:
+        return JSONResponse({"ok": False, "database": "schema not current"}, status_code=503)
+    return JSONResponse({"ok": True, "database": "ok"})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    rt = request.app.state.runtime
+    try:
+        async with rt.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(video_tasks.c.status, func.count()).group_by(video_tasks.c.status)
+                )
+            ).all()
+        for status in ("pending", "queued", "submitting", "processing", "succeeded", "failed",
+                       "cancelled"):
+            rt.metrics.tasks.labels(status).set(0)
+        for status, n in rows:
+            rt.metrics.tasks.labels(status).set(n)
+    except Exception:  # metrics still answer when the database is down
+        pass
+    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
