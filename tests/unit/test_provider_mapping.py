@@ -307,6 +307,8 @@ def test_other_statuses_are_running(status: str | None) -> None:
         (None, 0),
         (True, 0),
         (float("nan"), 0),
+        (float("inf"), 100),
+        ("-inf", 0),
         ([], 0),
     ],
 )

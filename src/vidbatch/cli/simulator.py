@@ -54,6 +54,7 @@ def simulator(
     outage: bool = _option("outage"),
     max_running: int | None = _option("max_running"),
     create_hang_rate: float = _option("create_hang_rate"),
+    result_hang_rate: float = _option("result_hang_rate"),
     hang_max: float = _option("hang_max"),
     callback_interval: float = _option("callback_interval"),
     callback_timeout: float = _option("callback_timeout"),

@@ -147,7 +147,7 @@ def _progress(value: Any) -> int:
         return 0
     if math.isnan(number):
         return 0
-    return max(0, min(100, int(number)))
+    return int(max(0.0, min(100.0, number)))  # clamp first: int(inf) would raise
 
 
 def _text(value: Any) -> str | None:
@@ -322,7 +322,7 @@ class GrsAIClient:
     async def get_result(self, remote_id: str) -> RemoteResult:
         envelope = await self._post(RESULT_PATH, {"id": remote_id}, creating=False)
         data = envelope.get("data")
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or "status" not in data:
             raise ProviderTransient("provider answered without a task object")
         try:
             return normalise_task(data, remote_id=remote_id)

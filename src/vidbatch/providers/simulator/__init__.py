@@ -52,6 +52,16 @@ Prompt markers force an outcome whatever the rates say:
 
 Concurrency cap: with ``max_running`` set, a create arriving while that many tasks run gets
 HTTP 429 with ``Retry-After`` and counts as a ``cap_overshoots`` in the stats.
+
+Hanging calls: ``create_hang_rate`` makes the task and then holds the connection without
+answering until the client closes it (or ``hang_max`` passes) - the ambiguous create;
+``result_hang_rate`` does the same to a poll. ``outage`` makes every GrsAI and file endpoint
+answer HTTP 500; the ``*_429_rate`` / ``*_500_rate`` knobs do so at random, per endpoint kind.
+
+Callback faults (each drawn per delivery): ``callback_loss_rate`` (never sent),
+``callback_duplicate_rate`` (sent twice), ``callback_delay_rate`` (sent ``callback_delay``
+seconds late, possibly after later ones), ``callback_reorder_rate`` (a progress callback held
+back until after the final one).
 """
 
 from vidbatch.providers.simulator.app import create_app, sample_video, serve

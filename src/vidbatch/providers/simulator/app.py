@@ -183,6 +183,10 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
         if not isinstance(task_id, str) or not task_id:
             state.stats.rejected += 1
             return answer(_envelope(-1, "id is required"), -1)
+        if state.decide_result_hang():
+            state.stats.hung_results += 1
+            state.record("POST", path, body, 0, None)  # 0: no answer was given
+            await hang(request)
         task = state.tasks.get(task_id)
         if task is None:
             state.stats.not_found += 1

@@ -72,8 +72,11 @@ class SimulatorConfig(BaseModel):
     create_hang_rate: Rate = _rate(
         "Share of creates that make the task but never answer (until the client goes away)."
     )
+    result_hang_rate: Rate = _rate(
+        "Share of result calls that never answer (until the client goes away)."
+    )
     hang_max: float = Field(
-        default=300.0, gt=0.0, description="Longest a hanging create holds its connection."
+        default=300.0, gt=0.0, description="Longest a hanging call holds its connection."
     )
 
     # -- callbacks

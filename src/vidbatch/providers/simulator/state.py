@@ -190,6 +190,7 @@ class Stats:
     rejected: int = 0
     not_found: int = 0
     ambiguous_creates: int = 0
+    hung_results: int = 0
     cap_overshoots: int = 0
     max_running_seen: int = 0
     files_served: int = 0
@@ -300,6 +301,11 @@ class SimState:
         drawn = rate > 0 and self.rng.random() < rate
         return drawn or AMBIGUOUS_MARKER in prompt
 
+    def decide_result_hang(self) -> bool:
+        """Whether this result call never answers."""
+        rate = self.config.result_hang_rate
+        return rate > 0 and self.rng.random() < rate
+
     # -- tasks
 
     def running_now(self) -> int:
@@ -391,6 +397,7 @@ class SimState:
             "rejected": s.rejected,
             "not_found": s.not_found,
             "ambiguous_creates": s.ambiguous_creates,
+            "hung_results": s.hung_results,
             "files_served": s.files_served,
             "callbacks_sent": s.callbacks_sent,
             "callbacks_failed": s.callbacks_failed,
