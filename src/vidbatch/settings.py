@@ -212,6 +212,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_POLL_INTERVALS"),
         description="seconds before the first poll, while poll_count<=3, then after",
     )
+    require_https_video_url: bool = Field(
+        True,
+        validation_alias=AliasChoices("VIDBATCH_REQUIRE_HTTPS_VIDEO_URL"),
+        description="a succeeded task needs an https video URL (off for local simulators)",
+    )
     worker_idle_seconds: float = Field(
         1.0,
         gt=0,

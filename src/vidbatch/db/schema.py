@@ -151,6 +151,8 @@ batch_jobs = Table(
     Column("metadata", JSONType, nullable=True),
     Column("parent_batch_id", ID, ForeignKey("batch_jobs.id"), nullable=True),
     Column("cancel_requested_at", UTCDateTime(), nullable=True),
+    # When a worker last took tasks of this batch: batches are served round-robin.
+    Column("last_dispatch_at", UTCDateTime(), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("completed_at", UTCDateTime(), nullable=True),
@@ -230,6 +232,7 @@ video_tasks = Table(
     # What a round looks for: live tasks that are due. Ended tasks stay out of the index.
     Index(
         "ix_video_tasks_due",
+        "status",
         "next_attempt_at",
         sqlite_where=text("next_attempt_at IS NOT NULL"),
         postgresql_where=text("next_attempt_at IS NOT NULL"),
