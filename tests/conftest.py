@@ -154,6 +154,9 @@ def settings_factory(db_url: str, sim: Any) -> Any:
             "allow_private_webhooks": True,
             "callback_secret": "test-callback-secret",
             "provider_read_timeout": 5.0,
+            "poll_intervals": "0.01,0.01,0.01",
+            "require_https_video_url": False,
+            "callback_grace_seconds": 5.0,
         }
         values.update(overrides)
         return Settings(**values)

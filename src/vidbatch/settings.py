@@ -202,8 +202,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_MAX_WAIT_SECONDS"),
         description="wall-clock limit of one generation (per-model values in the catalog)",
     )
-    callback_grace_seconds: PositiveInt = Field(
-        120,
+    callback_grace_seconds: float = Field(
+        120.0,
+        gt=0,
         validation_alias=AliasChoices("VIDBATCH_CALLBACK_GRACE_SECONDS"),
         description="webhook mode: poll a task anyway when no callback came for this long",
     )

@@ -1,0 +1,262 @@
+"""Recording what happened to a remote task. Used by the worker (fenced on its lease)
+and by the provider callback (guarded on the task's state); terminal states absorb.
+
+Every write is one conditional UPDATE whose row count says whether it applied: a stale
+worker, a late poll or a repeated callback changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.providers.base import RemoteResult
+from vidbatch.services import events
+
+MAX_TEXT = 2000
+
+
+def _clip(text: str | None) -> str | None:
+    return text[:MAX_TEXT] if text else text
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a write must still hold: the token bumped at claim time."""
+
+    owner: str
+    token: int
+
+
+def _fenced(task_id: str, status: str, fence: Fence | None) -> list[Any]:
+    where = [video_tasks.c.id == task_id, video_tasks.c.status == status]
+    if fence is not None:
+        where += [video_tasks.c.lease_owner == fence.owner,
+                  video_tasks.c.lease_token == fence.token]
+    return where
+
+
+async def mark_submitted(
+    conn: AsyncConnection,
+    task_id: str,
+    batch_id: str,
+    fence: Fence,
+    *,
+    remote_id: str,
+    now: datetime,
+    next_check_at: datetime,
+    deadline_at: datetime,
+    webhook_max_attempts: int,
+) -> bool:
+    """submitting → processing with the provider's id. A callback that arrived before this
+    write (``callback_at`` set) makes the task due for a poll at once."""
+    result = await conn.execute(
+        update(video_tasks)
+        .where(*_fenced(task_id, "submitting", fence))
+        .values(
+            status="processing",
+            grsai_task_id=remote_id,
+            submitted_at=now,
+            deadline_at=deadline_at,
+            next_attempt_at=next_check_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=None,
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    # An early callback: poll now rather than after the grace period.
+    await conn.execute(
+        update(video_tasks)
+        .where(video_tasks.c.id == task_id, video_tasks.c.callback_at.is_not(None),
+               video_tasks.c.status == "processing")
+        .values(next_attempt_at=now)
+    )
+    started = await conn.execute(
+        update(batch_jobs)
+        .where(batch_jobs.c.id == batch_id, batch_jobs.c.status == "queued")
+        .values(status="processing", updated_at=now)
+    )
+    if started.rowcount:
+        await events.enqueue(conn, batch_id, "batch.running", now,
+                             max_attempts=webhook_max_attempts)
+    return True
+
+
+async def reschedule_submit(
+    conn: AsyncConnection,
+    task_id: str,
+    fence: Fence,
+    *,
+    error: str,
+    retry_at: datetime,
+    now: datetime,
+    count_attempt: bool = True,
+) -> bool:
+    """submitting → pending, to be submitted again at ``retry_at`` (a transient error).
+    A 429 does not burn an attempt (``count_attempt=False``)."""
+    values: dict[str, Any] = {
+        "status": "pending",
+        "next_attempt_at": retry_at,
+        "next_retry_at": retry_at,
+        "last_error": _clip(error),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if not count_attempt:
+        values["attempts"] = video_tasks.c.attempts - 1
+    result = await conn.execute(
+        update(video_tasks).where(*_fenced(task_id, "submitting", fence)).values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def fail(
+    conn: AsyncConnection,
+    task_id: str,
+    *,
+    from_status: str,
+    failure_type: str,
+    error: str,
+    now: datetime,
+    failure_reason: str | None = None,
+    fence: Fence | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bool:
+    """A live task fails for good; its price is refunded at settlement."""
+    values: dict[str, Any] = {
+        "status": "failed",
+        "failure_type": failure_type,
+        "failure_reason": _clip(failure_reason or failure_type),
+        "error_message": _clip(error),
+        "last_error": _clip(error),
+        "next_attempt_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "completed_at": now,
+        "updated_at": now,
+    }
+    values.update(extra or {})
+    result = await conn.execute(
+        update(video_tasks).where(*_fenced(task_id, from_status, fence)).values(**values)
+    )
+    return result.rowcount == 1
+
+
+def acceptable_video_url(url: str | None, *, require_https: bool) -> bool:
+    if not url:
+        return False
+    parts = urlsplit(url)
+    allowed = ("https",) if require_https else ("https", "http")
+    return parts.scheme in allowed and bool(parts.netloc)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What recording a remote result did to the task."""
+
+    outcome: str  # succeeded | failed | running | stale
+    applied: bool
+
+
+async def apply_result(
+    conn: AsyncConnection,
+    task_id: str,
+    result: RemoteResult,
+    *,
+    now: datetime,
+    require_https: bool,
+    fence: Fence | None = None,
+    next_check_at: datetime | None = None,
+    count_poll: bool = False,
+    timed_out: bool = False,
+) -> Applied:
+    """Record a provider result on a ``processing`` task.
+
+    ``succeeded`` needs an acceptable video URL, else the task fails (model_error): a
+    success without a video is never billed. ``running`` keeps the task processing and,
+    with ``next_check_at``, schedules its next poll; ``timed_out`` turns a still-running
+    task into a ``timeout`` failure.
+    """
+    polled: dict[str, Any] = {}
+    if count_poll:
+        polled = {"poll_count": video_tasks.c.poll_count + 1, "last_poll_at": now}
+    if result.status == "succeeded":
+        if not acceptable_video_url(result.video_url, require_https=require_https):
+            why = "no video URL" if not result.video_url else "video URL is not https"
+            ok = await fail(conn, task_id, from_status="processing", failure_type="model_error",
+                            error=f"provider reported success with {why}", now=now,
+                            failure_reason="invalid_result", fence=fence, extra=polled)
+            return Applied("failed", ok)
+        res = await conn.execute(
+            update(video_tasks)
+            .where(*_fenced(task_id, "processing", fence))
+            .values(
+                status="succeeded",
+                progress=100,
+                video_url=result.video_url,
+                pid=result.pid,
+                remove_watermark=result.remove_watermark,
+                next_attempt_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                completed_at=now,
+                updated_at=now,
+                **polled,
+            )
+        )
+        return Applied("succeeded", res.rowcount == 1)
+    if result.status == "failed":
+        ok = await fail(conn, task_id, from_status="processing",
+                        failure_type=result.failure_type or "unknown",
+                        error=result.error or result.failure_reason or "generation failed",
+                        failure_reason=result.failure_reason, now=now, fence=fence,
+                        extra=polled)
+        return Applied("failed", ok)
+    if timed_out:
+        ok = await fail(conn, task_id, from_status="processing", failure_type="timeout",
+                        error="the provider did not finish in time", failure_reason="timeout",
+                        now=now, fence=fence, extra=polled)
+        return Applied("failed", ok)
+    values: dict[str, Any] = {
+        "progress": func.max(video_tasks.c.progress, result.progress)
+        if conn.dialect.name == "sqlite"
+        else func.greatest(video_tasks.c.progress, result.progress),
+        "updated_at": now,
+        **polled,
+    }
+    if next_check_at is not None:
+        values.update(next_attempt_at=next_check_at, lease_owner=None, lease_expires_at=None)
+    res = await conn.execute(
+        update(video_tasks).where(*_fenced(task_id, "processing", fence)).values(**values)
+    )
+    return Applied("running", res.rowcount == 1)
+
+
+async def reschedule_poll(
+    conn: AsyncConnection,
+    task_id: str,
+    fence: Fence,
+    *,
+    next_check_at: datetime,
+    error: str,
+    now: datetime,
+) -> bool:
+    """A poll that got no usable answer: the task stays processing, the poll does not
+    count, and it is checked again at ``next_check_at``."""
+    result = await conn.execute(
+        update(video_tasks)
+        .where(*_fenced(task_id, "processing", fence))
+        .values(next_attempt_at=next_check_at, last_error=_clip(error), lease_owner=None,
+                lease_expires_at=None, updated_at=now)
+    )
+    return result.rowcount == 1

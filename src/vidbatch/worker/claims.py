@@ -1,0 +1,201 @@
+"""Claims: who works on what, decided by one statement each.
+
+A claim moves rows and sets their lease (owner, expiry, a token bumped on every claim) in
+a single UPDATE whose candidate rows come from a ``MATERIALIZED`` CTE with ``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL (so two workers never take the same task and the planner
+cannot claim more than the limit); on SQLite every transaction is ``BEGIN IMMEDIATE``,
+which serialises claimers. A claimed task's ``next_attempt_at`` is its lease expiry: if
+the worker dies, the task is due again when the lease runs out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.domain.states import TASK_WAITING
+
+#: Key of the PostgreSQL advisory lock that serialises claims under a fleet-wide cap.
+CAP_LOCK_KEY = 0x76696462  # "vidb"
+
+
+def _due_ids(conn: AsyncConnection, query: Any) -> Any:
+    query = query.with_for_update(skip_locked=True)
+    cte = query.cte("due")
+    if conn.dialect.name == "postgresql":
+        cte = cte.prefix_with("MATERIALIZED")
+    return select(cte.c.id)
+
+
+async def pick_batches(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
+    """Batches with tasks due for submission, least recently served first (round-robin),
+    so a small batch posted after a huge one starts in the next round."""
+    due = exists().where(
+        video_tasks.c.batch_job_id == batch_jobs.c.id,
+        video_tasks.c.status.in_(TASK_WAITING),
+        video_tasks.c.next_attempt_at <= now,
+    )
+    ids = list(
+        (
+            await conn.execute(
+                select(batch_jobs.c.id)
+                .where(batch_jobs.c.settled_at.is_(None),
+                       batch_jobs.c.cancel_requested_at.is_(None), due)
+                .order_by(batch_jobs.c.last_dispatch_at.asc().nulls_first(),
+                          batch_jobs.c.created_at)
+                .limit(limit)
+            )
+        ).scalars()
+    )
+    if ids:
+        await conn.execute(
+            update(batch_jobs).where(batch_jobs.c.id.in_(ids)).values(last_dispatch_at=now)
+        )
+    return ids
+
+
+async def inflight_room(conn: AsyncConnection, cap: int) -> int:
+    """How many more tasks may start under a fleet-wide cap (0 = none). Serialised by an
+    advisory lock held to the end of the claim's transaction on PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CAP_LOCK_KEY})
+    inflight = (
+        await conn.execute(
+            select(func.count())
+            .select_from(video_tasks)
+            .where(video_tasks.c.status.in_(("submitting", "processing")))
+        )
+    ).scalar_one()
+    return max(0, cap - int(inflight))
+
+
+async def claim_for_submit(
+    conn: AsyncConnection, batch_id: str, *, owner: str, now: datetime, lease_until: datetime,
+    limit: int,
+) -> list[Any]:
+    """Take up to ``limit`` due waiting tasks of a batch: pending → submitting."""
+    due = _due_ids(
+        conn,
+        select(video_tasks.c.id)
+        .where(
+            video_tasks.c.batch_job_id == batch_id,
+            video_tasks.c.status.in_(TASK_WAITING),
+            video_tasks.c.next_attempt_at <= now,
+        )
+        .order_by(video_tasks.c.batch_index)
+        .limit(limit),
+    )
+    rows = await conn.execute(
+        update(video_tasks)
+        .where(video_tasks.c.id.in_(due), video_tasks.c.status.in_(TASK_WAITING))
+        .values(
+            status="submitting",
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            next_attempt_at=lease_until,
+            lease_token=video_tasks.c.lease_token + 1,
+            attempts=video_tasks.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*video_tasks.c)
+    )
+    return list(rows.all())
+
+
+async def claim_for_poll(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[Any]:
+    """Take up to ``limit`` processing tasks whose next check is due."""
+    due = _due_ids(
+        conn,
+        select(video_tasks.c.id)
+        .where(video_tasks.c.status == "processing", video_tasks.c.next_attempt_at <= now)
+        .order_by(video_tasks.c.next_attempt_at)
+        .limit(limit),
+    )
+    rows = await conn.execute(
+        update(video_tasks)
+        .where(video_tasks.c.id.in_(due), video_tasks.c.status == "processing")
+        .values(
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            next_attempt_at=lease_until,
+            lease_token=video_tasks.c.lease_token + 1,
+            updated_at=now,
+        )
+        .returning(*video_tasks.c)
+    )
+    return list(rows.all())
+
+
+async def expired_submissions(conn: AsyncConnection, *, now: datetime, limit: int) -> list[Any]:
+    """``submitting`` tasks whose worker's lease ran out: the provider may or may not have
+    the task. Claimed (token bumped) so only one worker applies the policy."""
+    due = _due_ids(
+        conn,
+        select(video_tasks.c.id)
+        .where(video_tasks.c.status == "submitting", video_tasks.c.next_attempt_at <= now)
+        .limit(limit),
+    )
+    rows = await conn.execute(
+        update(video_tasks)
+        .where(video_tasks.c.id.in_(due), video_tasks.c.status == "submitting",
+               video_tasks.c.next_attempt_at <= now)
+        .values(lease_token=video_tasks.c.lease_token + 1, lease_owner="rescue",
+                updated_at=now)
+        .returning(video_tasks.c.id, video_tasks.c.lease_token, video_tasks.c.batch_job_id,
+                   video_tasks.c.attempts)
+    )
+    return list(rows.all())
+
+
+async def settleable_batches(conn: AsyncConnection, limit: int) -> list[str]:
+    """Unsettled batches none of whose tasks is live; least recently touched first, so
+    a batch whose settlement keeps failing cannot block the others."""
+    live = exists().where(
+        video_tasks.c.batch_job_id == batch_jobs.c.id,
+        video_tasks.c.status.in_(("pending", "queued", "submitting", "processing")),
+    )
+    return list(
+        (
+            await conn.execute(
+                select(batch_jobs.c.id)
+                .where(and_(batch_jobs.c.settled_at.is_(None), ~live))
+                .order_by(batch_jobs.c.updated_at)
+                .limit(limit)
+            )
+        ).scalars()
+    )
+
+
+async def count_waiting_polls(conn: AsyncConnection, now: datetime) -> int:
+    """Processing tasks whose next poll is not due yet (the original's skippedBackoff)."""
+    return int(
+        (
+            await conn.execute(
+                select(func.count())
+                .select_from(video_tasks)
+                .where(video_tasks.c.status == "processing", video_tasks.c.next_attempt_at > now)
+            )
+        ).scalar_one()
+    )
+
+
+async def next_due_at(conn: AsyncConnection) -> datetime | None:
+    """When the earliest live task needs attention (the daemon sleeps until then)."""
+    value = (
+        await conn.execute(
+            select(func.min(video_tasks.c.next_attempt_at)).where(
+                video_tasks.c.next_attempt_at.is_not(None)
+            )
+        )
+    ).scalar_one()
+    if value is None or isinstance(value, datetime):
+        return value
+    from vidbatch.db.types import UTCDateTime
+
+    return UTCDateTime().process_result_value(value, conn.dialect)

@@ -1,0 +1,70 @@
+"""The worker daemon: rounds back to back while there is work, sleeping only until the
+next task is due (at most ``VIDBATCH_WORKER_IDLE_SECONDS``), woken early by a callback or
+a new batch in this process. Stops gracefully: the current round finishes first."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from contextlib import suppress
+
+from vidbatch.clock import utcnow
+from vidbatch.runtime import Runtime
+from vidbatch.worker import claims
+from vidbatch.worker.round import RoundSummary, new_owner, run_once
+
+log = logging.getLogger(__name__)
+
+#: After a failed round (e.g. the database is down), wait this long before the next.
+ERROR_BACKOFF = 2.0
+
+
+class WorkerLoop:
+    def __init__(self, rt: Runtime, *, owner: str | None = None) -> None:
+        self.rt = rt
+        self.owner = owner or new_owner()
+        self.rng = random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.rounds = 0
+        self.last_summary: RoundSummary | None = None
+
+    def wake(self) -> None:
+        """Run the next round now (a callback landed, a batch was created)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("worker started", extra={"action": "worker_start", "owner": self.owner})
+        while not self._stopping:
+            try:
+                summary = await run_once(self.rt, owner=self.owner, rng=self.rng)
+                self.rounds += 1
+                self.last_summary = summary
+                if summary.did_work:
+                    continue
+                delay = await self._idle_delay()
+            except Exception:
+                log.exception("worker round failed", extra={"action": "round"})
+                delay = ERROR_BACKOFF
+            await self._sleep(delay)
+        log.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
+
+    async def _idle_delay(self) -> float:
+        idle = self.rt.settings.worker_idle_seconds
+        async with self.rt.engine.connect() as conn:
+            due = await claims.next_due_at(conn)
+        if due is None:
+            return idle
+        return max(0.0, min(idle, (due - utcnow()).total_seconds()))
+
+    async def _sleep(self, delay: float) -> None:
+        if delay <= 0 or self._stopping:
+            return
+        self._wake.clear()
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)

@@ -1,0 +1,409 @@
+"""One worker round: rescue, dispatch, poll (with time-outs), settle, deliver webhooks.
+
+No transaction stays open across a provider call: a task is claimed (and committed) first,
+the provider is called, then the outcome is written in a new transaction fenced on the
+claim's lease token. Provider calls in flight are bounded by ``BATCH_TASK_CONCURRENCY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from vidbatch.clock import utcnow
+from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
+from vidbatch.exceptions import (
+    ProviderAmbiguous,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRejected,
+    ProviderTransient,
+)
+from vidbatch.providers.base import TaskSpec
+from vidbatch.runtime import Runtime
+from vidbatch.services import settlement, tasks
+from vidbatch.services.tasks import Fence
+from vidbatch.worker import claims
+from vidbatch.worker.tokens import callback_url
+
+log = logging.getLogger(__name__)
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class RoundSummary:
+    """The original's summary of a round, plus vidbatch's own counters."""
+
+    dispatch: dict[str, int] = field(
+        default_factory=lambda: {"claimed": 0, "frozen": 0, "tasks_started": 0,
+                                 "transientErrors": 0, "rejected": 0, "ambiguous": 0,
+                                 "rescued": 0, "capReached": 0}
+    )
+    poll: dict[str, int] = field(
+        default_factory=lambda: {"scanned": 0, "succeeded": 0, "failed": 0,
+                                 "stillProcessing": 0, "transientErrors": 0,
+                                 "skippedBackoff": 0, "maxPollReached": 0}
+    )
+    settle: dict[str, int] = field(
+        default_factory=lambda: {"scanned": 0, "settled": 0, "webhook_sent": 0,
+                                 "webhook_failed": 0, "errors": 0}
+    )
+    duration_ms: int = 0
+
+    @property
+    def did_work(self) -> bool:
+        return bool(self.dispatch["tasks_started"] or self.dispatch["rescued"]
+                    or self.dispatch["transientErrors"] or self.dispatch["rejected"]
+                    or self.poll["scanned"] or self.settle["settled"]
+                    or self.settle["webhook_sent"] or self.settle["webhook_failed"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": True, "dispatch": self.dispatch, "poll": self.poll,
+                "settle": self.settle, "duration_ms": self.duration_ms}
+
+
+class Round:
+    """The state of one round; ``run_once`` is the public entry point."""
+
+    def __init__(self, rt: Runtime, owner: str, rng: random.Random) -> None:
+        self.rt = rt
+        self.s = rt.settings
+        self.owner = owner
+        self.rng = rng
+        self.summary = RoundSummary()
+        self.sem = asyncio.Semaphore(self.s.task_concurrency)
+        first, early, late = self.s.poll_schedule
+        self.polls = PollSchedule(first, early, late)
+        self.retries = RetryPolicy(max_attempts=self.s.submit_max_attempts)
+        self.webhook_attempts = self.s.webhook_retries + 1
+
+    def lease_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.s.lease_seconds)
+
+    # --- rescue -------------------------------------------------------------------------
+
+    async def rescue(self) -> None:
+        """Apply the ambiguous-submit policy to submissions whose worker vanished."""
+        now = utcnow()
+        async with self.rt.engine.begin() as conn:
+            lost = await claims.expired_submissions(conn, now=now, limit=200)
+        for row in lost:
+            self.rt.metrics.lease_expiries.labels("submit").inc()
+            await self._ambiguous(row.id, Fence("rescue", row.lease_token), row.attempts,
+                                  "the worker submitting this task stopped before the "
+                                  "provider's answer was recorded")
+            self.summary.dispatch["rescued"] += 1
+
+    async def _ambiguous(self, task_id: str, fence: Fence, attempts: int, why: str) -> None:
+        policy = self.s.ambiguous_submit
+        self.rt.metrics.ambiguous_submits.labels(policy).inc()
+        now = utcnow()
+        log.warning("ambiguous submit", extra={"task_id": task_id, "action": "ambiguous",
+                                               "policy": policy})
+        async with self.rt.engine.begin() as conn:
+            if policy == "retry" and not self.retries.exhausted(attempts):
+                await tasks.reschedule_submit(
+                    conn, task_id, fence, error=f"outcome unknown, submitting again: {why}",
+                    retry_at=now, now=now)
+            else:
+                await tasks.fail(
+                    conn, task_id, from_status="submitting", failure_type="network",
+                    failure_reason="ambiguous_submit",
+                    error=f"submission outcome unknown ({why}); failed and refunded so it "
+                          "is never paid twice", now=now, fence=fence)
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        now = utcnow()
+        async with self.rt.engine.begin() as conn:
+            batch_ids = await claims.pick_batches(conn, now, self.s.worker_max_claim)
+        self.summary.dispatch["claimed"] = len(batch_ids)
+        budget = dict.fromkeys(batch_ids, self.s.worker_max_start_tasks_per_batch)
+        rotation = list(batch_ids)
+        stop = False
+
+        async def next_claim() -> Any | None:
+            nonlocal stop
+            while rotation and not stop:
+                batch_id = rotation.pop(0)
+                now = utcnow()
+                async with self.rt.engine.begin() as conn:
+                    if self.s.provider_max_inflight:
+                        if await claims.inflight_room(conn, self.s.provider_max_inflight) < 1:
+                            self.summary.dispatch["capReached"] += 1
+                            stop = True
+                            rotation.insert(0, batch_id)
+                            return None
+                    rows = await claims.claim_for_submit(
+                        conn, batch_id, owner=self.owner, now=now,
+                        lease_until=self.lease_until(now), limit=1)
+                if not rows:
+                    continue  # nothing due left in this batch
+                budget[batch_id] -= 1
+                if budget[batch_id] > 0:
+                    rotation.append(batch_id)
+                return rows[0]
+            return None
+
+        async def lane() -> None:
+            while True:
+                async with self.sem:
+                    row = await next_claim()
+                    if row is None:
+                        return
+                    await self.submit(row)
+
+        await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
+
+    def _spec(self, row: Any) -> TaskSpec:
+        base = self.s.public_base_url
+        return TaskSpec(
+            task_id=row.id,
+            model=row.model or "sora-2",
+            prompt=row.prompt,
+            aspect_ratio=row.aspect_ratio,
+            duration=row.duration,
+            reference_url=row.reference_url,
+            meta=row.meta,
+            callback_url=callback_url(base, row.id, self.rt.callback_key) if base else None,
+        )
+
+    async def submit(self, row: Any) -> None:
+        fence = Fence(self.owner, row.lease_token)
+        started = time.perf_counter()
+        try:
+            remote_id = await self.rt.provider.create_task(self._spec(row))
+        except ProviderAmbiguous as exc:
+            self.rt.metrics.submits.labels("ambiguous").inc()
+            self.summary.dispatch["ambiguous"] += 1
+            await self._ambiguous(row.id, fence, row.attempts, exc.message)
+            return
+        except ProviderTransient as exc:
+            self.rt.metrics.submits.labels("transient").inc()
+            self.summary.dispatch["transientErrors"] += 1
+            await self._submit_transient(row, fence, exc)
+            return
+        except ProviderError as exc:  # rejected (or not found): fails at once
+            self.rt.metrics.submits.labels("rejected").inc()
+            self.summary.dispatch["rejected"] += 1
+            async with self.rt.engine.begin() as conn:
+                await tasks.fail(conn, row.id, from_status="submitting",
+                                 failure_type=exc.failure_type or "param_error",
+                                 failure_reason="rejected", error=exc.message,
+                                 now=utcnow(), fence=fence)
+            return
+        finally:
+            self.rt.metrics.provider_latency.labels("create").observe(
+                time.perf_counter() - started)
+        self.rt.metrics.submits.labels("ok").inc()
+        now = utcnow()
+        spec = self.s.catalog.get(row.model or "")
+        max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
+        max_wait = min(max_wait, self.s.max_wait_seconds)
+        first_check = (self.s.callback_grace_seconds if self.s.public_base_url
+                       else self.polls.delay_after(0))
+        async with self.rt.engine.begin() as conn:
+            ok = await tasks.mark_submitted(
+                conn, row.id, row.batch_job_id, fence, remote_id=remote_id, now=now,
+                next_check_at=now + timedelta(seconds=first_check),
+                deadline_at=now + timedelta(seconds=max_wait),
+                webhook_max_attempts=self.webhook_attempts)
+        if ok:
+            self.summary.dispatch["tasks_started"] += 1
+            log.info("task submitted", extra={"task_id": row.id, "batch_id": row.batch_job_id,
+                                              "action": "submit"})
+        else:  # our lease was taken over meanwhile: the rescuer owns the outcome now
+            log.warning("submit result dropped: lease lost",
+                        extra={"task_id": row.id, "action": "submit"})
+
+    async def _submit_transient(self, row: Any, fence: Fence, exc: ProviderTransient) -> None:
+        now = utcnow()
+        rate_limited = exc.http_status == 429
+        async with self.rt.engine.begin() as conn:
+            if not rate_limited and self.retries.exhausted(row.attempts):
+                await tasks.fail(conn, row.id, from_status="submitting", failure_type="network",
+                                 failure_reason="provider_unavailable",
+                                 error=f"provider unavailable after {row.attempts} attempts: "
+                                       f"{exc.message}", now=now, fence=fence)
+                return
+            delay = self.retries.delay(max(1, row.attempts), self.rng, exc.retry_after)
+            await tasks.reschedule_submit(conn, row.id, fence, error=exc.message,
+                                          retry_at=now + timedelta(seconds=delay), now=now,
+                                          count_attempt=not rate_limited)
+
+    # --- poll ---------------------------------------------------------------------------
+
+    async def poll_all(self) -> None:
+        remaining = self.s.worker_max_poll
+        lock = asyncio.Lock()
+
+        async def next_claim() -> Any | None:
+            nonlocal remaining
+            async with lock:
+                if remaining <= 0:
+                    return None
+                now = utcnow()
+                async with self.rt.engine.begin() as conn:
+                    rows = await claims.claim_for_poll(conn, owner=self.owner, now=now,
+                                                       lease_until=self.lease_until(now),
+                                                       limit=1)
+                if not rows:
+                    remaining = 0
+                    return None
+                remaining -= 1
+                return rows[0]
+
+        async def lane() -> None:
+            while True:
+                async with self.sem:
+                    row = await next_claim()
+                    if row is None:
+                        return
+                    await self.poll(row)
+
+        await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
+        async with self.rt.engine.connect() as conn:
+            self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(conn, utcnow())
+
+    async def poll(self, row: Any) -> None:
+        self.summary.poll["scanned"] += 1
+        fence = Fence(self.owner, row.lease_token)
+        started = time.perf_counter()
+        try:
+            result = await self.rt.provider.get_result(row.grsai_task_id)
+        except ProviderNotFound as exc:
+            self.rt.metrics.polls.labels("not_found").inc()
+            async with self.rt.engine.begin() as conn:
+                if await tasks.fail(conn, row.id, from_status="processing",
+                                    failure_type="unknown", failure_reason="not_found",
+                                    error=f"the provider does not know this task: {exc.message}",
+                                    now=utcnow(), fence=fence):
+                    self.summary.poll["failed"] += 1
+            return
+        except ProviderRejected as exc:
+            # A refused poll (e.g. a bad key) is the operator's problem, not the task's:
+            # keep it and try later; the deadline still bounds the wait.
+            await self._poll_transient(row, fence, exc.message)
+            return
+        except ProviderError as exc:
+            await self._poll_transient(row, fence, exc.message)
+            return
+        finally:
+            self.rt.metrics.provider_latency.labels("result").observe(
+                time.perf_counter() - started)
+        now = utcnow()
+        polls_done = row.poll_count + 1
+        too_long = timed_out(now=now, deadline=row.deadline_at, poll_count=polls_done,
+                             max_poll_count=self.s.max_poll_count)
+        async with self.rt.engine.begin() as conn:
+            applied = await tasks.apply_result(
+                conn, row.id, result, now=now, require_https=self.s.require_https_video_url,
+                fence=fence, next_check_at=self.polls.next_poll_at(now, polls_done),
+                count_poll=True, timed_out=too_long)
+        self.rt.metrics.polls.labels(applied.outcome).inc()
+        if not applied.applied:
+            return
+        if applied.outcome == "succeeded":
+            self.summary.poll["succeeded"] += 1
+        elif applied.outcome == "failed":
+            self.summary.poll["failed"] += 1
+            if too_long and result.status == "running":
+                self.summary.poll["maxPollReached"] += 1
+        else:
+            self.summary.poll["stillProcessing"] += 1
+
+    async def _poll_transient(self, row: Any, fence: Fence, message: str) -> None:
+        """A failed poll neither fails the task nor counts as a poll; past the deadline,
+        though, the task times out."""
+        self.rt.metrics.polls.labels("transient").inc()
+        self.summary.poll["transientErrors"] += 1
+        now = utcnow()
+        async with self.rt.engine.begin() as conn:
+            if row.deadline_at is not None and now >= row.deadline_at:
+                await tasks.fail(conn, row.id, from_status="processing", failure_type="timeout",
+                                 failure_reason="timeout",
+                                 error=f"deadline passed while the provider was unreachable: "
+                                       f"{message}", now=now, fence=fence)
+                return
+            await tasks.reschedule_poll(
+                conn, row.id, fence, error=message, now=now,
+                next_check_at=self.polls.next_poll_at(now, max(1, row.poll_count)))
+
+    # --- settle -------------------------------------------------------------------------
+
+    async def settle_all(self) -> None:
+        async with self.rt.engine.connect() as conn:
+            ready = await claims.settleable_batches(conn, self.s.worker_max_settle)
+        self.summary.settle["scanned"] = len(ready)
+        for batch_id in ready:
+            try:
+                async with self.rt.engine.begin() as conn:
+                    done = await settlement.settle_batch(
+                        conn, batch_id, utcnow(), webhook_max_attempts=self.webhook_attempts)
+            except Exception:
+                # One batch's failure must not stop the others; it is retried next round.
+                self.summary.settle["errors"] += 1
+                log.exception("settlement failed", extra={"batch_id": batch_id,
+                                                          "action": "settle"})
+                await self._touch_batch(batch_id)
+                continue
+            if done is not None:
+                self.summary.settle["settled"] += 1
+                m = self.rt.metrics
+                m.batches_settled.labels(done.status).inc()
+                m.credits.labels("charged").inc(done.charged)
+                m.credits.labels("refunded").inc(done.refunded)
+
+    async def _touch_batch(self, batch_id: str) -> None:
+        from vidbatch.db.schema import batch_jobs
+
+        try:
+            async with self.rt.engine.begin() as conn:
+                await conn.execute(batch_jobs.update().where(batch_jobs.c.id == batch_id)
+                                   .values(updated_at=utcnow()))
+        except Exception:  # best effort: only affects ordering
+            log.debug("could not touch batch", exc_info=True)
+
+    async def deliver_webhooks(self) -> None:
+        try:
+            from vidbatch.webhooks.delivery import deliver_due
+        except ImportError:  # webhook delivery not available in this build
+            return
+        sent, failed = await deliver_due(self.rt, owner=self.owner)
+        self.summary.settle["webhook_sent"] += sent
+        self.summary.settle["webhook_failed"] += failed
+
+
+async def run_once(
+    rt: Runtime, *, owner: str | None = None, rng: random.Random | None = None,
+    deliver_webhooks: bool = True,
+) -> RoundSummary:
+    """One round of work; returns the original's summary shape."""
+    started = time.perf_counter()
+    rnd = Round(rt, owner or new_owner(), rng or random.Random())
+    for step in (rnd.rescue, rnd.dispatch, rnd.poll_all, rnd.settle_all):
+        try:
+            await step()
+        except Exception:
+            # A database hiccup in one step is logged; the next round tries again.
+            log.exception("worker step failed", extra={"action": step.__name__})
+    if deliver_webhooks:
+        try:
+            await rnd.deliver_webhooks()
+        except Exception:
+            log.exception("webhook delivery failed", extra={"action": "webhooks"})
+    rnd.summary.duration_ms = int((time.perf_counter() - started) * 1000)
+    rt.metrics.round_duration.observe(rnd.summary.duration_ms / 1000)
+    return rnd.summary

@@ -1,0 +1,104 @@
+"""The worker end to end against the simulator over real HTTP: polling and webhook mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
+from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
+from vidbatch.worker.round import run_once
+
+SEED_ITEMS = [
+    {"prompt": "A cinematic video of a city", "model": "sora-2", "aspect_ratio": "9:16",
+     "duration": 10},
+    {"prompt": "An anime style video", "model": "veo-flash", "aspect_ratio": "16:9",
+     "meta": {"firstFrameUrl": "https://example.com/first.jpg"}},
+]
+
+
+async def test_polling_mode_settles_the_seed_batch(runtime, sim) -> None:
+    caller = await new_account(runtime.engine, credits=100)
+    created = await new_batch(runtime.engine, caller, SEED_ITEMS)
+    first = await run_once(runtime, deliver_webhooks=False)
+    assert first.dispatch["tasks_started"] == 2
+    rows = await task_rows(runtime.engine, created.batch_id)
+    assert all(r.grsai_task_id and r.status in ("processing", "succeeded") for r in rows)
+    assert (await batch_row(runtime.engine, created.batch_id)).frozen_credits == 60
+    await run_until_settled(runtime)
+    batch = await batch_row(runtime.engine, created.batch_id)
+    assert (batch.status, batch.credits_spent, batch.credits_refunded) == ("completed", 60, 0)
+    assert batch.settlement_status == "finalized" and batch.completed_at is not None
+    rows = await task_rows(runtime.engine, created.batch_id)
+    assert all(r.status == "succeeded" and r.video_url for r in rows)
+    # the provider saw webHook "-1" (polling mode) and the right models
+    creates = [r for r in sim.requests() if r["path"].startswith("/v1/video/")]
+    assert sorted(r["body"]["model"] for r in creates) == ["sora-2", "veo3.1-fast"]
+    assert all(r["body"]["webHook"] == "-1" for r in creates)
+    assert await balance(runtime.engine, caller.account_id) == (40, 0)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_batches_well_over_ten_items_finish_with_failures_refunded(runtime, sim) -> None:
+    caller = await new_account(runtime.engine, credits=1000)
+    body = items(23) + [{"prompt": "bad [sim:moderation]", "model": "sora-2"},
+                        {"prompt": "no url [sim:no-url]", "model": "sora-2"}]
+    created = await new_batch(runtime.engine, caller, body)
+    await run_until_settled(runtime)
+    batch = await batch_row(runtime.engine, created.batch_id)
+    assert (batch.status, batch.success_count, batch.failed_count) == ("partial", 23, 2)
+    assert (batch.credits_spent, batch.credits_refunded) == (230, 20)
+    rows = await task_rows(runtime.engine, created.batch_id)
+    assert rows[23].failure_type == "moderation"
+    assert rows[24].failure_type == "model_error" and rows[24].video_url is None
+    assert sim.stats()["tasks_created"] == 25
+    await assert_audit_clean(runtime.engine)
+
+
+@pytest.mark.parametrize("webhook", [True])
+async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim,
+                                                   webhook) -> None:
+    """The provider calls back to our real HTTP server; the next round settles."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from vidbatch.api.app import create_app
+    from vidbatch.runtime import Runtime
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = settings_factory(app_url=f"http://127.0.0.1:{port}",
+                                callback_grace_seconds=60.0)
+    rt = await Runtime.open(settings, engine=engine)
+    app = create_app(settings, runtime=rt)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        sim.configure(gen_time=0.2)
+        caller = await new_account(engine, credits=100)
+        created = await new_batch(engine, caller, SEED_ITEMS)
+        await run_once(rt, deliver_webhooks=False)
+        creates = [r for r in sim.requests() if r["path"].startswith("/v1/video/")]
+        assert all(r["body"]["webHook"].startswith(f"http://127.0.0.1:{port}/api/video/callback")
+                   for r in creates)
+        for _ in range(200):
+            rows = await task_rows(engine, created.batch_id)
+            if all(r.status == "succeeded" for r in rows):
+                break
+            await asyncio.sleep(0.05)
+        assert all(r.status == "succeeded" for r in rows), [r.status for r in rows]
+        # no polls were needed: the callbacks carried the news (confirmed by /draw/result)
+        assert all(r.poll_count == 0 for r in rows)
+        summary = await run_once(rt, deliver_webhooks=False)
+        assert summary.settle["settled"] == 1
+        batch = await batch_row(engine, created.batch_id)
+        assert (batch.status, batch.credits_spent) == ("completed", 60)
+        await assert_audit_clean(engine)
+    finally:
+        server.should_exit = True
+        await serving
+        await rt.close()
