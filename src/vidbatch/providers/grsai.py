@@ -308,11 +308,19 @@ class GrsAIClient:
 
     async def create_task(self, spec: TaskSpec) -> str:
         path, payload = build_create_request(spec, self._catalog)
-        envelope = await self._post(path, payload, creating=True)
-        data = envelope.get("data")
-        remote_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(remote_id, str | int) or not str(remote_id):
-            raise ProviderAmbiguous("provider accepted the create but returned no task id")
+        try:
+            envelope = await self._post(path, payload, creating=True)
+            data = envelope.get("data")
+            remote_id = data.get("id") if isinstance(data, dict) else None
+            if not isinstance(remote_id, str | int) or not str(remote_id):
+                raise ProviderAmbiguous("provider accepted the create but returned no task id")
+        except ProviderAmbiguous as exc:
+            logger.warning(
+                "create outcome unknown: %s",
+                exc.message,
+                extra={"task_id": spec.task_id, "action": "create"},
+            )
+            raise
         logger.info(
             "remote task created",
             extra={"task_id": spec.task_id, "remote_id": str(remote_id), "action": "create"},
