@@ -1,8 +1,5 @@
 """The GrsAI client against the simulator over real HTTP, every outcome and error class."""
 
-# The simulator fixtures are imported by name, so pytest arguments shadow them.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.simulator_fixture import SimulatorHandle, sim, simulator  # noqa: F401
+from tests.simulator_fixture import SimulatorHandle
 from vidbatch.domain.catalog import default_catalog, parse_catalog_overrides
 from vidbatch.exceptions import (
     ProviderAmbiguous,
