@@ -61,7 +61,10 @@ class Runtime:
     ) -> Runtime:
         owns_engine = engine is None
         engine = engine or await open_database(settings.database_url)
-        connector = aiohttp.TCPConnector(limit=max(100, settings.task_concurrency * 4))
+        # A short keep-alive: a pooled connection the provider already closed would turn a
+        # create into an "ambiguous" one (aiohttp never retries a POST).
+        connector = aiohttp.TCPConnector(limit=max(100, settings.task_concurrency * 4),
+                                         keepalive_timeout=10)
         http = aiohttp.ClientSession(connector=connector)
         if provider is None:
             provider = GrsAIClient(

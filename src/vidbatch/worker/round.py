@@ -113,9 +113,10 @@ class Round:
                                                "policy": policy})
         async with self.rt.engine.begin() as conn:
             if policy == "retry" and not self.retries.exhausted(attempts):
+                delay = self.retries.delay(max(1, attempts), self.rng)
                 await tasks.reschedule_submit(
                     conn, task_id, fence, error=f"outcome unknown, submitting again: {why}",
-                    retry_at=now, now=now)
+                    retry_at=now + timedelta(seconds=delay), now=now)
             else:
                 await tasks.fail(
                     conn, task_id, from_status="submitting", failure_type="network",

@@ -1,0 +1,46 @@
+# vidbatch — every target sets up .venv itself when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-fast lint format serve bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vidbatch needs Python 3.11 or newer")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install vidbatch with its dev tools
+
+demo: $(STAMP) ## Run the end-to-end demo (SQLite, built-in simulator, no keys)
+	$(BIN)/vidbatch demo
+
+test: $(STAMP) ## Run the whole test suite (PostgreSQL cases skip if no server)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Unit tests only
+	$(BIN)/pytest tests/unit -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+serve: $(STAMP) ## Serve the API and the worker on 127.0.0.1:8000 (SQLite by default)
+	$(BIN)/vidbatch serve
+
+bench: $(STAMP) ## Run the benchmarks (prints figures; see bench/README.md)
+	$(BIN)/python -m bench.worker_throughput
+	$(BIN)/python -m bench.ingest
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
