@@ -1,0 +1,124 @@
+"""Provider callbacks: forged, malformed, duplicate, late and out-of-order ones change
+nothing they should not; a valid final callback is confirmed with the provider first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.helpers import assert_audit_clean, items, new_account, new_batch
+from tests.integration.worker_helpers import run_until_settled, task_rows
+from vidbatch.worker.round import run_once
+from vidbatch.worker.tokens import callback_token
+
+KEY = b"test-callback-secret"
+
+
+def url(task_id: str, token: str | None) -> str:
+    q = f"task_id={task_id}"
+    if token is not None:
+        q += f"&token={token}"
+    return f"/api/video/callback?{q}"
+
+
+async def processing_task(runtime, sim, gen_time: float = 30.0):
+    sim.configure(gen_time=gen_time)
+    caller = await new_account(runtime.engine, credits=100)
+    created = await new_batch(runtime.engine, caller, items(1))
+    await run_once(runtime, deliver_webhooks=False)
+    (row,) = await task_rows(runtime.engine, created.batch_id)
+    assert row.status == "processing"
+    return created, row
+
+
+def final_body(remote_id: str, status: str = "succeeded") -> bytes:
+    body = {"id": remote_id, "status": status, "progress": 100,
+            "results": [{"url": "https://cdn.example/forged.mp4", "pid": "p"}],
+            "failure_reason": "" if status == "succeeded" else "error", "error": ""}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("token", [None, "", "0" * 40, "wrong"])
+async def test_forged_callbacks_are_404_and_change_nothing(client, runtime, sim, token):
+    created, row = await processing_task(runtime, sim)
+    r = await client.post(url(row.id, token), content=final_body(row.grsai_task_id))
+    assert r.status_code == 404 and r.json()["error"] == "NOT_FOUND"
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert (after.status, after.video_url) == ("processing", None)
+
+
+async def test_unknown_task_answers_the_same_404(client, runtime, sim):
+    token = callback_token(KEY, "no-such-task")
+    r = await client.post(url("no-such-task", token), content=final_body("4-x"))
+    assert r.status_code == 404 and r.json()["error"] == "NOT_FOUND"
+
+
+async def test_token_of_another_task_is_refused(client, runtime, sim):
+    created, row = await processing_task(runtime, sim)
+    r = await client.post(url(row.id, callback_token(KEY, "other-task")),
+                          content=final_body(row.grsai_task_id))
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"status": "succeeded"}',
+                                  b"\xff\xfe"])
+async def test_malformed_body_is_400_and_changes_nothing(client, runtime, sim, body):
+    created, row = await processing_task(runtime, sim)
+    r = await client.post(url(row.id, callback_token(KEY, row.id)), content=body)
+    assert r.status_code == 400 and r.json()["error"] == "INVALID_CALLBACK"
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert after.status == "processing"
+
+
+async def test_callback_for_another_remote_task_is_refused(client, runtime, sim):
+    created, row = await processing_task(runtime, sim)
+    r = await client.post(url(row.id, callback_token(KEY, row.id)),
+                          content=final_body("4-someone-else"))
+    assert r.status_code == 400
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert after.status == "processing"
+
+
+async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(client, runtime, sim):
+    """A valid-token callback claiming success while the provider says running: the task
+    stays processing (the body is a hint, not the truth)."""
+    created, row = await processing_task(runtime, sim, gen_time=30.0)
+    r = await client.post(url(row.id, callback_token(KEY, row.id)),
+                          content=final_body(row.grsai_task_id))
+    assert r.status_code == 200 and r.json()["success"] is True
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert (after.status, after.video_url) == ("processing", None)
+
+
+async def test_final_callback_records_the_confirmed_result_once(client, runtime, sim):
+    created, row = await processing_task(runtime, sim, gen_time=0.3)
+    await asyncio.sleep(0.35)  # done at the provider; no poll has seen it yet
+    target = url(row.id, callback_token(KEY, row.id))
+    r1 = await client.post(target, content=final_body(row.grsai_task_id))
+    assert r1.status_code == 200 and r1.json()["status"] == "succeeded"
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    # the URL is the provider's, not the body's
+    assert after.status == "succeeded" and after.video_url.startswith(sim.url)
+    # a duplicate, and a late "failed" for the same task: terminal states absorb
+    r2 = await client.post(target, content=final_body(row.grsai_task_id))
+    r3 = await client.post(target, content=final_body(row.grsai_task_id, status="failed"))
+    assert r2.json()["ignored"] is True and r3.json()["ignored"] is True
+    progress = json.dumps({"id": row.grsai_task_id, "status": "running", "progress": 10})
+    r4 = await client.post(target, content=progress)
+    assert r4.status_code == 200
+    (final,) = await task_rows(runtime.engine, created.batch_id)
+    assert (final.status, final.video_url, final.progress) == ("succeeded", after.video_url, 100)
+    await run_until_settled(runtime)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_progress_callbacks_only_move_progress_forward(client, runtime, sim):
+    created, row = await processing_task(runtime, sim, gen_time=30.0)
+    target = url(row.id, callback_token(KEY, row.id))
+    for p in (40, 20):  # out of order
+        body = json.dumps({"id": row.grsai_task_id, "status": "running", "progress": p})
+        assert (await client.post(target, content=body)).status_code == 200
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert (after.status, after.progress) == ("processing", 40)
