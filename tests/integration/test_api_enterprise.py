@@ -199,6 +199,10 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("too deep", b'{"items": [{"prompt": "x", "metadata": ' + b'{"a": ' * 60 + b"1"
      + b"}" * 60 + b"}]}", "items[0].metadata.a.a.a"),
     ("request_id not a string", b'{"items": [{"prompt": "x"}], "request_id": 12}', "request_id"),
+    ("request_id not ASCII", '{"items": [{"prompt": "x"}], "request_id": "Āb"}'.encode(),
+     "request_id"),
+    ("request_id too long", b'{"items": [{"prompt": "x"}], "request_id": "' + b"r" * 129 + b'"}',
+     "request_id"),
 ]
 
 

@@ -156,8 +156,10 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
     idempotency_key = request_ids.from_headers(request.headers)
     if idempotency_key is None and isinstance(body, dict) and body.get("request_id") is not None:
         idempotency_key = request_ids.clean(body["request_id"])
+        if idempotency_key is not None and not idempotency_key.isascii():
+            idempotency_key = None  # it is echoed in the x-request-id header
         if idempotency_key is None and problem is None:
-            reason = "must be a string of 1 to 128 printable characters"
+            reason = "must be a string of 1 to 128 printable ASCII characters"
             problem = InvalidInput(f"request_id {reason}",
                                    details=[FieldError(field="request_id", message=reason)])
     if idempotency_key is not None:
