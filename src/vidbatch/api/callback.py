@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from vidbatch.api.app import runtime_of
 from vidbatch.api.errors import ApiError
 from vidbatch.clock import utcnow
+from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.states import TASK_TERMINAL
 from vidbatch.exceptions import CallbackInvalid, ProviderError
@@ -92,6 +93,8 @@ async def provider_callback(
                            .values(callback_at=now))
         applied = await tasks.apply_result(
             conn, task_id, result, now=now, require_https=rt.settings.require_https_video_url)
+        if applied.applied and applied.outcome != "running":
+            await notify_work(conn)
     metrics.labels(applied.outcome if applied.applied else "stale").inc()
     log.info("provider callback", extra={"task_id": task_id, "batch_id": task.batch_job_id,
                                          "action": "callback", "outcome": applied.outcome})

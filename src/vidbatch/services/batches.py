@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
+from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import accounts, api_usage, batch_jobs, video_tasks
 from vidbatch.domain.states import TASK_WAITING
 from vidbatch.domain.validation import BatchSpec
@@ -176,6 +177,7 @@ async def create_batch(
             await events.enqueue(
                 conn, batch_id, "batch.created", now, max_attempts=webhook_max_attempts
             )
+            await notify_work(conn)
     except IntegrityError:
         if idempotency_key is None or fingerprint is None:
             raise

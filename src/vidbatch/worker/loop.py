@@ -10,6 +10,7 @@ import random
 from contextlib import suppress
 
 from vidbatch.clock import utcnow
+from vidbatch.db.notify import Listener
 from vidbatch.runtime import Runtime
 from vidbatch.worker import claims
 from vidbatch.worker.round import RoundSummary, new_owner, run_once
@@ -40,6 +41,15 @@ class WorkerLoop:
 
     async def run(self) -> None:
         log.info("worker started", extra={"action": "worker_start", "owner": self.owner})
+        listener = Listener(self.rt.engine, self.wake)
+        listener.start()
+        try:
+            await self._loop()
+        finally:
+            await listener.stop()
+        log.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
+
+    async def _loop(self) -> None:
         while not self._stopping:
             try:
                 summary = await run_once(self.rt, owner=self.owner, rng=self.rng)
@@ -52,7 +62,6 @@ class WorkerLoop:
                 log.exception("worker round failed", extra={"action": "round"})
                 delay = ERROR_BACKOFF
             await self._sleep(delay)
-        log.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
 
     async def _idle_delay(self) -> float:
         idle = self.rt.settings.worker_idle_seconds

@@ -134,8 +134,15 @@ class Round:
         budget = dict.fromkeys(batch_ids, self.s.worker_max_start_tasks_per_batch)
         rotation = list(batch_ids)
         stop = False
+        # Claims are short and taken one at a time (the rotation is shared); the provider
+        # calls that follow them run concurrently.
+        lock = asyncio.Lock()
 
         async def next_claim() -> Any | None:
+            async with lock:
+                return await claim_one()
+
+        async def claim_one() -> Any | None:
             nonlocal stop
             while rotation and not stop:
                 batch_id = rotation.pop(0)
@@ -224,7 +231,7 @@ class Round:
         if ok:
             self.summary.dispatch["tasks_started"] += 1
             log.info("task submitted", extra={"task_id": row.id, "batch_id": row.batch_job_id,
-                                              "action": "submit"})
+                                              "action": "submit", "owner": self.owner})
         else:  # our lease was taken over meanwhile: the rescuer owns the outcome now
             log.warning("submit result dropped: lease lost",
                         extra={"task_id": row.id, "action": "submit"})
