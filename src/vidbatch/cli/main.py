@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover
 from vidbatch import __version__
 from vidbatch.cli.accounts import accounts_app, keys_app
 from vidbatch.cli.common import fail, run, settings_from
+from vidbatch.cli.demo import demo
 from vidbatch.cli.serve import serve, worker
 from vidbatch.db.engine import make_engine
 
@@ -30,6 +31,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.command("serve")(serve)
 app.command("worker")(worker)
+app.command("demo")(demo)
 try:
     from vidbatch.cli.simulator import simulator
 except ImportError:  # pragma: no cover - the simulator command arrives with the provider layer

@@ -1,0 +1,214 @@
+"""`vidbatch demo`: everything embedded in one process — a SQLite file, the GrsAI simulator,
+the API and the worker — driving the seed's example batch (and a few more items, one
+failing moderation) plus a second batch cancelled half-way, with live progress, a final
+table and the money audit. Exit 0 only when every batch settled and the audit is clean."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from vidbatch.cli.common import fail
+
+SEED_ITEMS: list[dict[str, Any]] = [
+    {"prompt": "A cinematic video of a city", "model": "sora-2", "aspect_ratio": "9:16",
+     "duration": 10},
+    {"prompt": "An anime style video", "model": "veo-flash", "aspect_ratio": "16:9",
+     "meta": {"firstFrameUrl": "https://example.com/first.jpg"}},
+]
+MORE_ITEMS: list[dict[str, Any]] = [
+    {"prompt": "Waves rolling onto a beach at sunset", "model": "sora-2", "duration": 15,
+     "metadata": {"sku": "beach-15"}},
+    {"prompt": "A paper plane over a city, pro quality", "model": "veo-pro",
+     "aspect_ratio": "16:9"},
+    {"prompt": "A fox running through snow", "model": "sora-2", "aspect_ratio": "16:9"},
+    {"prompt": "Something the provider's moderation refuses [sim:moderation]",
+     "model": "sora-2"},
+]
+CANCELLED_ITEMS: list[dict[str, Any]] = [
+    {"prompt": f"A timelapse of clouds, part {i}", "model": "sora-2"} for i in range(8)
+]
+
+
+def demo(
+    port: int = typer.Option(0, "--port", help="API port (0 = any free port)."),
+    gen_time: float = typer.Option(2.0, "--gen-time",
+                                   help="Simulated generation time in seconds."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the demo's database afterwards."),
+    timeout: float = typer.Option(90.0, "--timeout", help="Give up after this many seconds."),
+) -> None:
+    """Run vidbatch end to end on its embedded defaults (no network, no keys needed)."""
+    workdir = Path(tempfile.mkdtemp(prefix="vidbatch-demo-"))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # whole URLs in logs and CI output
+    try:
+        ok = asyncio.run(_demo(console, workdir, port, gen_time, timeout))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: everything the demo started has stopped[/yellow]")
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        fail(f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+             "choose another with --port, or --port 0 for any free one", 1)
+    finally:
+        if keep:
+            console.print(f"database kept at {workdir / 'demo.db'}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _demo(console: Console, workdir: Path, port: int, gen_time: float,
+                timeout: float) -> bool:
+    from vidbatch.api.app import create_app
+    from vidbatch.embedded import EmbeddedServer, bind
+    from vidbatch.providers.simulator import SimulatorConfig
+    from vidbatch.providers.simulator import create_app as create_simulator
+    from vidbatch.runtime import Runtime
+    from vidbatch.services.accounts import create_account
+    from vidbatch.services.audit import audit
+    from vidbatch.settings import Settings
+
+    # Bind the API port first so a taken port is reported before anything starts.
+    api_sock = bind("127.0.0.1", port)
+    api_port = api_sock.getsockname()[1]
+    api_sock.close()
+    sim_config = SimulatorConfig(seed=7, gen_time=gen_time, gen_time_mode="uniform",
+                                 gen_time_min=gen_time * 0.5, gen_time_max=gen_time * 1.5,
+                                 callback_interval=0.5)
+    async with EmbeddedServer(create_simulator(sim_config)) as sim:
+        settings = Settings(
+            database_url=f"sqlite:///{workdir / 'demo.db'}",
+            grsai_host=sim.url,
+            grsai_api_key="sk-demo",
+            app_url=f"http://127.0.0.1:{api_port}",
+            callback_secret=os.urandom(16).hex(),
+            poll_intervals="0.5,1,1",
+            callback_grace_seconds=max(3.0, gen_time * 3),
+            require_https_video_url=False,
+            allow_private_webhooks=True,
+            worker_idle_seconds=0.2,
+            # A small provider cap, so batch 2 still has unstarted items when it is cancelled.
+            provider_max_inflight=3,
+            log_level="WARNING",
+        )
+        rt = await Runtime.open(settings)
+        try:
+            app = create_app(settings, runtime=rt, run_worker=True)
+            async with EmbeddedServer(app, port=api_port) as api:
+                console.print(f"[bold]vidbatch demo[/bold]  API {api.url}  "
+                              f"simulator {sim.url}  database {workdir / 'demo.db'}")
+                _, key = await create_account(rt.engine, "Demo Studio", credits=2_000,
+                                             rate_limit_per_min=10_000)
+                console.print(f"account 'Demo Studio' with 2000 credits, "
+                              f"API key {key.key_prefix}…")
+                batches = await _submit(console, api.url, key.api_key)
+                ok = await _follow(console, api.url, key.api_key, batches, timeout)
+                async with rt.engine.connect() as conn:
+                    violations = await audit(conn)
+                await _report(console, api.url, key.api_key, batches, violations)
+                return ok and not violations
+        finally:
+            await rt.close()
+
+
+async def _submit(console: Console, url: str, api_key: str) -> list[str]:
+    headers = {"x-api-key": api_key, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        first = await http.post("/api/enterprise/video-batch", headers=headers,
+                                json={"items": SEED_ITEMS + MORE_ITEMS})
+        first.raise_for_status()
+        body = first.json()
+        console.print(f"batch 1: {body['total_count']} items, {body['required_credits']} "
+                      f"credits frozen, {body['available_credits']} left available")
+        second = await http.post("/api/v1/batches", headers=headers,
+                                 json={"items": CANCELLED_ITEMS,
+                                       "request_id": "demo-cancelled-batch"})
+        second.raise_for_status()
+        body2 = second.json()
+        console.print(f"batch 2: {body2['total_count']} items (to be cancelled half-way)")
+        return [body["batch_id"], body2["batch_id"]]
+
+
+async def _follow(console: Console, url: str, api_key: str, batches: list[str],
+                  timeout: float) -> bool:
+    headers = {"x-api-key": api_key}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[counts]}"), console=console)
+    bars = {b: progress.add_task(f"batch {n + 1}", total=1, counts="")
+            for n, b in enumerate(batches)}
+    cancelled = False
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        with Live(progress, console=console, refresh_per_second=8, transient=False):
+            while time.monotonic() - started < timeout:
+                done = 0
+                for batch_id in batches:
+                    answer = await http.get(f"/api/v1/batches/{batch_id}", headers=headers)
+                    answer.raise_for_status()
+                    view = answer.json()
+                    ended = view["succeeded_count"] + view["failed_count"] + view.get(
+                        "cancelled_count", 0)
+                    counts = (f"succeeded {view['succeeded_count']}  failed "
+                              f"{view['failed_count']}  cancelled "
+                              f"{view.get('cancelled_count', 0)}  status {view['status']}")
+                    progress.update(bars[batch_id], total=view["total_count"], completed=ended,
+                                    counts=counts)
+                    if view["completed_at"]:
+                        done += 1
+                second = await http.get(f"/api/v1/batches/{batches[1]}", headers=headers)
+                running = second.json().get("status") == "processing"
+                if not cancelled and (running or time.monotonic() - started > 4.0):
+                    r = await http.post(f"/api/v1/batches/{batches[1]}/cancel", headers=headers)
+                    if r.status_code == 200:
+                        console.print(f"batch 2 cancelled: {r.json()['credits_refunded']} "
+                                      "credits refunded at once")
+                    cancelled = True
+                if done == len(batches):
+                    return True
+                await asyncio.sleep(0.25)
+    console.print("[red]timed out before every batch settled[/red]")
+    return False
+
+
+async def _report(console: Console, url: str, api_key: str, batches: list[str],
+                  violations: list[Any]) -> None:
+    headers = {"x-api-key": api_key}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for n, batch_id in enumerate(batches, 1):
+            view = (await http.get(f"/api/v1/batches/{batch_id}", headers=headers)).json()
+            items = (await http.get(f"/api/v1/batches/{batch_id}/items?limit=100",
+                                    headers=headers)).json()["items"]
+            table = Table(title=f"batch {n} — {view['status']}", title_justify="left")
+            for col in ("item", "model", "status", "video URL", "failure"):
+                table.add_column(col, overflow="fold")
+            for item in items:
+                failure = ""
+                if item["status"] not in ("succeeded",):
+                    failure = " ".join(x for x in (item.get("failure_type") or "",
+                                                   item.get("error") or "") if x)
+                table.add_row(str(item["index"]), item["model"] or "", item["status"],
+                              item["video_url"] or "", failure)
+            console.print(table)
+            console.print(f"credits: reserved {view['credits_reserved']}  charged "
+                          f"{view['credits_settled']}  refunded {view['credits_refunded']}")
+    if violations:
+        console.print(f"[red]audit: {len(violations)} violation(s)[/red]")
+        for v in violations:
+            console.print(f"  {v}")
+    else:
+        console.print("[green]audit: clean[/green] (ledger, balances and every settled batch "
+                      "reconcile)")
