@@ -1,0 +1,372 @@
+"""Delivering customer webhooks from the outbox (``webhook_deliveries``).
+
+One call of :func:`deliver_due`:
+
+1. **claims** up to ``limit`` due events in one UPDATE (on PostgreSQL the candidates come
+   from a ``MATERIALIZED`` CTE with ``FOR UPDATE SKIP LOCKED``) that sets the lease and moves
+   ``next_attempt_at`` to the lease's end, so an event whose worker dies is due again then;
+   the claim is committed before any HTTP is sent;
+2. **sends** them all at once over the process's aiohttp session, each bounded by
+   ``ENTERPRISE_WEBHOOK_TIMEOUT_MS`` (name resolution, connection and answer together),
+   redirects never followed: one slow receiver delays nobody else, and settlement never
+   waits for a webhook (events are written by the transaction that settles, sent later);
+3. **records** each attempt in its own transaction, fenced on the lease (owner, and the
+   attempt count read at claim time): a worker whose lease was taken over writes nothing.
+   A 2xx marks the event delivered; anything else counts an attempt and schedules the next
+   one (:mod:`vidbatch.webhooks.retry`) or, at ``max_attempts``, marks it failed. The
+   batch's ``webhook_status`` / ``webhook_attempts`` / ``webhook_last_error`` /
+   ``webhook_last_sent_at`` are kept in step in the same transaction.
+
+Delivery is at least once: a worker that dies between a receiver's 2xx and the record sends
+that event again once its lease runs out. Receivers de-duplicate on ``webhook-id``.
+
+**Private addresses.** The URL's host is resolved at every attempt; unless
+``VIDBATCH_ALLOW_PRIVATE_WEBHOOKS`` is on, an attempt whose host resolves to any loopback,
+private, link-local, multicast or reserved address is refused before any connection is
+made. The request then goes to the address that was checked (the URL's host is replaced by
+it; ``Host`` and the TLS server name stay the original host's), so a DNS answer that
+changes between the check and the connection (DNS rebinding) cannot redirect it.
+
+**Signatures** (:mod:`vidbatch.webhooks.signing`) use the secret of the API key that
+created the batch (and its previous secret while a rotation overlaps), else
+``ENTERPRISE_WEBHOOK_SECRET``; with neither, the event is sent unsigned (only
+``webhook-id`` and ``webhook-timestamp``), and receivers cannot tell it from a forgery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from yarl import URL
+
+from vidbatch import __version__
+from vidbatch.clock import utcnow
+from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
+from vidbatch.runtime import Runtime
+from vidbatch.webhooks.retry import next_delay
+from vidbatch.webhooks.signing import encode_body, signature_headers
+from vidbatch.worker.claims import _due_ids
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"vidbatch-webhooks/{__version__}"
+#: Addresses of one host tried in turn when a connection fails.
+MAX_ADDRESSES = 3
+
+wd = webhook_deliveries
+
+
+@dataclass(frozen=True)
+class Due:
+    """A claimed event, with what is needed to send it."""
+
+    id: str
+    event_id: str
+    batch_id: str
+    url: str
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to."""
+
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+def lease_seconds(timeout_ms: int) -> float:
+    """How long a claim is held: twice the attempt's timeout, plus a margin for the record."""
+    return 2 * timeout_ms / 1000 + 30
+
+
+async def claim(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[Any]:
+    """Take up to ``limit`` due events (oldest due first) under a lease."""
+    due = _due_ids(
+        conn,
+        select(wd.c.id)
+        .where(wd.c.next_attempt_at <= now)
+        .order_by(wd.c.next_attempt_at, wd.c.created_at)
+        .limit(limit),
+    )
+    rows = await conn.execute(
+        update(wd)
+        .where(wd.c.id.in_(due), wd.c.next_attempt_at <= now)
+        .values(lease_owner=owner, lease_expires_at=lease_until, next_attempt_at=lease_until)
+        .returning(wd.c.id, wd.c.event_id, wd.c.batch_id, wd.c.url, wd.c.event_type,
+                   wd.c.payload, wd.c.attempts, wd.c.max_attempts, wd.c.created_at)
+    )
+    return sorted(rows.all(), key=lambda r: r.created_at)
+
+
+async def signing_secrets(
+    conn: AsyncConnection, batch_ids: list[str], *, fallback: str | None, now: datetime
+) -> dict[str, tuple[str, ...]]:
+    """Per batch, the secrets to sign with: the key's current one (else ``fallback``), then
+    its previous one while the rotation's overlap lasts."""
+    keys = enterprise_api_keys
+    rows = (
+        await conn.execute(
+            select(batch_jobs.c.id, keys.c.webhook_secret, keys.c.webhook_secret_previous,
+                   keys.c.webhook_secret_previous_expires_at)
+            .select_from(batch_jobs.outerjoin(keys, keys.c.id == batch_jobs.c.key_id))
+            .where(batch_jobs.c.id.in_(batch_ids))
+        )
+    ).all()
+    out: dict[str, tuple[str, ...]] = {}
+    for row in rows:
+        current = row.webhook_secret or fallback
+        found = [current] if current else []
+        expires = row.webhook_secret_previous_expires_at
+        if (current and row.webhook_secret_previous and expires is not None and expires > now
+                and row.webhook_secret_previous != current):
+            found.append(row.webhook_secret_previous)
+        out[row.id] = tuple(found)
+    return out
+
+
+async def deliver_due(
+    rt: Runtime, *, owner: str, limit: int = 50, rng: random.Random | None = None
+) -> tuple[int, int]:
+    """Send every due webhook (up to ``limit``); returns (delivered, failed attempts)."""
+    settings = rt.settings
+    now = utcnow()
+    lease_until = now + timedelta(seconds=lease_seconds(settings.webhook_timeout_ms))
+    async with rt.engine.begin() as conn:
+        rows = await claim(conn, owner=owner, now=now, lease_until=lease_until, limit=limit)
+        if not rows:
+            return 0, 0
+        secrets = await signing_secrets(conn, sorted({r.batch_id for r in rows}),
+                                        fallback=settings.webhook_secret, now=now)
+    due = [
+        Due(id=r.id, event_id=r.event_id, batch_id=r.batch_id, url=r.url,
+            event_type=r.event_type, payload=r.payload, attempts=r.attempts,
+            max_attempts=r.max_attempts, secrets=secrets.get(r.batch_id, ()))
+        for r in rows
+    ]
+    outcomes = await asyncio.gather(*(attempt(rt, d) for d in due))
+    rng = rng or random.Random()
+    sent = failed = 0
+    for d, outcome in zip(due, outcomes, strict=True):
+        try:
+            async with rt.engine.begin() as conn:
+                result = await record(conn, d, outcome, owner=owner, now=utcnow(), rng=rng)
+        except Exception:
+            # The lease runs out and the event is tried again: at least once.
+            log.exception("could not record a webhook attempt",
+                          extra={"batch_id": d.batch_id, "event_id": d.event_id,
+                                 "action": "webhook"})
+            continue
+        rt.metrics.webhooks.labels(result).inc()
+        if outcome.ok:
+            sent += 1
+        else:
+            failed += 1
+        extra = {"batch_id": d.batch_id, "event_id": d.event_id, "event": d.event_type,
+                 "action": "webhook", "outcome": result, "status": outcome.status,
+                 "attempt": d.attempts + 1}
+        if outcome.ok:
+            log.info("webhook delivered", extra=extra)
+        else:
+            log.warning("webhook attempt failed: %s", outcome.error, extra=extra)
+    return sent, failed
+
+
+# --- one attempt -----------------------------------------------------------------------
+
+
+def refused_address(address: str) -> bool:
+    """True for an address a webhook must not reach: anything not globally routable."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The host's addresses, in the resolver's order, without repeats."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    out: list[str] = []
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0])
+        if address not in out:
+            out.append(address)
+    return out
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+async def attempt(rt: Runtime, d: Due) -> Outcome:
+    """Send one event once; never raises."""
+    timeout = rt.settings.webhook_timeout_ms / 1000
+    try:
+        async with asyncio.timeout(timeout):
+            return await _send(rt, d, timeout)
+    except TimeoutError:
+        return Outcome(ok=False, error=f"timeout: no answer within {timeout:g} s")
+    except Exception as exc:  # anything unexpected is a failed attempt, not a crash
+        log.exception("webhook attempt crashed", extra={"batch_id": d.batch_id,
+                                                         "action": "webhook"})
+        return Outcome(ok=False, error=f"error: {type(exc).__name__}")
+
+
+async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
+    url = URL(d.url)
+    host = url.raw_host
+    if url.scheme not in ("http", "https") or not host:
+        return Outcome(ok=False, error="invalid URL: not http(s) with a host")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = await resolve(host, port)
+    except (socket.gaierror, UnicodeError) as exc:
+        return Outcome(ok=False, error=f"DNS failure: cannot resolve {host} ({exc})")
+    if not addresses:
+        return Outcome(ok=False, error=f"DNS failure: no address for {host}")
+    if not rt.settings.allow_private_webhooks:
+        bad = [a for a in addresses if refused_address(a)]
+        if bad:
+            return Outcome(ok=False, error=f"private address refused: {host} resolves to "
+                                            f"{bad[0]}, which is not a public address")
+    body = encode_body(d.payload)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Host": url.host_port_subcomponent or host,
+        "x-batch-id": d.batch_id,
+        "x-webhook-event": d.event_type,
+        **signature_headers(d.secrets, d.event_id, int(time.time()), body),
+    }
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    last = Outcome(ok=False, error=f"connection failed: {host}")
+    for address in addresses[:MAX_ADDRESSES]:
+        try:
+            async with rt.http.post(
+                url.with_host(address), data=body, headers=headers, allow_redirects=False,
+                timeout=client_timeout,
+                server_hostname=host if url.scheme == "https" else None,
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    return Outcome(ok=True, status=status)
+                if 300 <= status < 400:
+                    where = response.headers.get("Location", "")
+                    return Outcome(ok=False, status=status,
+                                   error=f"redirect refused: HTTP {status}"
+                                         + (f" to {where[:200]}" if where else ""))
+                return Outcome(ok=False, status=status, error=f"HTTP {status}",
+                               retry_after=_retry_after(response.headers.get("Retry-After")))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            return Outcome(ok=False, error=f"TLS certificate refused: {exc.certificate_error}")
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, ConnectionRefusedError)
+            last = Outcome(ok=False, error=("connection refused" if refused else
+                                            f"connection failed: {exc.os_error}")
+                           + f" ({address} port {port})")
+            continue  # the host's next address, if any
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return Outcome(ok=False, error=f"timeout: no answer within {timeout:g} s")
+        except aiohttp.ClientError as exc:
+            return Outcome(ok=False, error=f"connection error: {type(exc).__name__}: {exc}"[:500])
+    return last
+
+
+# --- recording ---------------------------------------------------------------------------
+
+
+async def record(
+    conn: AsyncConnection, d: Due, outcome: Outcome, *, owner: str, now: datetime,
+    rng: random.Random,
+) -> str:
+    """Write one attempt's outcome, fenced on the lease; returns ``delivered``, ``retry``,
+    ``failed`` (no attempts left) or ``lost`` (the lease was taken: nothing written)."""
+    attempts = d.attempts + 1
+    values: dict[str, Any] = {"attempts": attempts, "last_status": outcome.status,
+                              "lease_owner": None, "lease_expires_at": None}
+    if outcome.ok:
+        result = "delivered"
+        values.update(delivered_at=now, next_attempt_at=None, last_error=None)
+    elif attempts >= d.max_attempts:
+        result = "failed"
+        values.update(failed_at=now, next_attempt_at=None, last_error=outcome.error)
+    else:
+        result = "retry"
+        delay = next_delay(attempts, rng, outcome.retry_after)
+        values.update(next_attempt_at=now + timedelta(seconds=delay), last_error=outcome.error)
+    written = await conn.execute(
+        update(wd)
+        .where(wd.c.id == d.id, wd.c.lease_owner == owner, wd.c.attempts == d.attempts,
+               wd.c.delivered_at.is_(None), wd.c.failed_at.is_(None))
+        .values(**values)
+    )
+    if written.rowcount != 1:
+        return "lost"
+    batch_values: dict[str, Any] = {"webhook_attempts": batch_jobs.c.webhook_attempts + 1,
+                                    "webhook_last_sent_at": now}
+    if not outcome.ok:
+        batch_values["webhook_last_error"] = f"{d.event_type}: {outcome.error}"
+    # Taking the batch row's lock first: a concurrent record for another event of the
+    # same batch commits before the status below is read (read committed).
+    await conn.execute(update(batch_jobs).where(batch_jobs.c.id == d.batch_id)
+                       .values(**batch_values))
+    await refresh_batch_status(conn, d.batch_id)
+    return result
+
+
+async def refresh_batch_status(conn: AsyncConnection, batch_id: str) -> str:
+    """Set the batch's ``webhook_status`` from its events: ``retrying`` while one waits for
+    another attempt, ``pending`` while one waits for its first, else ``failed`` if one ran
+    out of attempts, else ``sent`` (every event delivered); ``none`` without events."""
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.sum(case(((wd.c.next_attempt_at.is_not(None)) & (wd.c.attempts > 0), 1),
+                              else_=0)),
+                func.sum(case((wd.c.next_attempt_at.is_not(None), 1), else_=0)),
+                func.sum(case((wd.c.failed_at.is_not(None), 1), else_=0)),
+            ).where(wd.c.batch_id == batch_id)
+        )
+    ).one()
+    total, retrying, waiting, failed = (int(v or 0) for v in row)
+    if not total:
+        status = "none"
+    elif retrying:
+        status = "retrying"
+    elif waiting:
+        status = "pending"
+    elif failed:
+        status = "failed"
+    else:
+        status = "sent"
+    values: dict[str, Any] = {"webhook_status": status}
+    if status == "sent":
+        values["webhook_last_error"] = None
+    await conn.execute(update(batch_jobs).where(batch_jobs.c.id == batch_id).values(**values))
+    return status
