@@ -281,3 +281,44 @@ async def touch_key(conn: AsyncConnection, key_id: str) -> None:
 
 async def count_accounts(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
+
+
+def new_webhook_secret() -> str:
+    """``whsec_`` + standard base64 of 32 random bytes: the form the Standard Webhooks
+    libraries expect (they sign with the decoded bytes, as vidbatch does)."""
+    import base64
+
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+async def rotate_webhook_secret(
+    engine: AsyncEngine, key_id: str, overlap_seconds: int = 86400
+) -> str:
+    """Give a key a new webhook secret and return it (shown once).
+
+    For ``overlap_seconds`` webhooks carry a second signature made with the old secret, so
+    receivers can switch without missing an event; rotating again within the overlap drops
+    the oldest secret at once. ``overlap_seconds=0`` stops using the old secret now.
+    """
+    from datetime import timedelta
+
+    if (isinstance(overlap_seconds, bool) or not isinstance(overlap_seconds, int)
+            or not 0 <= overlap_seconds <= 30 * 86400):
+        raise InvalidInput("overlap_seconds must be a whole number from 0 to 2592000 (30 days)")
+    secret = new_webhook_secret()
+    keys = enterprise_api_keys
+    now = utcnow()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(keys)
+            .where(keys.c.id == key_id)
+            .values(
+                webhook_secret=secret,
+                webhook_secret_previous=keys.c.webhook_secret if overlap_seconds else None,
+                webhook_secret_previous_expires_at=(
+                    now + timedelta(seconds=overlap_seconds) if overlap_seconds else None),
+            )
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"API key {key_id} not found")
+    return secret
