@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -28,7 +28,7 @@ class EmbeddedServer:
     """``async with EmbeddedServer(app) as srv: srv.url`` — uvicorn on a bound socket."""
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 lifespan: str = "on") -> None:
+                 lifespan: Literal["auto", "on", "off"] = "on") -> None:
         self.sock = bind(host, port)
         self.host = host
         self.port = self.sock.getsockname()[1]
@@ -56,6 +56,6 @@ class EmbeddedServer:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=15)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
         self.sock.close()

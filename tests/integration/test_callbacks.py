@@ -56,7 +56,7 @@ async def test_unknown_task_answers_the_same_404(client, runtime, sim):
 
 
 async def test_token_of_another_task_is_refused(client, runtime, sim):
-    created, row = await processing_task(runtime, sim)
+    _, row = await processing_task(runtime, sim)
     r = await client.post(url(row.id, callback_token(KEY, "other-task")),
                           content=final_body(row.grsai_task_id))
     assert r.status_code == 404

@@ -40,8 +40,8 @@ async def test_polling_mode_settles_the_seed_batch(runtime, sim) -> None:
 
 async def test_batches_well_over_ten_items_finish_with_failures_refunded(runtime, sim) -> None:
     caller = await new_account(runtime.engine, credits=1000)
-    body = items(23) + [{"prompt": "bad [sim:moderation]", "model": "sora-2"},
-                        {"prompt": "no url [sim:no-url]", "model": "sora-2"}]
+    body = [*items(23), {"prompt": "bad [sim:moderation]", "model": "sora-2"},
+            {"prompt": "no url [sim:no-url]", "model": "sora-2"}]
     created = await new_batch(runtime.engine, caller, body)
     await run_until_settled(runtime)
     batch = await batch_row(runtime.engine, created.batch_id)

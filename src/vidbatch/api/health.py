@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
@@ -9,6 +11,7 @@ from sqlalchemy import func, select
 from vidbatch.db.migrate import is_current
 from vidbatch.db.schema import video_tasks
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -48,5 +51,5 @@ async def metrics(request: Request) -> Response:
         for status, n in rows:
             rt.metrics.tasks.labels(status).set(n)
     except Exception:  # metrics still answer when the database is down
-        pass
+        log.debug("task counts unavailable", exc_info=True)
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")

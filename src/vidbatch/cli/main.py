@@ -9,11 +9,14 @@ import typer
 try:  # Typer >= 0.20 vendors click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import (  # type: ignore[assignment,no-redef,unused-ignore]
+        NoArgsIsHelpError,
+        UsageError,
+    )
 
 from vidbatch import __version__
 from vidbatch.cli.accounts import accounts_app, keys_app
-from vidbatch.cli.common import fail, run, settings_from
+from vidbatch.cli.common import run, settings_from
 from vidbatch.cli.demo import demo
 from vidbatch.cli.serve import serve, worker
 from vidbatch.db.engine import make_engine

@@ -37,7 +37,9 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(raw)
     except ArgumentError:
-        raise ValueError("is not a database URL (expected sqlite:///path or postgresql://...)") from None
+        raise ValueError(
+            "is not a database URL (expected sqlite:///path or postgresql://...)"
+        ) from None
     driver = _DRIVERS.get(parsed.drivername)
     if driver is None:
         raise ValueError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import text
@@ -39,10 +40,8 @@ class Listener:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
 
     async def _run(self) -> None:
@@ -57,7 +56,7 @@ class Listener:
                         self.on_notify()
 
                     await driver.add_listener(CHANNEL, _callback)
-                    driver.add_termination_listener(lambda *_: lost.set())
+                    driver.add_termination_listener(lambda *_, ev=lost: ev.set())
                     await conn.rollback()  # no transaction held open while listening
                     await lost.wait()
             except asyncio.CancelledError:

@@ -35,6 +35,8 @@ metadata = MetaData(
 )
 
 ID = String(36)
+#: 64-bit ids on PostgreSQL; INTEGER PRIMARY KEY (the rowid) on SQLite.
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 
 BATCH_STATUSES = ("queued", "processing", "completed", "partial", "failed", "cancelled")
 TASK_STATUSES = (
@@ -95,7 +97,7 @@ enterprise_api_keys = Table(
 api_usage = Table(
     "api_usage",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
     Column("key_id", ID, ForeignKey("enterprise_api_keys.id"), nullable=False),
     Column("account_id", ID, ForeignKey("accounts.id"), nullable=False),
     Column("request_id", String(128), nullable=False),
@@ -242,7 +244,7 @@ video_tasks = Table(
 credit_ledger = Table(
     "credit_ledger",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
     Column("account_id", ID, ForeignKey("accounts.id"), nullable=False),
     Column("type", String(16), nullable=False),
     # Change to the account's balance, and to its frozen (reserved) credits.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -53,7 +52,7 @@ async def open_database(url: str, *, auto_migrate: bool = True) -> AsyncEngine:
                     f"database schema is at {current or 'nothing'}, code needs "
                     f"{head_revision()}: run `vidbatch db upgrade`"
                 )
-    except (OperationalError, DBAPIError, OSError, asyncio.TimeoutError) as exc:
+    except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
         await engine.dispose()
         raise DatabaseUnavailable(f"database unavailable: {describe_db_error(exc)}") from None
     return engine

@@ -20,7 +20,7 @@ from vidbatch.services import ledger
 KEY_PREFIX = "vb_"
 #: Characters of a key kept as its lookup prefix (``vb_`` + 8 random characters).
 LOOKUP_CHARS = 11
-WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True)

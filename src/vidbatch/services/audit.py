@@ -105,7 +105,7 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
         .group_by(credit_ledger.c.batch_id)
         .subquery()
     )
-    rows = (
+    batch_rows = (
         await conn.execute(
             select(
                 batch_jobs.c.id,
@@ -125,7 +125,7 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
         )
     ).all()
     for (bid, settled_at, reserved, spent, refunded, succ_cost, live, total_cost,
-         l_delta, l_reserved, l_refunded) in rows:
+         l_delta, l_reserved, l_refunded) in batch_rows:
         subject = f"batch {bid}"
         if l_reserved != reserved:
             out.append(Violation("reserve entry == reservation", subject,

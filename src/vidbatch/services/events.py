@@ -31,7 +31,7 @@ async def summary(conn: AsyncConnection, batch_id: str) -> dict[str, int]:
             .group_by(video_tasks.c.status)
         )
     ).all()
-    counts = {status: n for status, n in rows}
+    counts: dict[str, int] = {status: int(n) for status, n in rows}
     total = sum(counts.values())
     succeeded = counts.get("succeeded", 0)
     failed = counts.get("failed", 0)

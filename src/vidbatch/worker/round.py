@@ -148,12 +148,12 @@ class Round:
                 batch_id = rotation.pop(0)
                 now = utcnow()
                 async with self.rt.engine.begin() as conn:
-                    if self.s.provider_max_inflight:
-                        if await claims.inflight_room(conn, self.s.provider_max_inflight) < 1:
-                            self.summary.dispatch["capReached"] += 1
-                            stop = True
-                            rotation.insert(0, batch_id)
-                            return None
+                    cap = self.s.provider_max_inflight
+                    if cap and await claims.inflight_room(conn, cap) < 1:
+                        self.summary.dispatch["capReached"] += 1
+                        stop = True
+                        rotation.insert(0, batch_id)
+                        return None
                     rows = await claims.claim_for_submit(
                         conn, batch_id, owner=self.owner, now=now,
                         lease_until=self.lease_until(now), limit=1)
