@@ -318,3 +318,17 @@ def load_settings(**overrides: Any) -> Settings:
             name = env_name(name)
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{name}: {msg}") from None
+
+
+def configuration_table() -> str:
+    """The README's configuration table, made from the settings themselves."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        assert isinstance(alias, AliasChoices)
+        names = " / ".join(f"`{n}`" for n in alias.choices if isinstance(n, str))
+        default = field.default
+        shown = "—" if default is None or default == "" else f"`{str(default).lower()}`" if (
+            isinstance(default, bool)) else f"`{default}`"
+        rows.append(f"| {names} | {shown} | {field.description or name} |")
+    return "\n".join(rows)
