@@ -131,13 +131,14 @@ def create_app(
 
     errors.install(app)
 
-    from vidbatch.api import callback, enterprise, health, internal, v1
+    from vidbatch.api import admin, callback, enterprise, health, internal, v1
 
     app.include_router(health.router)
     app.include_router(enterprise.router)
     app.include_router(v1.router)
     app.include_router(internal.router)
     app.include_router(callback.router)
+    app.include_router(admin.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
