@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Generator
 from types import TracebackType
 from typing import Any, Literal
 
@@ -24,6 +26,14 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the embedding program owns Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 class EmbeddedServer:
     """``async with EmbeddedServer(app) as srv: srv.url`` — uvicorn on a bound socket."""
 
@@ -32,7 +42,7 @@ class EmbeddedServer:
         self.sock = bind(host, port)
         self.host = host
         self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(
+        self.server = _Server(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan)
         )
         self._task: asyncio.Task[None] | None = None

@@ -1,0 +1,50 @@
+"""`vidbatch demo` as a newcomer runs it: it finishes, shows the table and a clean audit;
+a busy port is named; Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DEMO = [sys.executable, "-m", "vidbatch", "demo", "--gen-time", "0.5"]
+
+
+def test_demo_runs_to_a_clean_audit(tmp_path) -> None:
+    done = subprocess.run(DEMO, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert "audit: clean" in out
+    assert "batch 1 — partial" in out  # the moderation failure is refunded
+    assert "moderation" in out
+    assert "batch 2 — cancelled" in out
+    assert "credits: reserved 340" in out
+    assert "/files/" in out  # video URLs are shown
+    assert not list(tmp_path.iterdir())  # nothing left behind in the working directory
+
+
+def test_demo_names_a_busy_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([*DEMO, "--port", str(port)], capture_output=True, text=True,
+                              timeout=60)
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_stops_on_ctrl_c() -> None:
+    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out[-1000:] + err[-1000:]
+    assert "Traceback" not in err
