@@ -48,7 +48,7 @@ async def require_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(admin_bearer)] = None,
 ) -> None:
     """Let the operator in; see the module docstring for the answers to everyone else."""
-    expected = runtime_of(request).settings.admin_token
+    expected = request.app.state.settings.admin_token
     if not expected:
         raise ApiError(404, "ADMIN_DISABLED",
                        "the admin API is disabled on this server (VIDBATCH_ADMIN_TOKEN unset)")
