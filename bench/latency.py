@@ -1,0 +1,136 @@
+"""Settlement latency in webhook mode: the provider's last callback -> batch settled.
+
+    python -m bench.latency [--batches B] [--size S] [--workers W] [--runs R] [--quick]
+                            [--json FILE]
+
+PostgreSQL, one ``vidbatch serve --no-worker`` receiving the simulator's callbacks
+(``APP_URL`` set) and W daemon ``vidbatch worker`` processes (default 1), with vidbatch's
+default settings otherwise. Batches of S items (each with a customer ``webhook_url``, a sink
+in the simulator process) are posted at a steady pace while earlier ones run; generation
+times are lognormal (median 1 s, sigma 0.5, 0.2..5 s).
+
+For every batch: the wall time the simulator started POSTing the last final callback of its
+tasks (the simulator process records it) to the batch's ``completed_at`` (settled) and to the
+``created_at`` of its ``batch.completed`` outbox row (``webhook_deliveries``). For every task:
+its final callback to its ``completed_at``. Percentiles pool the batches of all runs. The
+clocks are the same machine's wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+from bench import common as c
+
+LATENCY_ENV = {
+    "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
+}
+SIM_KNOBS = {"gen_time_mode": "lognormal", "gen_time": 1.0, "gen_time_sigma": 0.5,
+             "gen_time_min": 0.2, "gen_time_max": 5.0, "callback_interval": 0.5}
+
+
+async def run_one(n_batches: int, size: int, workers: int, pace: float,
+                  work: c.Workdir) -> dict[str, Any]:
+    sim = c.Sim(work, **SIM_KNOBS)
+    procs: list[c.Proc] = []
+    try:
+        async with c.scratch_db("postgres", "lat") as db:
+            caller = await c.new_account(db.engine, credits=n_batches * size * c.PRICE * 2)
+            env = c.vidbatch_env(db.url, sim.url, **LATENCY_ENV)
+            port = c.free_port()
+            env["APP_URL"] = f"http://127.0.0.1:{port}"
+            api, _ = await c.start_api(env, work, port=port)
+            procs.append(api)
+            procs += await c.start_workers(workers, env, work)
+            hook = f"{sim.url}/_bench/hook"
+            for b in range(n_batches):
+                started = time.monotonic()
+                await c.create_batches(db.engine, caller, [size], webhook_url=hook, tag=f"r{b}-")
+                await asyncio.sleep(max(0.0, pace - (time.monotonic() - started)))
+            if not await c.wait_settled(db.engine, timeout=300, procs=procs):
+                raise RuntimeError("batches not settled within 300 s")
+            finals = sim.final_callbacks()
+            async with db.engine.connect() as conn:
+                task_rows = (await conn.execute(text(
+                    "SELECT grsai_task_id, batch_job_id, completed_at FROM video_tasks"))).all()
+                batch_rows = (await conn.execute(text(
+                    "SELECT b.id, b.completed_at, w.created_at AS outbox_at FROM batch_jobs b "
+                    "LEFT JOIN webhook_deliveries w ON w.batch_id = b.id "
+                    "AND w.event_type IN ('batch.completed', 'batch.failed')"))).all()
+    finally:
+        c.stop_all(procs)
+        sim.stop()
+    sent: dict[str, float] = {}
+    for cb in finals:  # the first delivery of each task's final state
+        sent.setdefault(cb["remote_id"], cb["sent"])
+    per_task, last_cb = [], {}
+    for remote_id, batch_id, completed_at in task_rows:
+        if remote_id in sent and completed_at is not None:
+            per_task.append(completed_at.timestamp() - sent[remote_id])
+            last_cb[batch_id] = max(last_cb.get(batch_id, 0.0), sent[remote_id])
+    settled, outbox = [], []
+    for batch_id, completed_at, outbox_at in batch_rows:
+        if batch_id not in last_cb or completed_at is None:
+            continue
+        settled.append(completed_at.timestamp() - last_cb[batch_id])
+        if outbox_at is not None:
+            outbox.append(outbox_at.timestamp() - last_cb[batch_id])
+    return {"settled": settled, "outbox": outbox, "task": per_task,
+            "tasks_without_final_callback": len(task_rows) - len(per_task)}
+
+
+def pct_row(name: str, values: list[float]) -> dict[str, Any]:
+    ms = [1000 * v for v in values]
+    return {"what": name, "n": len(ms), "p50": c.percentile(ms, 50), "p95": c.percentile(ms, 95),
+            "p99": c.percentile(ms, 99), "max": max(ms) if ms else None}
+
+
+async def main_async(args: Any) -> dict[str, Any]:
+    info = c.print_machine()
+    runs = args.runs or (1 if args.quick else 3)
+    n_batches = args.batches or (15 if args.quick else 40)
+    size = args.size or 10
+    print(f"{runs} run(s) x {n_batches} batches of {size}, one every {args.pace}s; "
+          f"{args.workers} worker(s); simulator {SIM_KNOBS}")
+    work = c.Workdir(keep=args.keep_logs)
+    pooled: dict[str, list[float]] = {"settled": [], "outbox": [], "task": []}
+    missing = 0
+    try:
+        for r in range(runs):
+            res = await run_one(n_batches, size, args.workers, args.pace, work)
+            for k in pooled:
+                pooled[k] += res[k]
+            missing += res["tasks_without_final_callback"]
+            print(f"  run {r + 1}: median settle latency "
+                  f"{1000 * (c.median(res['settled']) or 0):.0f} ms", flush=True)
+    finally:
+        work.close()
+    rows = [pct_row("final callback -> batch settled (completed_at)", pooled["settled"]),
+            pct_row("final callback -> outbox row (webhook_deliveries)", pooled["outbox"]),
+            pct_row("final callback -> task completed_at", pooled["task"])]
+    print()
+    print(c.table(rows, [("what", "latency, ms"), ("n", "n"), ("p50", "p50"), ("p95", "p95"),
+                         ("p99", "p99"), ("max", "max")]))
+    if missing:
+        print(f"  ({missing} tasks had no recorded final callback)")
+    return {"machine": info, "runs": runs, "batches": n_batches, "size": size,
+            "workers": args.workers, "simulator": SIM_KNOBS, "rows": rows}
+
+
+def main() -> None:
+    p = c.parser(__doc__)
+    p.add_argument("--batches", type=int, help="batches per run (default 40, quick 15)")
+    p.add_argument("--size", type=int, help="items per batch (default 10)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--pace", type=float, default=0.25, help="seconds between batches")
+    args = p.parse_args()
+    out = c.run_async(main_async(args))
+    c.write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()
