@@ -6,6 +6,7 @@ import pytest
 
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
+from vidbatch.services import accounts as account_svc
 from vidbatch.worker.round import run_once
 
 SEED_ITEMS = [
@@ -102,3 +103,23 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
         server.should_exit = True
         await serving
         await rt.close()
+
+
+async def test_metrics_after_a_flow(client, runtime, sim) -> None:
+    caller = await new_account(runtime.engine, credits=100)
+    key = await account_svc.create_key(runtime.engine, caller.account_id)
+    created = await client.post("/api/v1/batches", headers={"x-api-key": key.api_key},
+                                json={"items": [*items(2), {"prompt": "x [sim:moderation]"}]})
+    assert created.status_code == 200, created.text
+    await run_until_settled(runtime)
+    text = (await client.get("/metrics")).text
+    assert 'vidbatch_tasks{status="succeeded"} 2.0' in text
+    assert 'vidbatch_tasks{status="failed"} 1.0' in text
+    assert 'vidbatch_submits_total{outcome="ok"} 3.0' in text
+    assert 'vidbatch_polls_total{outcome="succeeded"} 2.0' in text
+    assert 'vidbatch_batches_settled_total{status="partial"} 1.0' in text
+    assert 'vidbatch_credits_total{kind="charged"} 20.0' in text
+    assert 'vidbatch_credits_total{kind="refunded"} 10.0' in text
+    assert 'vidbatch_credits_total{kind="reserved"} 30.0' in text
+    assert "vidbatch_provider_latency_seconds_bucket" in text
+    assert "vidbatch_round_duration_seconds_count" in text

@@ -201,6 +201,11 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
         user_agent=request.headers.get("user-agent"),
         webhook_max_attempts=settings.webhook_retries + 1,
     )
+    if not created.replay:
+        rt.metrics.credits.labels("reserved").inc(created.required_credits)
+        worker = getattr(request.app.state, "worker", None)
+        if worker is not None:
+            worker.wake()  # start the new batch now rather than after the idle sleep
     return _answer(created, rid, mode)
 
 
