@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover
 
 from vidbatch import __version__
 from vidbatch.cli.accounts import accounts_app, keys_app
+from vidbatch.cli.admin import batches_app, webhooks_app
 from vidbatch.cli.common import run, settings_from
 from vidbatch.cli.demo import demo
 from vidbatch.cli.serve import serve, worker
@@ -32,6 +33,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(batches_app, name="batches")
+app.add_typer(webhooks_app, name="webhooks")
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.command("demo")(demo)
