@@ -14,6 +14,7 @@ import pytest
 
 from vidbatch.services.accounts import new_webhook_secret
 from vidbatch.webhooks import WebhookVerificationError, verify
+from vidbatch.webhooks.delivery import refused_address
 from vidbatch.webhooks.retry import CAP, SCHEDULE, next_delay
 from vidbatch.webhooks.signing import encode_body, key_bytes, signature_headers
 
@@ -171,3 +172,18 @@ def test_retry_delays_grow_with_jitter_and_a_cap() -> None:
     assert next_delay(50, rng) == CAP
     assert next_delay(1, rng, retry_after=300) == 300  # a receiver's Retry-After is believed
     assert next_delay(1, rng, retry_after=10**9) == CAP
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+    "100.64.0.1", "224.0.0.1", "255.255.255.255", "::1", "fe80::1%eth0", "fc00::1",
+    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::",
+])
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert refused_address(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111",
+                                     "::ffff:8.8.8.8"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert not refused_address(address)

@@ -14,8 +14,11 @@ One call of :func:`deliver_due`:
    attempt count read at claim time): a worker whose lease was taken over writes nothing.
    A 2xx marks the event delivered; anything else counts an attempt and schedules the next
    one (:mod:`vidbatch.webhooks.retry`) or, at ``max_attempts``, marks it failed. The
-   batch's ``webhook_status`` / ``webhook_attempts`` / ``webhook_last_error`` /
-   ``webhook_last_sent_at`` are kept in step in the same transaction.
+   batch's columns change in the same transaction: ``webhook_attempts`` counts every
+   attempt made for any of its events, ``webhook_last_sent_at`` is the latest attempt's
+   time, ``webhook_last_error`` the latest failure (``"<event>: <reason>"``, cleared once
+   every event is delivered), and ``webhook_status`` sums up its events (see
+   :func:`refresh_batch_status`).
 
 Delivery is at least once: a worker that dies between a receiver's 2xx and the record sends
 that event again once its lease runs out. Receivers de-duplicate on ``webhook-id``.
