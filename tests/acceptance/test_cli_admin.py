@@ -4,14 +4,18 @@ file: what an operator reads, and the one-line errors."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from tests.acceptance.test_cli import assert_usage_error, ok, one_json, vb, vb_many
 from tests.helpers import finish_tasks, items, new_batch
 from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import video_tasks
@@ -24,12 +28,40 @@ CLOSED = "http://127.0.0.1:9/hook"
 
 
 def cli(args: Sequence[str], db_url: str) -> subprocess.CompletedProcess[str]:
-    return vb(args, db_url, **ENV)
+    """Run the real command line, as an operator would."""
+    env = {**os.environ, "COLUMNS": "200", "DATABASE_URL": db_url, **ENV}
+    return subprocess.run([sys.executable, "-m", "vidbatch", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def cli_many(calls: Sequence[Sequence[str]], db_url: str) -> list[subprocess.CompletedProcess[str]]:
     """Independent commands at once (each in its own process)."""
-    return vb_many([(list(args), ENV) for args in calls], db_url)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda args: cli(args, db_url), calls))
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def one_json(result: subprocess.CompletedProcess[str]) -> Any:
+    """The output is exactly one JSON value on one line."""
+    lines = ok(result).strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Exit code 2 and exactly one line on stderr starting with 'error:', no traceback."""
+    assert result.returncode == 2, (
+        f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"{result.args}: {result.stderr!r}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
 
 
 async def _setup(db_url: str, account_id: str, key_id: str) -> tuple[str, str]:
