@@ -7,7 +7,8 @@ Hierarchy::
     ├── NotFound                     an account, key, batch or task does not exist (or is not yours)
     ├── InvalidInput                 a caller's input is wrong (carries per-field details)
     ├── InsufficientCredits          available credits do not cover the amount
-    ├── Conflict                     the state does not allow the operation (e.g. batch ended)
+    ├── Conflict                     the state does not allow the operation (e.g. batch ended,
+    │                                not settled yet, nothing to retry, no webhook to resend)
     ├── IdempotencyConflict          a request id is in use for another body / still in flight
     ├── RateLimited                  too many requests this minute
     └── ProviderError                the upstream provider did not do what was asked
@@ -104,6 +105,24 @@ class BatchAlreadyEnded(Conflict):
     """The batch has already ended."""
 
     code = "BATCH_ALREADY_ENDED"
+
+
+class BatchNotSettled(Conflict):
+    """The batch has not ended yet: its failed items cannot be retried before it settles."""
+
+    code = "BATCH_NOT_SETTLED"
+
+
+class NothingToRetry(Conflict):
+    """The batch has no failed items to retry."""
+
+    code = "NOTHING_TO_RETRY"
+
+
+class NoWebhookEvents(Conflict):
+    """The batch has no webhook events to resend."""
+
+    code = "NO_WEBHOOK_EVENTS"
 
 
 class IdempotencyKeyReused(VidbatchError):

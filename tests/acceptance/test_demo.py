@@ -42,7 +42,8 @@ def test_demo_names_a_busy_port() -> None:
 
 
 def test_demo_stops_on_ctrl_c() -> None:
-    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    slow = [*DEMO[:-1], "10"]  # generation takes 10 s: the demo is mid-way at 4 s
+    proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)

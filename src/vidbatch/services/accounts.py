@@ -108,7 +108,7 @@ async def _insert_key(
 ) -> NewKey:
     api_key = generate_key()
     key_id = new_id()
-    webhook_secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+    webhook_secret = new_webhook_secret()
     await conn.execute(
         enterprise_api_keys.insert().values(
             id=key_id,

@@ -21,7 +21,7 @@ from vidbatch.clock import utcnow
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.domain.catalog import Catalog
 from vidbatch.domain.validation import BatchSpec, request_fingerprint, validate_batch
-from vidbatch.exceptions import Conflict
+from vidbatch.exceptions import BatchNotSettled, NothingToRetry, NoWebhookEvents
 from vidbatch.services import accounts, batches
 from vidbatch.services.batches import Caller, iso
 
@@ -32,24 +32,6 @@ FINAL_EVENTS = ("batch.completed", "batch.failed")
 #: The order events happen in, to tell the last one when two share a timestamp.
 EVENT_ORDER = {"batch.created": 0, "batch.running": 1, "batch.completed": 2,
                "batch.failed": 2, "batch.refunded": 3}
-
-
-class BatchNotSettled(Conflict):
-    """The batch has not ended yet: its failed items cannot be retried before it settles."""
-
-    code = "BATCH_NOT_SETTLED"
-
-
-class NothingToRetry(Conflict):
-    """The batch has no failed items to retry."""
-
-    code = "NOTHING_TO_RETRY"
-
-
-class NoWebhookEvents(Conflict):
-    """The batch has no webhook events to resend."""
-
-    code = "NO_WEBHOOK_EVENTS"
 
 
 # --- money ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The worker daemon: rounds back to back while there is work, sleeping only until the
 next task is due (at most ``VIDBATCH_WORKER_IDLE_SECONDS``), woken early by a callback or
-a new batch in this process. Stops gracefully: the current round finishes first."""
+a new batch (in this process, or by NOTIFY on PostgreSQL). Customer webhooks are delivered
+by a second loop beside it, so a slow receiver never lengthens a round. Stops gracefully:
+the current round finishes first."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class WorkerLoop:
         self.owner = owner or new_owner()
         self.rng = random.Random()
         self._wake = asyncio.Event()
+        self._deliver_wake = asyncio.Event()
         self._stopping = False
         self.rounds = 0
         self.last_summary: RoundSummary | None = None
@@ -38,23 +41,31 @@ class WorkerLoop:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._deliver_wake.set()
 
     async def run(self) -> None:
         log.info("worker started", extra={"action": "worker_start", "owner": self.owner})
         listener = Listener(self.rt.engine, self.wake)
         listener.start()
+        delivery = asyncio.create_task(self._deliver_loop(), name="vidbatch-webhooks")
         try:
             await self._loop()
         finally:
+            self._deliver_wake.set()
+            with suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(delivery, timeout=30)
             await listener.stop()
         log.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
 
     async def _loop(self) -> None:
         while not self._stopping:
             try:
-                summary = await run_once(self.rt, owner=self.owner, rng=self.rng)
+                summary = await run_once(self.rt, owner=self.owner, rng=self.rng,
+                                         deliver_webhooks=False)
                 self.rounds += 1
                 self.last_summary = summary
+                if summary.settle["settled"] or summary.dispatch["tasks_started"]:
+                    self._deliver_wake.set()  # new events in the outbox
                 if summary.did_work:
                     continue
                 delay = await self._idle_delay()
@@ -62,6 +73,21 @@ class WorkerLoop:
                 log.exception("worker round failed", extra={"action": "round"})
                 delay = ERROR_BACKOFF
             await self._sleep(delay)
+
+    async def _deliver_loop(self) -> None:
+        from vidbatch.webhooks.delivery import deliver_due
+
+        idle = self.rt.settings.worker_idle_seconds
+        while not self._stopping:
+            try:
+                sent, failed = await deliver_due(self.rt, owner=self.owner, rng=self.rng)
+                if sent or failed:
+                    continue
+            except Exception:
+                log.exception("webhook delivery failed", extra={"action": "webhooks"})
+            self._deliver_wake.clear()
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._deliver_wake.wait(), timeout=idle)
 
     async def _idle_delay(self) -> float:
         idle = self.rt.settings.worker_idle_seconds
