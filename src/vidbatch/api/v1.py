@@ -36,7 +36,7 @@ from vidbatch.api.schemas import (
 )
 from vidbatch.domain.states import PUBLIC_ITEM_STATUS
 from vidbatch.exceptions import FieldError, InvalidInput
-from vidbatch.services import batches, credits
+from vidbatch.services import batches, credits, events
 
 router = APIRouter(prefix="/api/v1", route_class=KeyedRoute)
 
@@ -92,16 +92,10 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def item_view(row: Any) -> dict[str, Any]:
+    """An item as the customer sees it: the webhook's view plus prompt and times."""
     return {
-        "item_id": row.id,
-        "index": row.batch_index,
-        "status": PUBLIC_ITEM_STATUS.get(row.status, row.status),
+        **events.item_view(row),
         "prompt": row.prompt,
-        "model": row.model,
-        "video_url": row.video_url,
-        "error": row.error_message or row.failure_reason,
-        "failure_type": row.failure_type,
-        "metadata": row.metadata,
         "created_at": _iso(row.created_at),
         "completed_at": _iso(row.completed_at),
     }

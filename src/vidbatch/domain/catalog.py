@@ -94,7 +94,7 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
     if raw in (None, "", {}):
         return Catalog(models)
     try:
-        data = json.loads(raw) if isinstance(raw, str) else dict(raw)  # type: ignore[arg-type]
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
@@ -122,7 +122,9 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
         if kwargs.get("family") not in (None, "sora", "veo"):
             raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
         price = kwargs.get("price_credits")
-        if price is not None and (not isinstance(price, int) or price < 0):
+        if price is not None and (
+            isinstance(price, bool) or not isinstance(price, int) or price < 0
+        ):
             raise ConfigError(f"model {name!r}: price_credits must be a non-negative integer")
         if name in models:
             models[name] = replace(models[name], **kwargs)

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vidbatch.db.schema import accounts, credit_ledger
-from vidbatch.exceptions import NotFound
+from vidbatch.db.schema import credit_ledger
 from vidbatch.services.batches import iso
+from vidbatch.services.ledger import Balance, balance
 
-
-@dataclass(frozen=True)
-class Balance:
-    #: Credits that may be spent on new batches (``total - reserved``).
-    available: int
-    #: Credits frozen for batches that have not been settled yet.
-    reserved: int
-    #: Credits the account owns.
-    total: int
-
-
-async def balance(conn: AsyncConnection, account_id: str) -> Balance:
-    row = (
-        await conn.execute(
-            select(accounts.c.balance_credits, accounts.c.frozen_credits).where(
-                accounts.c.id == account_id
-            )
-        )
-    ).first()
-    if row is None:
-        raise NotFound(f"account {account_id} not found")
-    total, reserved = int(row.balance_credits), int(row.frozen_credits)
-    return Balance(available=total - reserved, reserved=reserved, total=total)
+__all__ = ["Balance", "balance", "entry_view"]
 
 
 def entry_view(row: Any) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def item_view(row: Any) -> dict[str, Any]:
         "status": PUBLIC_ITEM_STATUS.get(row.status, row.status),
         "model": row.model,
         "video_url": row.video_url,
-        "error": row.error_message,
+        "error": row.error_message or row.failure_reason,
         "failure_type": row.failure_type,
         "metadata": row.metadata,
     }

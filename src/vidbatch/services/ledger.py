@@ -25,6 +25,9 @@ from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, credit_ledger
 from vidbatch.exceptions import InsufficientCredits, InvalidInput, NotFound
 
+#: The largest change one posting may make (the columns are 64-bit integers).
+MAX_AMOUNT = 10**15
+
 
 @dataclass(frozen=True)
 class Posting:
@@ -53,6 +56,8 @@ async def post(
     frozen credits) negative, :class:`NotFound` for an unknown account. A repeat of an
     earlier key changes nothing and returns the first entry with ``created=False``.
     """
+    if abs(delta) > MAX_AMOUNT or abs(frozen_delta) > MAX_AMOUNT:
+        raise InvalidInput(f"an amount of credits must be at most {MAX_AMOUNT}")
     now = now or utcnow()
     existing = await _entry_by_key(conn, account_id, key)
     if existing is not None:
@@ -119,9 +124,18 @@ async def _entry_by_key(conn: AsyncConnection, account_id: str, key: str) -> dic
     return dict(row._mapping) if row is not None else None
 
 
-async def _raise_refusal(
-    conn: AsyncConnection, account_id: str, delta: int, frozen_delta: int
-) -> None:
+@dataclass(frozen=True)
+class Balance:
+    #: Credits that may be spent on new batches (``total - reserved``).
+    available: int
+    #: Credits frozen for batches that have not been settled yet.
+    reserved: int
+    #: Credits the account owns.
+    total: int
+
+
+async def balance(conn: AsyncConnection, account_id: str) -> Balance:
+    """An account's credits: available, reserved (frozen) and total (its balance)."""
     row = (
         await conn.execute(
             select(accounts.c.balance_credits, accounts.c.frozen_credits).where(
@@ -131,7 +145,14 @@ async def _raise_refusal(
     ).first()
     if row is None:
         raise NotFound(f"account {account_id} not found")
-    available = row.balance_credits - row.frozen_credits
+    total, reserved = int(row.balance_credits), int(row.frozen_credits)
+    return Balance(available=total - reserved, reserved=reserved, total=total)
+
+
+async def _raise_refusal(
+    conn: AsyncConnection, account_id: str, delta: int, frozen_delta: int
+) -> None:
+    available = (await balance(conn, account_id)).available
     required = frozen_delta - delta if frozen_delta > 0 else -delta
     raise InsufficientCredits(required=max(required, 0), available=available)
 
