@@ -14,6 +14,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,6 +88,21 @@ class Round:
         self.polls = PollSchedule(first, early, late)
         self.retries = RetryPolicy(max_attempts=self.s.submit_max_attempts)
         self.webhook_attempts = self.s.webhook_retries + 1
+
+    async def _lanes(self, claim: Callable[[], Awaitable[Any | None]],
+                     work: Callable[[Any], Awaitable[None]]) -> None:
+        """``BATCH_TASK_CONCURRENCY`` lanes, each claiming one task and working on it
+        until ``claim`` finds nothing more."""
+
+        async def lane() -> None:
+            while True:
+                async with self.sem:
+                    row = await claim()
+                    if row is None:
+                        return
+                    await work(row)
+
+        await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
 
     def lease_until(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.s.lease_seconds)
@@ -165,15 +181,7 @@ class Round:
                 return rows[0]
             return None
 
-        async def lane() -> None:
-            while True:
-                async with self.sem:
-                    row = await next_claim()
-                    if row is None:
-                        return
-                    await self.submit(row)
-
-        await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
+        await self._lanes(next_claim, self.submit)
 
     def _spec(self, row: Any) -> TaskSpec:
         base = self.s.public_base_url
@@ -273,15 +281,7 @@ class Round:
                 remaining -= 1
                 return rows[0]
 
-        async def lane() -> None:
-            while True:
-                async with self.sem:
-                    row = await next_claim()
-                    if row is None:
-                        return
-                    await self.poll(row)
-
-        await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
+        await self._lanes(next_claim, self.poll)
         async with self.rt.engine.connect() as conn:
             self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(conn, utcnow())
 
