@@ -131,7 +131,7 @@ def create_app(
 
     errors.install(app)
 
-    from vidbatch.api import admin, callback, enterprise, health, internal, v1
+    from vidbatch.api import admin, callback, dashboard, enterprise, health, internal, v1
 
     app.include_router(health.router)
     app.include_router(enterprise.router)
@@ -139,6 +139,7 @@ def create_app(
     app.include_router(internal.router)
     app.include_router(callback.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 

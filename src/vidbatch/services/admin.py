@@ -485,3 +485,74 @@ async def adjust(
         "account": account_view(account),
     }
 
+
+
+# --- the dashboard's figures -------------------------------------------------------------------
+
+
+async def task_status_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Every task by status, as they are now."""
+    rows = (
+        await conn.execute(
+            select(video_tasks.c.status, func.count()).group_by(video_tasks.c.status))
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+async def task_counts_by_batch(
+    conn: AsyncConnection, batch_ids: list[str]
+) -> dict[str, dict[str, int]]:
+    """Per batch, its tasks by status (a batch's own counts are only written at settlement)."""
+    if not batch_ids:
+        return {}
+    rows = (
+        await conn.execute(
+            select(video_tasks.c.batch_job_id, video_tasks.c.status, func.count())
+            .where(video_tasks.c.batch_job_id.in_(batch_ids))
+            .group_by(video_tasks.c.batch_job_id, video_tasks.c.status)
+        )
+    ).all()
+    out: dict[str, dict[str, int]] = {}
+    for batch_id, status, n in rows:
+        out.setdefault(str(batch_id), {})[str(status)] = int(n)
+    return out
+
+
+async def completed_per_bucket(
+    conn: AsyncConnection, *, now: datetime, buckets: int = 6, bucket_seconds: int = 600,
+) -> list[tuple[datetime, int, int]]:
+    """Tasks that ended in each of the last ``buckets`` periods (oldest first), from
+    ``video_tasks.completed_at``: (bucket start, succeeded, failed). Cancelled tasks are
+    not work done and are left out."""
+    from datetime import timedelta
+
+    starts = [now - timedelta(seconds=bucket_seconds * (buckets - i)) for i in range(buckets)]
+    ends = [*starts[1:], now]
+    vt = video_tasks
+    columns = []
+    for start, end in zip(starts, ends, strict=True):
+        within = (vt.c.completed_at >= start) & (vt.c.completed_at < end)
+        columns += [
+            func.sum(case((within & (vt.c.status == "succeeded"), 1), else_=0)),
+            func.sum(case((within & (vt.c.status == "failed"), 1), else_=0)),
+        ]
+    row = (
+        await conn.execute(
+            select(*columns).where(vt.c.completed_at >= starts[0], vt.c.completed_at < now)
+        )
+    ).one()
+    return [(start, int(row[2 * i] or 0), int(row[2 * i + 1] or 0))
+            for i, start in enumerate(starts)]
+
+
+async def oldest_waiting_task(conn: AsyncConnection) -> datetime | None:
+    """When the oldest task still waiting to be submitted (pending or queued) was created."""
+    from vidbatch.domain.states import TASK_WAITING
+
+    value = (
+        await conn.execute(
+            select(func.min(video_tasks.c.created_at))
+            .where(video_tasks.c.status.in_(sorted(TASK_WAITING)))
+        )
+    ).scalar_one_or_none()
+    return value if isinstance(value, datetime) else None
