@@ -165,20 +165,17 @@ def counter_values(counter: Any) -> dict[str, float]:
 def provider_figures(metrics: Metrics) -> dict[str, Any]:
     """Provider calls made by this process and how many went wrong. A submit is wrong
     unless it was accepted; a poll is wrong when it got no usable answer."""
-    submits = counter_values(metrics.submits)
-    polls = counter_values(metrics.polls)
 
-    def rate(values: dict[str, float], bad: set[str] | None, good: set[str] | None) -> dict[
-            str, Any]:
+    def rate(values: dict[str, float], is_error: Callable[[str], bool]) -> dict[str, Any]:
         total = int(sum(values.values()))
-        errors = int(sum(v for k, v in values.items()
-                         if (bad is not None and k in bad) or (good is not None and k not in good)))
+        errors = int(sum(v for outcome, v in values.items() if is_error(outcome)))
         return {"total": total, "errors": errors,
                 "rate": round(100 * errors / total, 1) if total else None,
                 "by_outcome": {k: int(v) for k, v in sorted(values.items())}}
 
-    return {"submits": rate(submits, None, {"ok"}),
-            "polls": rate(polls, {"transient", "not_found"}, None)}
+    return {"submits": rate(counter_values(metrics.submits), lambda o: o != "ok"),
+            "polls": rate(counter_values(metrics.polls),
+                          lambda o: o in ("transient", "not_found"))}
 
 
 def age(since: datetime | None, now: datetime) -> str:
@@ -361,9 +358,11 @@ class PageRoute(APIRoute):
                 response = message_page(request, 404, "Not found", exc.message)
             except VidbatchError as exc:
                 status = status_for(exc)
-                response = message_page(request, status if status != 500 else 500,
-                                        "Not possible", exc.message if status != 500
-                                        else "Internal error.")
+                if status == 500:
+                    log.error("dashboard error", extra={"action": "dashboard",
+                                                        "code": exc.code})
+                response = message_page(request, status, "Not possible",
+                                        exc.message if status != 500 else "Internal error.")
             except Exception:
                 log.exception("dashboard page failed", extra={"action": "dashboard"})
                 response = message_page(request, 500, "Internal error",
