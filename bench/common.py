@@ -102,13 +102,15 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {"cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem_kb / 2**20, 1),
-            "cpu": cpu, "python": platform.python_version()}
+            "cpu": cpu, "python": platform.python_version(),
+            "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
 def print_machine() -> dict[str, Any]:
     info = machine()
     print(f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, "
-          f"Python {info['python']}")
+          f"Python {info['python']}; load average (1 min) at start {info['loadavg_1m']} "
+          "(the machine may be shared: figures move with it)")
     return info
 
 
