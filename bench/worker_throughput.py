@@ -21,9 +21,10 @@ PostgreSQL transactions per task (``pg_stat_database``; ``pg_stat_statements`` i
 this server), and provider calls per task (the simulator's ``calls_per_endpoint``).
 The table shows the median of the runs.
 
-Default: 1,000 tasks in 10 batches, 3 runs, on SQLite x1 and PostgreSQL x1 and x4, both
-modes (about 6 minutes on a loaded 2-core machine). ``--quick``: the same with 1 run, SQLite x1
-and PostgreSQL x1. The 10,000-task configuration (100 batches): ``--tasks 10000 --runs 1``
+Default: 1,000 tasks in 10 batches, 2 runs, SQLite x1 and PostgreSQL x1, both modes (about
+5 minutes on a loaded 2-core machine). ``--quick``: 1 run (about 2.5 minutes). The README's
+table: ``--runs 3 --setups sqlite:1,postgres:1,postgres:4 --with-limits`` (about 13
+minutes). The 10,000-task configuration (100 batches): ``--tasks 10000 --runs 1``
 (``--setups postgres:2`` etc. picks setups). ``--with-limits`` then measures the ceilings
 (``bench.limits``) and prints vidbatch's best PostgreSQL figure as a fraction of each.
 """
@@ -163,8 +164,8 @@ async def main_async(args: Any) -> dict[str, Any]:
         sizes = [(args.tasks, args.batches or max(1, args.tasks // 100), args.runs or 3)]
         setups = parse_setups(args.setups or "sqlite:1,postgres:1,postgres:2,postgres:4")
     else:
-        sizes = [(1000, 10, args.runs or 3)]
-        setups = parse_setups(args.setups or "sqlite:1,postgres:1,postgres:4")
+        sizes = [(1000, 10, args.runs or 2)]
+        setups = parse_setups(args.setups or "sqlite:1,postgres:1")
     modes = args.modes.split(",")
     work = c.Workdir(keep=args.keep_logs)
     results: list[dict[str, Any]] = []
