@@ -118,7 +118,9 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
         if "durations" in kwargs:
             kwargs["durations"] = tuple(int(d) for d in kwargs["durations"])
         if "duration_prices" in kwargs:
-            kwargs["duration_prices"] = {int(k): int(v) for k, v in kwargs["duration_prices"].items()}
+            kwargs["duration_prices"] = {
+                int(k): int(v) for k, v in kwargs["duration_prices"].items()
+            }
         if kwargs.get("family") not in (None, "sora", "veo"):
             raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
         price = kwargs.get("price_credits")
