@@ -117,7 +117,7 @@ async def explain_claims(db: c.Scratch, cap: Capture, caller: Any) -> dict[str, 
         "settleable_batches": lambda conn: claims.settleable_batches(conn, 10),
         "count_waiting_polls": lambda conn: claims.count_waiting_polls(conn, now),
         "next_due_at": lambda conn: claims.next_due_at(conn),
-        "inflight_room": lambda conn: claims.inflight_room(conn, 50),
+        "inflight_room": lambda conn: claims.inflight_room(conn, 50, now),
     }
     out: dict[str, Any] = {}
     for name, call in calls.items():

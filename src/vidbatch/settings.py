@@ -66,8 +66,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("BATCH_WORKER_MAX_SETTLE"),
         description="batches settled per round",
     )
+    # The original's 20 polls end after about 9 minutes of 5/15/30 s backoff, shorter than
+    # many real generations; 64 polls reach the 30-minute wall-clock limit first.
     max_poll_count: PositiveInt = Field(
-        20,
+        64,
         validation_alias=AliasChoices("BATCH_MAX_POLL_COUNT"),
         description="polls of one task before it fails with failure_type timeout",
     )

@@ -280,3 +280,35 @@ async def test_worker_trigger_without_secret_configured(settings_factory, engine
         assert (r.status_code, r.json()["error"]) == (500, "MISSING_INTERNAL_WORKER_SECRET")
     finally:
         await rt.close()
+
+
+async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(settings_factory,
+                                                                            engine, sim):
+    """We stop waiting for a task before the provider stops running it: under a cap, its
+    slot stays taken until its deadline, so the provider never sees one task too many."""
+    rt = await Runtime.open(settings_factory(provider_max_inflight=1, max_poll_count=2,
+                                             max_wait_seconds=2,
+                                             poll_intervals="0.2,0.2,0.2"), engine=engine)
+    try:
+        sim.configure(max_running=1, gen_time=0.1)  # the slow one runs 1 s upstream
+        caller = await new_account(engine, credits=100)
+        created = await new_batch(engine, caller, [{"prompt": "long [sim:slow]"},
+                                                   {"prompt": "next"}])
+        for _ in range(40):  # the first task times out after two polls (0.4 s)
+            await run_once(rt, deliver_webhooks=False)
+            rows = await task_rows(engine, created.batch_id)
+            if rows[0].status == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert (rows[0].status, rows[0].failure_type) == ("failed", "timeout")
+        for _ in range(3):  # within the second the provider still runs the first task
+            await run_once(rt, deliver_webhooks=False)
+        rows = await task_rows(engine, created.batch_id)
+        assert rows[1].status == "pending"  # held back
+        assert sim.stats()["cap_overshoots"] == 0
+        await asyncio.sleep(2.0)  # past the first task's deadline
+        await run_until_settled(rt)
+        assert (await task_rows(engine, created.batch_id))[1].status == "succeeded"
+        assert sim.stats()["cap_overshoots"] == 0
+    finally:
+        await rt.close()

@@ -61,7 +61,10 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
     if full.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No pre-ping: it costs three round trips per checkout (half of all transactions).
+        # A connection found dead raises once and the whole pool is invalidated; callers
+        # retry (the worker's next round, the client's next request).
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     engine = create_async_engine(full, **kwargs)
     if engine.dialect.name == "sqlite":
         _setup_sqlite(engine)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, update
+from sqlalchemy import case, func, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, video_tasks
@@ -45,17 +45,15 @@ def _fenced(task_id: str, status: str, fence: Fence | None) -> list[Any]:
 async def mark_submitted(
     conn: AsyncConnection,
     task_id: str,
-    batch_id: str,
     fence: Fence,
     *,
     remote_id: str,
     now: datetime,
     next_check_at: datetime,
     deadline_at: datetime,
-    webhook_max_attempts: int,
 ) -> bool:
-    """submitting → processing with the provider's id. A callback that arrived before this
-    write (``callback_at`` set) makes the task due for a poll at once."""
+    """submitting → processing with the provider's id. A final callback that arrived before
+    this write (``callback_at`` set) makes the task due for a poll at once."""
     result = await conn.execute(
         update(video_tasks)
         .where(*_fenced(task_id, "submitting", fence))
@@ -64,22 +62,22 @@ async def mark_submitted(
             grsai_task_id=remote_id,
             submitted_at=now,
             deadline_at=deadline_at,
-            next_attempt_at=next_check_at,
+            next_attempt_at=case(
+                (video_tasks.c.callback_at.is_not(None), now), else_=next_check_at
+            ),
             lease_owner=None,
             lease_expires_at=None,
             last_error=None,
             updated_at=now,
         )
     )
-    if result.rowcount != 1:
-        return False
-    # An early callback: poll now rather than after the grace period.
-    await conn.execute(
-        update(video_tasks)
-        .where(video_tasks.c.id == task_id, video_tasks.c.callback_at.is_not(None),
-               video_tasks.c.status == "processing")
-        .values(next_attempt_at=now)
-    )
+    return result.rowcount == 1
+
+
+async def mark_batch_started(
+    conn: AsyncConnection, batch_id: str, *, now: datetime, webhook_max_attempts: int
+) -> None:
+    """queued → processing when its first task reached the provider (and the event)."""
     started = await conn.execute(
         update(batch_jobs)
         .where(batch_jobs.c.id == batch_id, batch_jobs.c.status == "queued")
@@ -88,7 +86,6 @@ async def mark_submitted(
     if started.rowcount:
         await events.enqueue(conn, batch_id, "batch.running", now,
                              max_attempts=webhook_max_attempts)
-    return True
 
 
 async def reschedule_submit(

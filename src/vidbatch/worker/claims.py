@@ -58,19 +58,30 @@ async def pick_batches(conn: AsyncConnection, now: datetime, limit: int) -> list
     return ids
 
 
-async def inflight_room(conn: AsyncConnection, cap: int) -> int:
+async def inflight_room(conn: AsyncConnection, cap: int, now: datetime) -> int:
     """How many more tasks may start under a fleet-wide cap (0 = none). Serialised by an
-    advisory lock held to the end of the claim's transaction on PostgreSQL."""
+    advisory lock held to the end of the claim's transaction on PostgreSQL.
+
+    A task we gave up on (time-out) may still run at the provider: it keeps its slot until
+    its deadline, so the cap holds at the provider too."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CAP_LOCK_KEY})
-    inflight = (
+    live = (
         await conn.execute(
             select(func.count())
             .select_from(video_tasks)
-            .where(video_tasks.c.status.in_(("submitting", "processing")))
+            .where(video_tasks.c.status.in_(("submitting", "processing")),
+                   video_tasks.c.next_attempt_at.is_not(None))  # the partial index
         )
     ).scalar_one()
-    return max(0, cap - int(inflight))
+    abandoned = (
+        await conn.execute(
+            select(func.count())
+            .select_from(video_tasks)
+            .where(video_tasks.c.failure_type == "timeout", video_tasks.c.deadline_at > now)
+        )
+    ).scalar_one()
+    return max(0, cap - int(live) - int(abandoned))
 
 
 async def claim_for_submit(

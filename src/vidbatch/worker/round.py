@@ -88,6 +88,24 @@ class Round:
         self.polls = PollSchedule(first, early, late)
         self.retries = RetryPolicy(max_attempts=self.s.submit_max_attempts)
         self.webhook_attempts = self.s.webhook_retries + 1
+        #: Batches already moved queued → processing in this round (one UPDATE each).
+        self.started_batches: set[str] = set()
+
+    @staticmethod
+    def _buffered(claim_chunk: Callable[[], Awaitable[list[Any]]]
+                  ) -> Callable[[], Awaitable[Any | None]]:
+        """One task at a time out of chunks claimed one statement each (at most a lane's
+        worth, so a claimed task waits for at most one provider call before its own)."""
+        ready: list[Any] = []
+        lock = asyncio.Lock()
+
+        async def next_task() -> Any | None:
+            async with lock:
+                if not ready:
+                    ready.extend(await claim_chunk())
+                return ready.pop(0) if ready else None
+
+        return next_task
 
     async def _lanes(self, claim: Callable[[], Awaitable[Any | None]],
                      work: Callable[[Any], Awaitable[None]]) -> None:
@@ -150,38 +168,34 @@ class Round:
         budget = dict.fromkeys(batch_ids, self.s.worker_max_start_tasks_per_batch)
         rotation = list(batch_ids)
         stop = False
-        # Claims are short and taken one at a time (the rotation is shared); the provider
-        # calls that follow them run concurrently.
-        lock = asyncio.Lock()
+        chunk = self.s.task_concurrency
 
-        async def next_claim() -> Any | None:
-            async with lock:
-                return await claim_one()
-
-        async def claim_one() -> Any | None:
+        async def claim_chunk() -> list[Any]:
+            """Up to one task per lane from the next batch in the rotation."""
             nonlocal stop
             while rotation and not stop:
                 batch_id = rotation.pop(0)
+                want = min(chunk, budget[batch_id])
                 now = utcnow()
                 async with self.rt.engine.begin() as conn:
                     cap = self.s.provider_max_inflight
-                    if cap and await claims.inflight_room(conn, cap) < 1:
-                        self.summary.dispatch["capReached"] += 1
-                        stop = True
-                        rotation.insert(0, batch_id)
-                        return None
+                    if cap:
+                        want = min(want, await claims.inflight_room(conn, cap, now))
+                        if want < 1:
+                            self.summary.dispatch["capReached"] += 1
+                            stop = True
+                            return []
                     rows = await claims.claim_for_submit(
                         conn, batch_id, owner=self.owner, now=now,
-                        lease_until=self.lease_until(now), limit=1)
-                if not rows:
-                    continue  # nothing due left in this batch
-                budget[batch_id] -= 1
-                if budget[batch_id] > 0:
-                    rotation.append(batch_id)
-                return rows[0]
-            return None
+                        lease_until=self.lease_until(now), limit=want)
+                budget[batch_id] -= len(rows)
+                if rows and len(rows) == want and budget[batch_id] > 0:
+                    rotation.append(batch_id)  # more may be due: its turn comes again
+                if rows:
+                    return rows
+            return []
 
-        await self._lanes(next_claim, self.submit)
+        await self._lanes(self._buffered(claim_chunk), self.submit)
 
     def _spec(self, row: Any) -> TaskSpec:
         base = self.s.public_base_url
@@ -232,10 +246,13 @@ class Round:
                        else self.polls.delay_after(0))
         async with self.rt.engine.begin() as conn:
             ok = await tasks.mark_submitted(
-                conn, row.id, row.batch_job_id, fence, remote_id=remote_id, now=now,
+                conn, row.id, fence, remote_id=remote_id, now=now,
                 next_check_at=now + timedelta(seconds=first_check),
-                deadline_at=now + timedelta(seconds=max_wait),
-                webhook_max_attempts=self.webhook_attempts)
+                deadline_at=now + timedelta(seconds=max_wait))
+            if ok and row.batch_job_id not in self.started_batches:
+                self.started_batches.add(row.batch_job_id)
+                await tasks.mark_batch_started(conn, row.batch_job_id, now=now,
+                                               webhook_max_attempts=self.webhook_attempts)
         if ok:
             self.summary.dispatch["tasks_started"] += 1
             log.info("task submitted", extra={"task_id": row.id, "batch_id": row.batch_job_id,
@@ -263,25 +280,20 @@ class Round:
 
     async def poll_all(self) -> None:
         remaining = self.s.worker_max_poll
-        lock = asyncio.Lock()
 
-        async def next_claim() -> Any | None:
+        async def claim_chunk() -> list[Any]:
             nonlocal remaining
-            async with lock:
-                if remaining <= 0:
-                    return None
-                now = utcnow()
-                async with self.rt.engine.begin() as conn:
-                    rows = await claims.claim_for_poll(conn, owner=self.owner, now=now,
-                                                       lease_until=self.lease_until(now),
-                                                       limit=1)
-                if not rows:
-                    remaining = 0
-                    return None
-                remaining -= 1
-                return rows[0]
+            if remaining <= 0:
+                return []
+            now = utcnow()
+            async with self.rt.engine.begin() as conn:
+                rows = await claims.claim_for_poll(
+                    conn, owner=self.owner, now=now, lease_until=self.lease_until(now),
+                    limit=min(remaining, self.s.task_concurrency))
+            remaining = remaining - len(rows) if rows else 0
+            return rows
 
-        await self._lanes(next_claim, self.poll)
+        await self._lanes(self._buffered(claim_chunk), self.poll)
         async with self.rt.engine.connect() as conn:
             self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(conn, utcnow())
 
