@@ -1,0 +1,186 @@
+"""The operator's command line, run for real: `python -m vidbatch ...` in a subprocess against
+a SQLite file (and once against PostgreSQL), reading only what an operator would see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ACCOUNT_VIEW = {"account_id", "name", "balance_credits", "frozen_credits", "available_credits"}
+
+
+def vb(args: Sequence[str], db_url: str | None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the real command line; ``db_url`` goes in DATABASE_URL (None leaves it to env)."""
+    full_env = {**os.environ, "COLUMNS": "200"}  # a terminal wide enough for the tables
+    if db_url is not None:
+        full_env["DATABASE_URL"] = db_url
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "vidbatch", *args],
+        env=full_env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def vb_many(
+    calls: Sequence[tuple[Sequence[str], dict[str, str]]], db_url: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent commands at once (each is a separate process)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda c: vb(c[0], db_url, **c[1]), calls))
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def one_json(result: subprocess.CompletedProcess[str]) -> Any:
+    """The output is exactly one JSON value on one line."""
+    lines = ok(result).strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Exit code 2 and exactly one line on stderr starting with 'error:', no traceback."""
+    assert result.returncode == 2, (
+        f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"{result.args}: {result.stderr!r}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/x.db"
+
+
+def test_account_and_key_lifecycle(tmp_path: Path, sqlite_url: str) -> None:
+    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"],
+                          sqlite_url))
+    assert isinstance(created, dict)
+    assert {"account_id", "key_id", "api_key"} <= set(created)
+    assert created["api_key"].startswith("vb_") and len(created["api_key"]) > 20
+    acc = created["account_id"]
+
+    shown = one_json(vb(["accounts", "show", acc, "--json"], sqlite_url))
+    assert shown == {"account_id": acc, "name": "acme", "balance_credits": 100,
+                     "frozen_credits": 0, "available_credits": 100}
+
+    out = ok(vb(["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
+                sqlite_url))
+    assert "balance 150" in out
+    # the same top-up retried adds nothing
+    out = ok(vb(["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
+                sqlite_url))
+    assert "balance 150" in out
+    out = ok(vb(["accounts", "adjust", acc, "--credits", "-30", "--reason", "goodwill reversal"],
+                sqlite_url))
+    assert "balance 120" in out
+
+    key2 = one_json(vb(["keys", "create", acc, "--name", "ci", "--json"], sqlite_url))
+    assert key2["account_id"] == acc and key2["api_key"].startswith("vb_")
+    assert key2["api_key"] != created["api_key"]
+    secrets = (created["api_key"], key2["api_key"])
+
+    listed, keys_text = vb_many([(["accounts", "list", "--json"], {}), (["keys", "list"], {})],
+                                sqlite_url)
+    assert one_json(listed) == [{"account_id": acc, "name": "acme", "balance_credits": 120,
+                                 "frozen_credits": 0, "available_credits": 120}]
+    text = ok(keys_text) + keys_text.stderr
+    assert created["api_key"][:11] in text  # the prefix, to tell keys apart
+    assert not any(s in text for s in secrets)
+
+    out = ok(vb(["keys", "revoke", key2["key_id"]], sqlite_url))
+    assert key2["key_id"] in out
+    keys_json, audit = vb_many([(["keys", "list", acc, "--json"], {}), (["audit"], {})],
+                               sqlite_url)
+    assert not any(s in keys_json.stdout for s in secrets)
+    keys = one_json(keys_json)
+    assert {k["id"]: k["is_active"] for k in keys} == {created["key_id"]: True,
+                                                        key2["key_id"]: False}
+    assert {k["key_prefix"] for k in keys} == {s[:11] for s in secrets}
+    assert not any({"key_hash", "webhook_secret"} & set(k) for k in keys)
+    assert ok(audit).strip() == "audit: clean"
+
+    # the database holds the keys' hashes, never the keys themselves
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("x.db*"))
+    assert created["key_id"].encode() in stored  # this is the right database
+    for key in secrets:
+        assert key.encode() not in stored
+        assert key[11:].encode() not in stored  # not even the part after the prefix
+
+
+def test_bad_input_is_one_error_line_and_changes_nothing(sqlite_url: str) -> None:
+    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"],
+                          sqlite_url))
+    acc = created["account_id"]
+    before = one_json(vb(["accounts", "show", acc, "--json"], sqlite_url))
+    unknown = str(uuid.uuid4())
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["accounts", "show", unknown, "--json"], {}, "not found"),
+        (["accounts", "topup", unknown, "--credits", "5"], {}, "not found"),
+        (["accounts", "topup", acc, "--credits", "-5"], {}, "--credits"),
+        (["accounts", "topup", acc, "--credits", "abc"], {}, "--credits"),
+        (["accounts", "topup", acc, "--credits", "99999999999999999999"], {}, "at most"),
+        (["accounts", "create", "other", "--credits", "-1"], {}, "--credits"),
+        (["accounts", "adjust", acc, "--credits", "-101", "--reason", "x"], {}, "available"),
+        (["accounts", "adjust", acc, "--credits", "5", "--reason", "  "], {}, "reason"),
+        (["accounts", "topup", acc, "--credits", "5"], {"DATABASE_URL": "mysql://x"},
+         "DATABASE_URL"),
+    ]
+    results = vb_many([(args, env) for args, env, _ in cases], sqlite_url)
+    for (args, _, hint), result in zip(cases, results, strict=True):
+        line = assert_usage_error(result)
+        assert hint in line, (args, line)
+        assert result.stdout == "", (args, result.stdout)
+    shown, listed, keys = vb_many(
+        [(["accounts", "show", acc, "--json"], {}), (["accounts", "list", "--json"], {}),
+         (["keys", "list", "--json"], {})],
+        sqlite_url,
+    )
+    assert one_json(shown) == before
+    assert before["balance_credits"] == 100 and before["frozen_credits"] == 0
+    assert [a["account_id"] for a in one_json(listed)] == [acc]  # no account was created
+    assert [k["id"] for k in one_json(keys)] == [created["key_id"]]
+
+
+def test_db_upgrade_and_current(sqlite_url: str) -> None:
+    fresh = ok(vb(["db", "current"], sqlite_url))
+    assert fresh.startswith("database empty; code ")
+    head = fresh.strip().rsplit(" ", 1)[-1]
+    assert ok(vb(["db", "upgrade"], sqlite_url)).strip() == f"database at revision {head}"
+    assert ok(vb(["db", "current"], sqlite_url)).strip() == f"database {head}; code {head}"
+
+
+@pytest.mark.postgres
+def test_accounts_and_keys_on_postgres(pg_url: str) -> None:
+    assert pg_url.startswith("postgresql://")
+    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"], pg_url))
+    acc = created["account_id"]
+    assert created["api_key"].startswith("vb_")
+    key2 = one_json(vb(["keys", "create", acc, "--json"], pg_url))
+    shown, keys_text, current = vb_many(
+        [(["accounts", "show", acc, "--json"], {}), (["keys", "list", acc], {}),
+         (["db", "current"], {})],
+        pg_url,
+    )
+    assert one_json(shown) == {"account_id": acc, "name": "acme", "balance_credits": 100,
+                               "frozen_credits": 0, "available_credits": 100}
+    text = ok(keys_text)
+    assert created["api_key"] not in text and key2["api_key"] not in text
+    assert created["api_key"][:11] in text
+    head = ok(current).strip().rsplit(" ", 1)[-1]
+    assert ok(current).strip() == f"database {head}; code {head}"
