@@ -70,7 +70,9 @@ async def sign_in(page: Any, base: str, path: str) -> None:
 async def test_batch_progress_is_live_and_its_videos_play(
     browser: Any, served: Any, sim: Any
 ) -> None:
-    sim.configure(gen_time=GEN_TIME)
+    # Long enough that the page's once-a-second refresh sees the items running even on a
+    # busy machine.
+    sim.configure(gen_time=3 * GEN_TIME)
     async with served() as app:
         app: Served
         caller = await new_account(app.rt.engine, credits=1000, name="acme")
