@@ -92,8 +92,9 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
                 break
             await asyncio.sleep(0.05)
         assert all(r.status == "succeeded" for r in rows), [r.status for r in rows]
-        # no polls were needed: the callbacks carried the news (confirmed by /draw/result)
-        assert all(r.poll_count == 0 for r in rows)
+        # the callbacks carried the news (confirmed by /draw/result); a callback that beat
+        # the submit's own write is followed by one poll, no more
+        assert all(r.callback_at is not None and r.poll_count <= 1 for r in rows)
         summary = await run_once(rt, deliver_webhooks=False)
         assert summary.settle["settled"] == 1
         batch = await batch_row(engine, created.batch_id)

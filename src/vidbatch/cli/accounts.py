@@ -126,6 +126,7 @@ def list_(ctx: typer.Context,
                      "available_credits": r["available_credits"]} for r in rows])
         return
     table = Table("account_id", "name", "balance", "frozen", "available")
+    table.columns[0].overflow = "fold"
     for r in rows:
         table.add_row(r["id"], r["name"], str(r["balance_credits"]), str(r["frozen_credits"]),
                       str(r["available_credits"]))
@@ -175,6 +176,8 @@ def key_list(
         print_json(rows)
         return
     table = Table("key_id", "account_id", "name", "prefix", "active", "rate/min", "last seen")
+    for column in table.columns[:2]:
+        column.overflow = "fold"  # ids are for copying: wrap them, never cut them
     for r in rows:
         table.add_row(r["id"], r["account_id"], r["name"], r["key_prefix"] + "…",
                       "yes" if r["is_active"] else "no", str(r["rate_limit_per_min"]),

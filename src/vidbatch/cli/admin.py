@@ -49,6 +49,8 @@ def batches_list(
         return
     table = Table("batch_id", "account_id", "status", "items", "ok/failed", "reserved",
                   "charged", "refunded", "ledger", "created")
+    for column in table.columns[:2]:
+        column.overflow = "fold"  # ids are for copying: wrap them, never cut them
     for b in rows:
         table.add_row(b["batch_id"], b["account_id"], b["status"], str(b["total_count"]),
                       f"{b['success_count']}/{b['failed_count']}", str(b["reserved"]),
@@ -136,6 +138,7 @@ def webhooks_list(
         return
     table = Table("batch_id", "event", "state", "attempts", "last status", "last error",
                   "next attempt")
+    table.columns[0].overflow = "fold"
     for d in rows:
         table.add_row(d["batch_id"], d["event_type"], d["state"],
                       f"{d['attempts']}/{d['max_attempts']}", str(d["last_status"] or "-"),
