@@ -3,7 +3,6 @@ a SQLite file (and once against PostgreSQL), reading only what an operator would
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,9 +10,10 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.acceptance.cli_helpers import assert_usage_error, ok, one_json
 
 ACCOUNT_VIEW = {"account_id", "name", "balance_credits", "frozen_credits", "available_credits"}
 
@@ -36,30 +36,6 @@ def vb_many(
     """Several independent commands at once (each is a separate process)."""
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(lambda c: vb(c[0], db_url, **c[1]), calls))
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def one_json(result: subprocess.CompletedProcess[str]) -> Any:
-    """The output is exactly one JSON value on one line."""
-    lines = ok(result).strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    return json.loads(lines[0])
-
-
-def assert_usage_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit code 2 and exactly one line on stderr starting with 'error:', no traceback."""
-    assert result.returncode == 2, (
-        f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"{result.args}: {result.stderr!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    return lines[0]
 
 
 @pytest.fixture

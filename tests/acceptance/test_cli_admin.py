@@ -4,18 +4,17 @@ file: what an operator reads, and the one-line errors."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import update
 
+from tests.acceptance.cli_helpers import assert_usage_error, ok, one_json
 from tests.helpers import finish_tasks, items, new_batch
 from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import video_tasks
@@ -38,30 +37,6 @@ def cli_many(calls: Sequence[Sequence[str]], db_url: str) -> list[subprocess.Com
     """Independent commands at once (each in its own process)."""
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(lambda args: cli(args, db_url), calls))
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def one_json(result: subprocess.CompletedProcess[str]) -> Any:
-    """The output is exactly one JSON value on one line."""
-    lines = ok(result).strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    return json.loads(lines[0])
-
-
-def assert_usage_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit code 2 and exactly one line on stderr starting with 'error:', no traceback."""
-    assert result.returncode == 2, (
-        f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"{result.args}: {result.stderr!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    return lines[0]
 
 
 async def _setup(db_url: str, account_id: str, key_id: str) -> tuple[str, str]:
