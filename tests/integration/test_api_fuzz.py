@@ -46,11 +46,13 @@ class Env:
         return self.loop.run_until_complete(coro)
 
 
+#: Input handling, not storage: SQLite only, where it stays fast.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def env(db_url: str) -> Iterator[Env]:
     """One app, key and batch for all the examples of a test, on its own event loop."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("input fuzzing runs on SQLite only")
     settings = Settings(database_url=db_url, callback_secret="fuzz", allow_private_webhooks=False,
                         max_items=50)
     loop = asyncio.new_event_loop()
