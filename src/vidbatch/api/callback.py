@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 
 from vidbatch.api.app import runtime_of
 from vidbatch.api.errors import ApiError
@@ -69,8 +69,16 @@ async def provider_callback(
         # is checked as soon as it is (progress before that is of no use).
         if hint.is_final:
             async with rt.engine.begin() as conn:
-                await conn.execute(update(video_tasks).where(video_tasks.c.id == task_id)
-                                   .values(callback_at=now))
+                # If the submit was recorded meanwhile, the task is due for a poll now;
+                # otherwise recording it will see callback_at and do the same.
+                await conn.execute(
+                    update(video_tasks)
+                    .where(video_tasks.c.id == task_id,
+                           video_tasks.c.status.in_(("pending", "queued", "submitting",
+                                                     "processing")))
+                    .values(callback_at=now, next_attempt_at=case(
+                        (video_tasks.c.status == "processing", now),
+                        else_=video_tasks.c.next_attempt_at)))
         metrics.labels("early").inc()
         return {**answer, "status": task.status, "deferred": True}
 
@@ -93,12 +101,16 @@ async def provider_callback(
                            .values(callback_at=now))
         applied = await tasks.apply_result(
             conn, task_id, result, now=now, require_https=rt.settings.require_https_video_url)
-        if applied.applied and applied.outcome != "running":
+        # Wake the workers only when this was the batch's last live task: it can settle.
+        # (Waking them on every callback costs each worker a round for nothing.)
+        batch_done = (applied.applied and applied.outcome != "running"
+                      and not await tasks.batch_has_live_tasks(conn, task.batch_job_id))
+        if batch_done:
             await notify_work(conn)
     metrics.labels(applied.outcome if applied.applied else "stale").inc()
     log.info("provider callback", extra={"task_id": task_id, "batch_id": task.batch_job_id,
                                          "action": "callback", "outcome": applied.outcome})
     worker = getattr(request.app.state, "worker", None)
-    if worker is not None and applied.outcome in ("succeeded", "failed"):
+    if worker is not None and batch_done:
         worker.wake()
     return {**answer, "status": applied.outcome if applied.applied else task.status}

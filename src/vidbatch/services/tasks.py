@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.domain.states import TASK_LIVE
 from vidbatch.providers.base import RemoteResult
 from vidbatch.services import events
 
@@ -257,3 +258,13 @@ async def reschedule_poll(
                 lease_expires_at=None, updated_at=now)
     )
     return result.rowcount == 1
+
+
+async def batch_has_live_tasks(conn: AsyncConnection, batch_id: str) -> bool:
+    """True while some task of the batch has not ended."""
+    live = await conn.execute(
+        select(video_tasks.c.id)
+        .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.status.in_(TASK_LIVE))
+        .limit(1)
+    )
+    return live.first() is not None
