@@ -1,18 +1,22 @@
 """Engines and connections: the same code on SQLite (embedded default) and PostgreSQL.
 
-SQLite runs in WAL mode with foreign keys on, and every transaction starts with
-``BEGIN IMMEDIATE`` so that a claim (read then conditional update) is never interleaved
-with another writer. Dialect differences stay in this package.
+SQLite runs in WAL mode with foreign keys on. A transaction opened with ``engine.begin()``
+starts with ``BEGIN IMMEDIATE`` (it takes the write lock at once, so a claim — read then
+conditional update — is never interleaved with another writer); one opened with
+``engine.connect()`` only reads and starts with a plain ``BEGIN``, so readers never wait for
+writers (WAL). Dialect differences stay in this package.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -67,8 +71,23 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     engine = create_async_engine(full, **kwargs)
     if engine.dialect.name == "sqlite":
+        engine = _SQLiteEngine(engine.sync_engine)
         _setup_sqlite(engine)
     return engine
+
+
+class _SQLiteEngine(AsyncEngine):
+    """``begin()`` marks its connection for ``BEGIN IMMEDIATE``; ``connect()`` reads."""
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self.connect() as conn:
+            await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                yield conn
+
+
+_WRITE = "vidbatch_write"
 
 
 def _setup_sqlite(engine: AsyncEngine) -> None:
@@ -87,4 +106,5 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        write = conn.get_execution_options().get(_WRITE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
