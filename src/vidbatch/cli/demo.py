@@ -187,6 +187,7 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
 async def _report(console: Console, url: str, api_key: str, batches: list[str],
                   violations: list[Any]) -> None:
     headers = {"x-api-key": api_key}
+    console.print()  # below the live progress bars
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         for n, batch_id in enumerate(batches, 1):
             view = (await http.get(f"/api/v1/batches/{batch_id}", headers=headers)).json()
