@@ -18,6 +18,13 @@ from vidbatch.worker import claims
 from vidbatch.worker.round import Round, run_once
 
 
+async def retries_due_now(engine) -> None:
+    """Make retried tasks due again at once (their backoff is seconds long)."""
+    async with engine.begin() as conn:
+        await conn.execute(update(video_tasks).where(video_tasks.c.status == "pending")
+                           .values(next_attempt_at=utcnow()))
+
+
 async def test_outage_then_recovery_retries_without_failing(settings_factory, engine, sim):
     settings = settings_factory(submit_max_attempts=50)
     rt = await Runtime.open(settings, engine=engine)
@@ -28,10 +35,7 @@ async def test_outage_then_recovery_retries_without_failing(settings_factory, en
         for _ in range(3):
             summary = await run_once(rt, deliver_webhooks=False)
             assert summary.dispatch["tasks_started"] == 0
-            # make retried tasks due again at once (backoff is seconds long)
-            async with engine.begin() as conn:
-                await conn.execute(update(video_tasks).where(video_tasks.c.status == "pending")
-                                   .values(next_attempt_at=utcnow()))
+            await retries_due_now(engine)
         rows = await task_rows(engine, created.batch_id)
         assert all(r.status == "pending" and r.attempts >= 1 and r.last_error for r in rows)
         sim.configure(outage=False)
@@ -52,9 +56,7 @@ async def test_submit_gives_up_after_its_attempts_and_refunds(settings_factory, 
         sim.configure(create_500_rate=1.0)
         for _ in range(4):
             await run_once(rt, deliver_webhooks=False)
-            async with engine.begin() as conn:
-                await conn.execute(update(video_tasks).where(video_tasks.c.status == "pending")
-                                   .values(next_attempt_at=utcnow()))
+            await retries_due_now(engine)
         await run_until_settled(rt)
         rows = await task_rows(engine, created.batch_id)
         assert all(r.status == "failed" and r.failure_type == "network" for r in rows)
@@ -72,9 +74,7 @@ async def test_rate_limited_submit_does_not_burn_attempts(settings_factory, engi
         sim.configure(create_429_rate=1.0, retry_after=0)
         for _ in range(3):
             await run_once(rt, deliver_webhooks=False)
-            async with engine.begin() as conn:
-                await conn.execute(update(video_tasks).where(video_tasks.c.status == "pending")
-                                   .values(next_attempt_at=utcnow()))
+            await retries_due_now(engine)
         (row,) = await task_rows(engine, created.batch_id)
         assert (row.status, row.attempts) == ("pending", 0)
         sim.configure(create_429_rate=0.0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -100,8 +100,12 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
                 return
             await asyncio.sleep(_HANG_POLL)
 
-    async def create(request: Request, family: Family) -> Response:
-        path = request.url.path
+    async def arrive(
+        request: Request, path: str, kind: Literal["create", "result"]
+    ) -> tuple[Any, Callable[[Response, int | None], Response], Response | None]:
+        """What every GrsAI call goes through first: count it, read its body, and answer
+        for it when the outage, an HTTP fault or a bad key decides. Returns the body, the
+        function that records an answer, and that early answer (or None)."""
         state.stats.calls_per_endpoint[path] += 1
         body = await read_json(request)
 
@@ -111,13 +115,20 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
 
         if state.config.outage:
             state.stats.http_500_sent += 1
-            return answer(_error_500(), None)
-        fault = fault_response(state.http_fault("create"))
+            return body, answer, answer(_error_500(), None)
+        fault = fault_response(state.http_fault(kind))
         if fault is not None:
-            return answer(fault, None)
+            return body, answer, answer(fault, None)
         if not authorised(request):
             state.stats.rejected += 1
-            return answer(_envelope(-1, "invalid api key"), -1)
+            return body, answer, answer(_envelope(-1, "invalid api key"), -1)
+        return body, answer, None
+
+    async def create(request: Request, family: Family) -> Response:
+        path = request.url.path
+        body, answer, early = await arrive(request, path, "create")
+        if early is not None:
+            return early
         if not isinstance(body, dict):
             state.stats.rejected += 1
             return answer(_envelope(-1, "request body must be a JSON object"), -1)
@@ -163,22 +174,9 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
     @app.post(RESULT_PATH)
     async def draw_result(request: Request) -> Response:
         path = RESULT_PATH
-        state.stats.calls_per_endpoint[path] += 1
-        body = await read_json(request)
-
-        def answer(response: Response, code: int | None) -> Response:
-            state.record("POST", path, body, response.status_code, code)
-            return response
-
-        if state.config.outage:
-            state.stats.http_500_sent += 1
-            return answer(_error_500(), None)
-        fault = fault_response(state.http_fault("result"))
-        if fault is not None:
-            return answer(fault, None)
-        if not authorised(request):
-            state.stats.rejected += 1
-            return answer(_envelope(-1, "invalid api key"), -1)
+        body, answer, early = await arrive(request, path, "result")
+        if early is not None:
+            return early
         task_id = body.get("id") if isinstance(body, dict) else None
         if not isinstance(task_id, str) or not task_id:
             state.stats.rejected += 1
