@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vidbatch.cli.common import non_negative, positive, print_json, run, settings_from, with_engine
+from vidbatch.cli.common import call, fail, non_negative, positive, print_json, read, settings_from
 from vidbatch.services import accounts as svc
 
 accounts_app = typer.Typer(help="Create accounts, top up and adjust their credits, look at them.",
@@ -31,8 +31,8 @@ def create(
     limit = positive(rate_limit, "--rate-limit") if rate_limit is not None else (
         settings.default_rate_limit_per_min
     )
-    account_id, key = run(lambda: with_engine(settings, lambda e: svc.create_account(
-        e, name, credits=credits, rate_limit_per_min=limit)))
+    account_id, key = call(settings, lambda e: svc.create_account(
+        e, name, credits=credits, rate_limit_per_min=limit))
     if as_json:
         print_json({"account_id": account_id, "key_id": key.key_id, "api_key": key.api_key,
                     "webhook_secret": key.webhook_secret})
@@ -56,8 +56,7 @@ def topup(
     """Add purchased credits to an account."""
     settings = settings_from(ctx)
     positive(credits)
-    entry = run(lambda: with_engine(settings, lambda e: svc.topup(e, account_id, credits,
-                                                                  key=key)))
+    entry = call(settings, lambda e: svc.topup(e, account_id, credits, key=key))
     typer.echo(f"added {credits} credits; balance {entry['balance_after']}, "
                f"available {entry['balance_after'] - entry['frozen_after']}")
 
@@ -72,11 +71,8 @@ def adjust(
     """Correct an account's credits by hand, with a reason (never below zero available)."""
     settings = settings_from(ctx)
     if credits == 0:
-        from vidbatch.cli.common import fail
-
         fail("--credits must not be zero")
-    entry = run(lambda: with_engine(settings, lambda e: svc.adjust(e, account_id, credits,
-                                                                   reason=reason)))
+    entry = call(settings, lambda e: svc.adjust(e, account_id, credits, reason=reason))
     typer.echo(f"adjusted by {credits:+d} credits; balance {entry['balance_after']}")
 
 
@@ -89,11 +85,7 @@ def show(
     """Show an account's credits."""
     settings = settings_from(ctx)
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            return await svc.get_account(conn, account_id)
-
-    acc = run(lambda: with_engine(settings, go))
+    acc = read(settings, lambda conn: svc.get_account(conn, account_id))
     view = {
         "account_id": acc["id"],
         "name": acc["name"],
@@ -114,11 +106,7 @@ def list_(ctx: typer.Context,
     """List accounts with their credits."""
     settings = settings_from(ctx)
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            return await svc.list_accounts(conn)
-
-    rows = run(lambda: with_engine(settings, go))
+    rows = read(settings, lambda conn: svc.list_accounts(conn))
     if as_json:
         print_json([{"account_id": r["id"], "name": r["name"],
                      "balance_credits": r["balance_credits"],
@@ -146,8 +134,8 @@ def key_create(
     limit = positive(rate_limit, "--rate-limit") if rate_limit is not None else (
         settings.default_rate_limit_per_min
     )
-    key = run(lambda: with_engine(settings, lambda e: svc.create_key(
-        e, account_id, name=name, rate_limit_per_min=limit)))
+    key = call(settings, lambda e: svc.create_key(
+        e, account_id, name=name, rate_limit_per_min=limit))
     if as_json:
         print_json({"account_id": account_id, "key_id": key.key_id, "api_key": key.api_key,
                     "webhook_secret": key.webhook_secret})
@@ -167,11 +155,7 @@ def key_list(
     """List API keys (prefix only: a key is never shown after creation)."""
     settings = settings_from(ctx)
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            return await svc.list_keys(conn, account_id)
-
-    rows = run(lambda: with_engine(settings, go))
+    rows = read(settings, lambda conn: svc.list_keys(conn, account_id))
     if as_json:
         print_json(rows)
         return
@@ -189,5 +173,5 @@ def key_list(
 def key_revoke(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id.")) -> None:
     """Revoke (deactivate) an API key; requests with it answer 403 INVALID_API_KEY."""
     settings = settings_from(ctx)
-    run(lambda: with_engine(settings, lambda e: svc.set_key_state(e, key_id, active=False)))
+    call(settings, lambda e: svc.set_key_state(e, key_id, active=False))
     typer.echo(f"revoked key {key_id}")

@@ -9,8 +9,9 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vidbatch.cli.common import fail, positive, print_json, run, settings_from, with_engine
+from vidbatch.cli.common import call, fail, positive, print_json, read, settings_from
 from vidbatch.db.schema import BATCH_STATUSES
 from vidbatch.services import admin as svc
 from vidbatch.services import batches as batch_svc
@@ -37,13 +38,11 @@ def batches_list(
         fail(f"--status must be one of {', '.join(BATCH_STATUSES)} (got {status!r})")
     positive(limit, "--limit")
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            page, _ = await svc.list_batches(conn, account_id=account, status=status,
-                                             limit=limit)
-            return page
+    async def page(conn: AsyncConnection) -> list[dict[str, Any]]:
+        rows, _ = await svc.list_batches(conn, account_id=account, status=status, limit=limit)
+        return rows
 
-    rows = run(lambda: with_engine(settings, go))
+    rows = read(settings, page)
     if as_json:
         print_json(rows)
         return
@@ -68,11 +67,7 @@ def batches_show(
     """One batch: status, counts, credits (and the ledger's), webhook state."""
     settings = settings_from(ctx)
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            return await svc.batch_detail(conn, batch_id)
-
-    detail: dict[str, Any] = run(lambda: with_engine(settings, go))
+    detail: dict[str, Any] = read(settings, lambda conn: svc.batch_detail(conn, batch_id))
     if as_json:
         print_json(detail)
         return
@@ -85,8 +80,8 @@ def batches_cancel(ctx: typer.Context,
                    batch_id: str = typer.Argument(..., help="Batch id.")) -> None:
     """Cancel a batch: items not submitted yet are refunded at once; running ones finish."""
     settings = settings_from(ctx)
-    done = run(lambda: with_engine(settings, lambda e: batch_svc.cancel_batch(
-        e, batch_id, account_id=None, webhook_max_attempts=settings.webhook_retries + 1)))
+    done = call(settings, lambda e: batch_svc.cancel_batch(
+        e, batch_id, account_id=None, webhook_max_attempts=settings.webhook_retries + 1))
     typer.echo(f"batch {done.batch_id} {done.status}: {done.cancelled_items} item(s) "
                f"cancelled, {done.credits_refunded} credits refunded in all")
 
@@ -101,10 +96,10 @@ def batches_retry_failed(
 ) -> None:
     """Retry a settled batch's failed items as a new batch, reserved and charged anew."""
     settings = settings_from(ctx)
-    out = run(lambda: with_engine(settings, lambda e: svc.retry_failed(
+    out = call(settings, lambda e: svc.retry_failed(
         e, batch_id, include_moderation=include_moderation, catalog=settings.catalog,
         allow_private_webhooks=settings.allow_private_webhooks,
-        webhook_max_attempts=settings.webhook_retries + 1)))
+        webhook_max_attempts=settings.webhook_retries + 1))
     if as_json:
         print_json(out)
         return
@@ -128,11 +123,7 @@ def webhooks_list(
     settings = settings_from(ctx)
     positive(limit, "--limit")
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            return await svc.list_deliveries(conn, batch_id, limit=limit)
-
-    rows = run(lambda: with_engine(settings, go))
+    rows = read(settings, lambda conn: svc.list_deliveries(conn, batch_id, limit=limit))
     if as_json:
         print_json(rows)
         return
@@ -155,7 +146,7 @@ def webhooks_resend(
 ) -> None:
     """Send a batch's webhook event again: due now, attempts counted from zero."""
     settings = settings_from(ctx)
-    out = run(lambda: with_engine(settings, lambda e: svc.resend_webhook(
-        e, batch_id, event_type=event, max_attempts=settings.webhook_retries + 1)))
+    out = call(settings, lambda e: svc.resend_webhook(
+        e, batch_id, event_type=event, max_attempts=settings.webhook_retries + 1))
     typer.echo(f"{out['event_type']} of batch {batch_id} will be sent again "
                f"(event {out['event_id']}, up to {out['max_attempts']} attempts)")

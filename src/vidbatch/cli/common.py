@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.session import describe_db_error, open_database
 from vidbatch.exceptions import ConfigError, VidbatchError
@@ -80,3 +80,18 @@ def positive(value: int, what: str = "--credits") -> int:
     if value <= 0:
         fail(f"{what} must be a positive whole number (got {value})")
     return value
+
+
+def call(settings: Settings, fn: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``fn`` on the database (schema checked); errors become one line."""
+    return run(lambda: with_engine(settings, fn))
+
+
+def read(settings: Settings, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run a read-only ``fn`` on one connection to the database."""
+
+    async def on_connection(engine: AsyncEngine) -> T:
+        async with engine.connect() as conn:
+            return await fn(conn)
+
+    return call(settings, on_connection)

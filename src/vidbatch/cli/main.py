@@ -109,16 +109,12 @@ def db_current(ctx: typer.Context) -> None:
 def audit_cmd(ctx: typer.Context,
               as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """Check every money invariant; exit 1 and list the violations if any."""
-    from vidbatch.cli.common import print_json, with_engine
+    from vidbatch.cli.common import print_json, read
     from vidbatch.services.audit import audit
 
     settings = settings_from(ctx)
 
-    async def go(engine):  # type: ignore[no-untyped-def]
-        async with engine.connect() as conn:
-            return await audit(conn)
-
-    violations = run(lambda: with_engine(settings, go))
+    violations = read(settings, lambda conn: audit(conn))
     if as_json:
         print_json([v.__dict__ for v in violations])
     else:
