@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidbatch.domain.catalog import Catalog, parse_catalog_overrides
@@ -277,6 +277,17 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_provider_call(self) -> Settings:
+        call = self.provider_connect_timeout + self.provider_read_timeout
+        if self.lease_seconds <= call:
+            raise ValueError(
+                f"VIDBATCH_LEASE_SECONDS ({self.lease_seconds}) must be longer than "
+                f"VIDBATCH_PROVIDER_CONNECT_TIMEOUT + VIDBATCH_PROVIDER_READ_TIMEOUT ({call:g}): "
+                "a worker could otherwise lose a task while still waiting for the provider"
+            )
+        return self
+
     @property
     def public_base_url(self) -> str | None:
         """The first non-empty of the four base-URL variables; None means polling mode."""
@@ -314,11 +325,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = err["loc"][0] if err["loc"] else "?"
-        name = str(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across settings: the message names the variables
+            raise ConfigError(msg) from None
+        name = str(err["loc"][0])
         if name in Settings.model_fields:
             name = env_name(name)
-        msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{name}: {msg}") from None
 
 

@@ -34,7 +34,8 @@ async def test_readyz_and_worker_recover_after_the_database_returns(pg_url, sim)
     settings = Settings(database_url=pg_url, grsai_host=sim.url, grsai_api_key="sk-test",
                         callback_secret="outage-test", poll_intervals="0.05,0.05,0.05",
                         require_https_video_url=False, worker_idle_seconds=0.1,
-                        lease_seconds=2)
+                        lease_seconds=2, provider_connect_timeout=0.5,
+                        provider_read_timeout=1.0)
     engine = make_engine(pg_url)
     rt = await Runtime.open(settings, engine=engine)
     app = create_app(settings, runtime=rt)

@@ -312,3 +312,45 @@ async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(setti
         assert sim.stats()["cap_overshoots"] == 0
     finally:
         await rt.close()
+
+
+async def test_a_task_back_to_waiting_after_a_cancel_is_cancelled_and_refunded(runtime, sim):
+    """Cancel while an item is being submitted; the provider then answers 429 and the item
+    goes back to waiting: the next round cancels it, and the batch settles."""
+    from vidbatch.services.batches import cancel_batch
+
+    caller = await new_account(runtime.engine, credits=100)
+    created = await new_batch(runtime.engine, caller, items(1))
+    now = utcnow()
+    async with runtime.engine.begin() as conn:
+        (row,) = await claims.claim_for_submit(conn, created.batch_id, owner="A", now=now,
+                                               lease_until=now + timedelta(seconds=60), limit=1)
+    await cancel_batch(runtime.engine, created.batch_id, account_id=caller.account_id)
+    sim.configure(create_429_rate=1.0, retry_after=0)
+    await Round(runtime, "A", random.Random(0)).submit(row)  # 429: back to pending
+    assert (await task_rows(runtime.engine, created.batch_id))[0].status == "pending"
+    await run_until_settled(runtime, max_rounds=5)
+    batch = await batch_row(runtime.engine, created.batch_id)
+    assert (batch.status, batch.credits_refunded) == ("cancelled", 10)
+    assert await balance(runtime.engine, caller.account_id) == (100, 0)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_a_claimed_task_whose_lease_is_too_short_is_given_back_unsent(runtime, sim):
+    caller = await new_account(runtime.engine, credits=100)
+    created = await new_batch(runtime.engine, caller, items(1))
+    now = utcnow()
+    async with runtime.engine.begin() as conn:  # claimed long ago: 1 s of lease left
+        (row,) = await claims.claim_for_submit(conn, created.batch_id, owner="A", now=now,
+                                               lease_until=now + timedelta(seconds=1), limit=1)
+    await Round(runtime, "A", random.Random(0)).submit(row)
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert (after.status, after.attempts) == ("pending", 0)
+    assert sim.stats()["tasks_created"] == 0  # the provider was never called
+    await run_until_settled(runtime)
+    assert (await task_rows(runtime.engine, created.batch_id))[0].status == "succeeded"
+
+
+async def test_unusable_callback_token_is_a_404_not_a_crash(client, runtime, sim):
+    r = await client.post("/api/video/callback?task_id=x&token=%C3%A9", content=b"{}")
+    assert r.status_code == 404

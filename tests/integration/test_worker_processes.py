@@ -113,8 +113,10 @@ async def test_killed_worker_is_taken_over_after_its_lease(pg_url, sim, tmp_path
         created = await new_batch(engine, caller, items(30))
         # Creates reach the provider but hang: the worker is stuck mid-round.
         sim.configure(create_hang_rate=1.0, hang_max=60.0)
-        env = worker_env(pg_url, sim, VIDBATCH_LEASE_SECONDS="2",
-                         VIDBATCH_PROVIDER_READ_TIMEOUT="60")
+        # A short lease (it must still outlast one provider call: 0.5 + 2.5 s).
+        env = worker_env(pg_url, sim, VIDBATCH_LEASE_SECONDS="4",
+                         VIDBATCH_PROVIDER_CONNECT_TIMEOUT="0.5",
+                         VIDBATCH_PROVIDER_READ_TIMEOUT="2.5")
         first = start_worker(env, tmp_path / "a.log")
         procs.append(first)
 

@@ -282,3 +282,19 @@ def test_fingerprint_ignores_request_id_and_key_order() -> None:
     b = {"request_id": "r2", "items": [{"model": "sora-2", "prompt": "x"}]}
     assert request_fingerprint(a) == request_fingerprint(b)
     assert request_fingerprint(a) != request_fingerprint({"items": [{"prompt": "y"}]})
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1",
+                                     "::ffff:10.0.0.1", "::1", "fe80::1", "169.254.169.254"])
+def test_ipv4_hidden_in_ipv6_is_not_public(address: str) -> None:
+    from vidbatch.domain.validation import is_private_host, non_public_address
+
+    assert non_public_address(address)
+    assert is_private_host(f"[{address}]")
+
+
+@pytest.mark.parametrize("address", ["2606:4700::1111", "8.8.8.8", "64:ff9b::808:808"])
+def test_public_addresses_pass(address: str) -> None:
+    from vidbatch.domain.validation import non_public_address
+
+    assert not non_public_address(address)

@@ -101,7 +101,8 @@ def valid_session(admin_token: str, value: str, *, now: datetime) -> bool:
     if not (expires.isdigit() and nonce and signature):
         return False
     expected = _sign(admin_token, "session", body)
-    return hmac.compare_digest(signature, expected) and int(expires) > now.timestamp()
+    return (hmac.compare_digest(signature.encode(), expected.encode())
+            and int(expires) > now.timestamp())
 
 
 def csrf_token(admin_token: str, session: str) -> str:
@@ -116,7 +117,8 @@ def _pack_flash(admin_token: str, kind: str, text: str) -> str:
 
 def _unpack_flash(admin_token: str, value: str) -> tuple[str, str] | None:
     body, _, signature = value.rpartition(".")
-    if not body or not hmac.compare_digest(signature, _sign(admin_token, "flash", body)):
+    if not body or not hmac.compare_digest(signature.encode(),
+                                           _sign(admin_token, "flash", body).encode()):
         return None
     try:
         kind, text = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -277,7 +279,7 @@ async def checked(
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Operator:
     """A signed-in operator whose form carries the session's CSRF token."""
-    if not csrf or not hmac.compare_digest(csrf, operator.csrf):
+    if not csrf or not hmac.compare_digest(csrf.encode(), operator.csrf.encode()):
         raise _CsrfRefused
     return operator
 

@@ -231,12 +231,12 @@ video_tasks = Table(
     UniqueConstraint("batch_job_id", "batch_index", name="uq_video_tasks_batch_index"),
     Index("ix_video_tasks_batch_status", "batch_job_id", "status"),
     Index("ix_video_tasks_grsai_task_id", "grsai_task_id"),
-    # Timed-out tasks may still run at the provider until their deadline (the fleet cap).
+    # Tasks we gave up on may still run at the provider until their deadline (fleet cap).
     Index(
         "ix_video_tasks_timeout_hold",
         "deadline_at",
-        sqlite_where=text("failure_type = 'timeout'"),
-        postgresql_where=text("failure_type = 'timeout'"),
+        sqlite_where=text("failure_reason IN ('timeout', 'ambiguous_submit')"),
+        postgresql_where=text("failure_reason IN ('timeout', 'ambiguous_submit')"),
     ),
     # What a round looks for: live tasks that are due. Ended tasks stay out of the index.
     Index(

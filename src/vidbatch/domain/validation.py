@@ -71,16 +71,34 @@ def _is_http_url(value: Any) -> str | None:
     return None
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def non_public_address(address: str) -> bool:
+    """True for an address nothing of ours may be sent to: loopback, private, link-local,
+    multicast, reserved — also when an IPv4 address hides inside an IPv6 one (mapped,
+    6to4, NAT64, IPv4-compatible)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is None and int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d
+            embedded = ipaddress.IPv4Address(int(ip))
+        if embedded is not None and non_public_address(str(embedded)):
+            return True
+    return not ip.is_global or ip.is_multicast
+
+
 def is_private_host(host: str) -> bool:
-    """True for loopback, private, link-local and other non-public literal addresses."""
+    """True for localhost names and for non-public literal addresses."""
     host = host.strip("[]").lower()
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True
     try:
-        ip = ipaddress.ip_address(host)
+        return non_public_address(host)
     except ValueError:
         return False
-    return not ip.is_global
 
 
 def check_webhook_url(value: Any, *, allow_private: bool) -> str | None:

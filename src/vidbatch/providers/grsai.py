@@ -11,7 +11,8 @@ what happened                               create                     get_resul
 refused / DNS / connect timeout (not sent)  ProviderTransient network  ProviderTransient
 read timeout, reset, cut body (sent)        ProviderAmbiguous          ProviderTransient
 HTTP 429 (``Retry-After`` seconds kept)     ProviderTransient          ProviderTransient
-HTTP 5xx                                    ProviderTransient          ProviderTransient
+HTTP 502 / 504 (a gateway gave up)          ProviderAmbiguous          ProviderTransient
+other HTTP 5xx                              ProviderTransient          ProviderTransient
 HTTP 400 / 422                              ProviderRejected param     ProviderRejected
 other HTTP 4xx                              ProviderRejected unknown   ProviderRejected
 ``code`` -22                                ProviderNotFound           ProviderNotFound
@@ -295,8 +296,10 @@ class GrsAIClient:
             "Accept": "application/json",
         }
         self._catalog = catalog
+        # ``total`` bounds the whole call (``sock_read`` only bounds each read), so a worker
+        # knows a call ends within connect + read seconds: its lease must outlast that.
         self._timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=connect_timeout + read_timeout,
             connect=connect_timeout,
             sock_connect=connect_timeout,
             sock_read=read_timeout,
@@ -378,6 +381,10 @@ class GrsAIClient:
                 failure_type="network",
                 http_status=status,
             )
+        if status in (502, 504):
+            # A gateway answered for GrsAI: the create may have reached it and been stored.
+            raise after_send(f"provider gateway error HTTP {status}: {_message_from(text)}",
+                             failure_type="network")
         if status >= 500:
             raise ProviderTransient(
                 f"provider error HTTP {status}: {_message_from(text)}",

@@ -331,13 +331,17 @@ async def cancel_batch(
     now = now or utcnow()
     async with engine.begin() as conn:
         row = await get_batch_row(conn, batch_id, account_id)
-        if row.settled_at is not None:
-            raise BatchAlreadyEnded(f"batch {batch_id} already ended ({row.status})")
-        await conn.execute(
+        # One UPDATE both marks the cancel and takes the batch's row lock, so a settlement
+        # cannot slip in between this check and the refunds below.
+        marked = await conn.execute(
             update(batch_jobs)
-            .where(batch_jobs.c.id == batch_id, batch_jobs.c.cancel_requested_at.is_(None))
-            .values(cancel_requested_at=now, updated_at=now)
+            .where(batch_jobs.c.id == batch_id, batch_jobs.c.settled_at.is_(None))
+            .values(cancel_requested_at=func.coalesce(batch_jobs.c.cancel_requested_at, now),
+                    updated_at=now)
         )
+        if marked.rowcount != 1:
+            row = await get_batch_row(conn, batch_id, account_id)
+            raise BatchAlreadyEnded(f"batch {batch_id} already ended ({row.status})")
         cancelled = (
             await conn.execute(
                 update(video_tasks)
@@ -362,7 +366,7 @@ async def cancel_batch(
                 row.user_id,
                 amount,
                 batch_id=batch_id,
-                key=f"cancel:{batch_id}:{now.isoformat()}",
+                key=f"cancel:{batch_id}:{uuid.uuid4()}",
                 description=f"refund of {len(cancelled)} cancelled item(s), batch {batch_id}",
             )
             await conn.execute(

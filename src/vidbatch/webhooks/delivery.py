@@ -39,7 +39,6 @@ created the batch (and its previous secret while a rotation overlaps), else
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import socket
@@ -56,6 +55,7 @@ from yarl import URL
 from vidbatch import __version__
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
+from vidbatch.domain.validation import non_public_address
 from vidbatch.runtime import Runtime
 from vidbatch.webhooks.retry import next_delay
 from vidbatch.webhooks.signing import encode_body, signature_headers
@@ -199,10 +199,7 @@ async def deliver_due(
 
 def refused_address(address: str) -> bool:
     """True for an address a webhook must not reach: anything not globally routable."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    return non_public_address(address)
 
 
 async def resolve(host: str, port: int) -> list[str]:

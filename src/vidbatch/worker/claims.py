@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.domain.states import TASK_WAITING
 
+#: Failure reasons of tasks that may still be running at the provider.
+MAY_STILL_RUN = ("timeout", "ambiguous_submit")
+
 #: Key of the PostgreSQL advisory lock that serialises claims under a fleet-wide cap.
 CAP_LOCK_KEY = 0x76696462  # "vidb"
 
@@ -62,8 +65,8 @@ async def inflight_room(conn: AsyncConnection, cap: int, now: datetime) -> int:
     """How many more tasks may start under a fleet-wide cap (0 = none). Serialised by an
     advisory lock held to the end of the claim's transaction on PostgreSQL.
 
-    A task we gave up on (time-out) may still run at the provider: it keeps its slot until
-    its deadline, so the cap holds at the provider too."""
+    A task we gave up on (a time-out, or a submit whose outcome is unknown) may still run
+    at the provider: it keeps its slot until its deadline, so the cap holds there too."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CAP_LOCK_KEY})
     live = (
@@ -78,7 +81,8 @@ async def inflight_room(conn: AsyncConnection, cap: int, now: datetime) -> int:
         await conn.execute(
             select(func.count())
             .select_from(video_tasks)
-            .where(video_tasks.c.failure_type == "timeout", video_tasks.c.deadline_at > now)
+            .where(video_tasks.c.failure_reason.in_(MAY_STILL_RUN),
+                   video_tasks.c.deadline_at > now)
         )
     ).scalar_one()
     return max(0, cap - int(live) - int(abandoned))
@@ -210,3 +214,19 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
     from vidbatch.db.types import UTCDateTime
 
     return UTCDateTime().process_result_value(value, conn.dialect)
+
+
+async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: datetime) -> int:
+    """A task that was being submitted when its batch was cancelled, and went back to
+    waiting (a retryable error), is cancelled now: it would otherwise never be claimed again
+    (cancelled batches are not dispatched) and its batch would never settle."""
+    cancelled = select(batch_jobs.c.id).where(batch_jobs.c.cancel_requested_at.is_not(None),
+                                              batch_jobs.c.settled_at.is_(None))
+    result = await conn.execute(
+        update(video_tasks)
+        .where(video_tasks.c.status.in_(TASK_WAITING),
+               video_tasks.c.batch_job_id.in_(cancelled))
+        .values(status="cancelled", next_attempt_at=None, completed_at=now, updated_at=now,
+                error_message="cancelled by request")
+    )
+    return int(result.rowcount or 0)

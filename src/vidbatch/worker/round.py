@@ -118,7 +118,13 @@ class Round:
                     row = await claim()
                     if row is None:
                         return
-                    await work(row)
+                    try:
+                        await work(row)
+                    except Exception:
+                        # One task's failure (e.g. the database going away) must not stop
+                        # the lane; the task's lease brings it back.
+                        log.exception("task step failed", extra={"task_id": row.id,
+                                                                 "action": "lane"})
 
         await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
 
@@ -128,9 +134,11 @@ class Round:
     # --- rescue -------------------------------------------------------------------------
 
     async def rescue(self) -> None:
-        """Apply the ambiguous-submit policy to submissions whose worker vanished."""
+        """Apply the ambiguous-submit policy to submissions whose worker vanished, and
+        cancel tasks that went back to waiting after their batch was cancelled."""
         now = utcnow()
         async with self.rt.engine.begin() as conn:
+            await claims.cancel_waiting_of_cancelled_batches(conn, now=now)
             lost = await claims.expired_submissions(conn, now=now, limit=200)
         for row in lost:
             self.rt.metrics.lease_expiries.labels("submit").inc()
@@ -152,11 +160,14 @@ class Round:
                     conn, task_id, fence, error=f"outcome unknown, submitting again: {why}",
                     retry_at=now + timedelta(seconds=delay), now=now)
             else:
+                # It may run at the provider all the same: under a fleet cap it keeps its
+                # slot until the time it would have had.
                 await tasks.fail(
                     conn, task_id, from_status="submitting", failure_type="network",
                     failure_reason="ambiguous_submit",
                     error=f"submission outcome unknown ({why}); failed and refunded so it "
-                          "is never paid twice", now=now, fence=fence)
+                          "is never paid twice", now=now, fence=fence,
+                    extra={"deadline_at": now + timedelta(seconds=self.s.max_wait_seconds)})
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -212,6 +223,17 @@ class Round:
 
     async def submit(self, row: Any) -> None:
         fence = Fence(self.owner, row.lease_token)
+        now = utcnow()
+        call_time = timedelta(seconds=self.s.provider_connect_timeout
+                              + self.s.provider_read_timeout)
+        if now + call_time >= row.lease_expires_at:
+            # Claimed with others and waited for a lane: the call could outlive the lease,
+            # and another worker might then decide this task's fate. Give it back instead.
+            async with self.rt.engine.begin() as conn:
+                await tasks.reschedule_submit(conn, row.id, fence, now=now, retry_at=now,
+                                              error="lease too short for a provider call",
+                                              count_attempt=False)
+            return
         started = time.perf_counter()
         try:
             remote_id = await self.rt.provider.create_task(self._spec(row))

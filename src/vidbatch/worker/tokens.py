@@ -16,7 +16,7 @@ def token_ok(key: bytes, task_id: str, token: str | None) -> bool:
     """Constant-time check of a callback token."""
     if not token or not task_id:
         return False
-    return hmac.compare_digest(callback_token(key, task_id), token)
+    return hmac.compare_digest(callback_token(key, task_id).encode(), token.encode())
 
 
 def callback_url(base_url: str, task_id: str, key: bytes) -> str:

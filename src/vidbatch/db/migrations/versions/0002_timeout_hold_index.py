@@ -1,4 +1,4 @@
-"""timed-out tasks hold their provider slot
+"""tasks given up on (time-out, unknown submit) hold their provider slot
 
 Revision ID: 0002
 Revises: 0001
@@ -23,8 +23,8 @@ def upgrade() -> None:
             "ix_video_tasks_timeout_hold",
             ["deadline_at"],
             unique=False,
-            sqlite_where=sa.text("failure_type = 'timeout'"),
-            postgresql_where=sa.text("failure_type = 'timeout'"),
+            sqlite_where=sa.text("failure_reason IN ('timeout', 'ambiguous_submit')"),
+            postgresql_where=sa.text("failure_reason IN ('timeout', 'ambiguous_submit')"),
         )
 
     # ### end Alembic commands ###
@@ -35,8 +35,8 @@ def downgrade() -> None:
     with op.batch_alter_table("video_tasks", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_video_tasks_timeout_hold",
-            sqlite_where=sa.text("failure_type = 'timeout'"),
-            postgresql_where=sa.text("failure_type = 'timeout'"),
+            sqlite_where=sa.text("failure_reason IN ('timeout', 'ambiguous_submit')"),
+            postgresql_where=sa.text("failure_reason IN ('timeout', 'ambiguous_submit')"),
         )
 
     # ### end Alembic commands ###
