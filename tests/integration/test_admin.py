@@ -294,10 +294,12 @@ async def test_retry_failed_charges_only_what_it_submits(
         assert after[figure] == before[figure], figure
     assert await balance(runtime.engine, caller.account_id) == (970, 0)
 
-    # with moderation, a separate child; then nothing left to retry in the child
+    # with moderation, a separate child of only what the first did not take: items 1 and 3
+    # are not charged a second time
     with_mod = await post(client, f"/batches/{parent.batch_id}/retry-failed",
                           {"include_moderation": True})
-    assert with_mod["retried_indices"] == [1, 2, 3] and with_mod["batch_id"] != child["batch_id"]
+    assert with_mod["retried_indices"] == [2] and with_mod["batch_id"] != child["batch_id"]
+    assert with_mod["required_credits"] == 10
     nothing = await post(client, f"/batches/{child['batch_id']}/retry-failed", status=409)
     assert nothing["error"] == "NOTHING_TO_RETRY"
     await assert_audit_clean(runtime.engine)

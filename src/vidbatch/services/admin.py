@@ -370,13 +370,25 @@ async def retry_failed(
                 )
             ).all()
         )
-        chosen = [t for t in failed if include_moderation or t.failure_type != "moderation"]
-        skipped = len(failed) - len(chosen)
+        # Items an earlier retry (the other variant) already took are not charged again.
+        retried = set(
+            (
+                await conn.execute(
+                    select(video_tasks.c.batch_index)
+                    .join(batch_jobs, batch_jobs.c.id == video_tasks.c.batch_job_id)
+                    .where(batch_jobs.c.parent_batch_id == batch_id)
+                )
+            ).scalars()
+        )
+        eligible = [t for t in failed if include_moderation or t.failure_type != "moderation"]
+        skipped = len(failed) - len(eligible)
         caller = Caller(account_id=parent.user_id, key_id=parent.key_id)
         variant = "all" if include_moderation else "no-moderation"
         idempotency_key = f"admin-retry:{batch_id}:{variant}"
         fingerprint = request_fingerprint({"retry_of": batch_id, "items": variant})
         replay = await batches.find_replay(conn, caller, idempotency_key, fingerprint)
+    chosen = eligible if replay is not None else [
+        t for t in eligible if t.batch_index not in retried]
     if not chosen:
         why = (f" ({skipped} refused by moderation: pass include_moderation to retry them)"
                if skipped else "")
