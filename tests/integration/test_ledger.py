@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import assert_audit_clean, balance, finish_tasks, items, new_account, new_batch
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks
-from vidbatch.exceptions import InsufficientCredits, InvalidInput, NotFound
+from vidbatch.exceptions import IdempotencyKeyReused, InsufficientCredits, InvalidInput, NotFound
 from vidbatch.services import accounts as account_svc
 from vidbatch.services import ledger
 from vidbatch.services.batches import cancel_batch
@@ -103,3 +103,13 @@ async def test_unknown_account_is_not_found(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         with pytest.raises(NotFound):
             await ledger.topup(conn, "no-such-account", 5, key="k")
+
+
+async def test_a_key_reused_for_another_amount_is_refused(engine: AsyncEngine) -> None:
+    caller = await new_account(engine, credits=100)
+    await account_svc.adjust(engine, caller.account_id, -10, reason="fee", key="inv-7")
+    await account_svc.adjust(engine, caller.account_id, -10, reason="fee", key="inv-7")
+    with pytest.raises(IdempotencyKeyReused):
+        await account_svc.adjust(engine, caller.account_id, -20, reason="fee", key="inv-7")
+    assert await balance(engine, caller.account_id) == (90, 0)
+    await assert_audit_clean(engine)

@@ -35,7 +35,12 @@ from tests.helpers import balance, finish_tasks, items, new_account, new_batch
 from vidbatch.clock import utcnow
 from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks
-from vidbatch.exceptions import BatchAlreadyEnded, InsufficientCredits, InvalidInput
+from vidbatch.exceptions import (
+    BatchAlreadyEnded,
+    IdempotencyKeyReused,
+    InsufficientCredits,
+    InvalidInput,
+)
 from vidbatch.services import accounts as account_svc
 from vidbatch.services.audit import audit
 from vidbatch.services.batches import Caller, cancel_batch
@@ -160,15 +165,22 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.credit_ops)
     @rule(i=indexes, other_amount=st.booleans())
     def repeat_credit_operation(self, i: int, other_amount: bool) -> None:
-        """A retried top-up or adjustment (even with a mistyped amount) posts nothing."""
+        """A retried top-up or adjustment posts nothing; the same key with a mistyped
+        amount is refused, and posts nothing either."""
         kind, acc, key, amount = self.pick(self.credit_ops, i)
         sent = amount * 2 if other_amount else amount
         before = self.footprint(acc)
-        if kind == "topup":
-            entry = self.run(account_svc.topup(self.engine, acc, sent, key=key))
+
+        def repeat() -> dict[str, Any]:
+            if kind == "topup":
+                return self.run(account_svc.topup(self.engine, acc, sent, key=key))
+            return self.run(account_svc.adjust(self.engine, acc, sent, reason="again", key=key))
+
+        if other_amount:
+            with pytest.raises(IdempotencyKeyReused):
+                repeat()
         else:
-            entry = self.run(account_svc.adjust(self.engine, acc, sent, reason="again", key=key))
-        assert entry["delta"] == amount  # the first posting, returned again
+            assert repeat()["delta"] == amount  # the first posting, returned again
         assert self.footprint(acc) == before
 
     @rule(i=indexes, amount=st.integers(-400, 300).filter(bool))

@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, credit_ledger
-from vidbatch.exceptions import InsufficientCredits, InvalidInput, NotFound
+from vidbatch.exceptions import (
+    IdempotencyKeyReused,
+    InsufficientCredits,
+    InvalidInput,
+    NotFound,
+)
 
 #: The largest change one posting may make (the columns are 64-bit integers).
 MAX_AMOUNT = 10**15
@@ -61,7 +66,7 @@ async def post(
     now = now or utcnow()
     existing = await _entry_by_key(conn, account_id, key)
     if existing is not None:
-        return Posting(existing, created=False)
+        return _repeat(existing, type, delta, frozen_delta, key)
     try:
         async with conn.begin_nested():
             row = (
@@ -109,7 +114,20 @@ async def post(
         existing = await _entry_by_key(conn, account_id, key)
         if existing is None:
             raise
-        return Posting(existing, created=False)
+        return _repeat(existing, type, delta, frozen_delta, key)
+
+
+def _repeat(existing: dict[str, Any], type: str, delta: int, frozen_delta: int,
+            key: str) -> Posting:
+    """The earlier entry for a repeated key — refused when it asked for something else."""
+    if (existing["type"], existing["delta"], existing["frozen_delta"]) != (
+        type, delta, frozen_delta
+    ):
+        raise IdempotencyKeyReused(
+            f"idempotency key {key!r} was already used for a {existing['type']} of "
+            f"{existing['delta']:+d} credits"
+        )
+    return Posting(existing, created=False)
 
 
 async def _entry_by_key(conn: AsyncConnection, account_id: str, key: str) -> dict[str, Any] | None:
