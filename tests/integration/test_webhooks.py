@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from tests.helpers import assert_audit_clean, finish_tasks, items, new_batch
 from tests.integration.webhook_receiver import Receiver, free_port, running_receiver
-from tests.integration.worker_helpers import batch_row, run_until_settled
+from tests.integration.worker_helpers import batch_row, run_until_settled, runtime_with
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import webhook_deliveries
 from vidbatch.runtime import Runtime
@@ -138,8 +138,7 @@ async def test_three_failures_then_success_is_one_delivery_of_four_attempts(
 async def test_out_of_attempts_is_failed_and_stays_failed(
     settings_factory: Any, engine: Any, receiver: Receiver
 ) -> None:
-    rt = await Runtime.open(settings_factory(webhook_retries=1), engine=engine)
-    try:
+    async with runtime_with(settings_factory, engine, webhook_retries=1) as rt:
         caller, _ = await customer(engine)
         receiver.default = 503
         created = await new_batch(engine, caller,
@@ -161,8 +160,6 @@ async def test_out_of_attempts_is_failed_and_stays_failed(
         assert len(receiver.seen) == 2
         assert rt.metrics.webhooks.labels("failed")._value.get() == 1
         assert rt.metrics.webhooks.labels("retry")._value.get() == 1
-    finally:
-        await rt.close()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
-from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
+from tests.integration.worker_helpers import batch_row, run_until_settled, runtime_with, task_rows
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import video_tasks
 from vidbatch.runtime import Runtime
@@ -49,8 +49,7 @@ async def test_outage_then_recovery_retries_without_failing(settings_factory, en
 
 
 async def test_submit_gives_up_after_its_attempts_and_refunds(settings_factory, engine, sim):
-    rt = await Runtime.open(settings_factory(submit_max_attempts=2), engine=engine)
-    try:
+    async with runtime_with(settings_factory, engine, submit_max_attempts=2) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, items(2))
         sim.configure(create_500_rate=1.0)
@@ -62,13 +61,10 @@ async def test_submit_gives_up_after_its_attempts_and_refunds(settings_factory, 
         assert all(r.status == "failed" and r.failure_type == "network" for r in rows)
         assert await balance(engine, caller.account_id) == (100, 0)
         await assert_audit_clean(engine)
-    finally:
-        await rt.close()
 
 
 async def test_rate_limited_submit_does_not_burn_attempts(settings_factory, engine, sim):
-    rt = await Runtime.open(settings_factory(submit_max_attempts=1), engine=engine)
-    try:
+    async with runtime_with(settings_factory, engine, submit_max_attempts=1) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, items(1))
         sim.configure(create_429_rate=1.0, retry_after=0)
@@ -80,8 +76,6 @@ async def test_rate_limited_submit_does_not_burn_attempts(settings_factory, engi
         sim.configure(create_429_rate=0.0)
         await run_until_settled(rt)
         assert (await batch_row(engine, created.batch_id)).status == "completed"
-    finally:
-        await rt.close()
 
 
 async def test_provider_refusal_fails_at_once_with_its_reason(runtime, sim):
@@ -99,8 +93,7 @@ async def test_provider_refusal_fails_at_once_with_its_reason(runtime, sim):
 
 
 async def test_ambiguous_create_fails_and_refunds_by_default(settings_factory, engine, sim):
-    rt = await Runtime.open(settings_factory(provider_read_timeout=0.5), engine=engine)
-    try:
+    async with runtime_with(settings_factory, engine, provider_read_timeout=0.5) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller,
                                   [{"prompt": "lost [sim:ambiguous]"}, {"prompt": "fine"}])
@@ -112,14 +105,13 @@ async def test_ambiguous_create_fails_and_refunds_by_default(settings_factory, e
         assert sim.stats()["created_per_prompt"]["lost [sim:ambiguous]"] == 1
         assert b'vidbatch_ambiguous_submits_total{policy="fail"} 1.0' in rt.metrics.render()
         await assert_audit_clean(engine)
-    finally:
-        await rt.close()
 
 
 async def test_ambiguous_create_resubmits_under_retry_policy(settings_factory, engine, sim):
-    rt = await Runtime.open(settings_factory(provider_read_timeout=0.5,
-                                             ambiguous_submit="retry"), engine=engine)
-    try:
+    async with runtime_with(
+        settings_factory, engine,
+        provider_read_timeout=0.5, ambiguous_submit="retry",
+    ) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "flaky"}])
         sim.configure(create_hang_rate=1.0, hang_max=2.0)
@@ -135,14 +127,11 @@ async def test_ambiguous_create_resubmits_under_retry_policy(settings_factory, e
         assert sim.stats()["created_per_prompt"]["flaky"] == 2  # paid twice, and said so
         assert b'vidbatch_ambiguous_submits_total{policy="retry"} 1.0' in rt.metrics.render()
         await assert_audit_clean(engine)
-    finally:
-        await rt.close()
 
 
 async def test_task_that_never_finishes_times_out_and_is_refunded(settings_factory, engine,
                                                                    sim):
-    rt = await Runtime.open(settings_factory(max_poll_count=3), engine=engine)
-    try:
+    async with runtime_with(settings_factory, engine, max_poll_count=3) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "stuck [sim:hang]"}])
         await run_until_settled(rt)
@@ -151,13 +140,10 @@ async def test_task_that_never_finishes_times_out_and_is_refunded(settings_facto
         batch = await batch_row(engine, created.batch_id)
         assert (batch.status, batch.credits_refunded) == ("failed", 10)
         await assert_audit_clean(engine)
-    finally:
-        await rt.close()
 
 
 async def test_wall_clock_deadline_times_out(settings_factory, engine, sim):
-    rt = await Runtime.open(settings_factory(max_wait_seconds=1), engine=engine)
-    try:
+    async with runtime_with(settings_factory, engine, max_wait_seconds=1) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "stuck [sim:hang]"}])
         await run_once(rt, deliver_webhooks=False)
@@ -166,8 +152,6 @@ async def test_wall_clock_deadline_times_out(settings_factory, engine, sim):
         (row,) = await task_rows(engine, created.batch_id)
         assert (row.status, row.failure_type) == ("failed", "timeout")
         assert row.poll_count < 20
-    finally:
-        await rt.close()
 
 
 async def test_transient_poll_errors_neither_fail_nor_count(runtime, sim):
@@ -216,9 +200,10 @@ async def test_stale_worker_cannot_write_after_losing_its_lease(runtime, sim):
 
 async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_factory, engine,
                                                                       sim):
-    rt = await Runtime.open(settings_factory(worker_max_claim=1,
-                                             worker_max_start_tasks_per_batch=5), engine=engine)
-    try:
+    async with runtime_with(
+        settings_factory, engine,
+        worker_max_claim=1, worker_max_start_tasks_per_batch=5,
+    ) as rt:
         caller = await new_account(engine, credits=10_000)
         other = await new_account(engine, credits=100, name="small")
         big = await new_batch(engine, caller, items(300))
@@ -229,15 +214,13 @@ async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_fa
         assert row.status in ("processing", "succeeded")
         started_big = [r for r in await task_rows(engine, big.batch_id) if r.grsai_task_id]
         assert len(started_big) == 5
-    finally:
-        await rt.close()
 
 
 async def test_fleet_cap_is_never_exceeded(settings_factory, engine, sim):
-    rt = await Runtime.open(settings_factory(provider_max_inflight=3, task_concurrency=4,
-                                             worker_max_start_tasks_per_batch=50),
-                            engine=engine)
-    try:
+    async with runtime_with(
+        settings_factory, engine,
+        provider_max_inflight=3, task_concurrency=4, worker_max_start_tasks_per_batch=50,
+    ) as rt:
         sim.configure(max_running=3, gen_time=0.1)
         caller = await new_account(engine, credits=1000)
         created = await new_batch(engine, caller, items(12))
@@ -245,8 +228,6 @@ async def test_fleet_cap_is_never_exceeded(settings_factory, engine, sim):
         stats = sim.stats()
         assert stats["cap_overshoots"] == 0 and stats["max_running_seen"] <= 3
         assert (await batch_row(engine, created.batch_id)).status == "completed"
-    finally:
-        await rt.close()
 
 
 async def test_worker_trigger_endpoint(client, settings_factory, sim) -> None:
@@ -286,10 +267,11 @@ async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(setti
                                                                             engine, sim):
     """We stop waiting for a task before the provider stops running it: under a cap, its
     slot stays taken until its deadline, so the provider never sees one task too many."""
-    rt = await Runtime.open(settings_factory(provider_max_inflight=1, max_poll_count=2,
-                                             max_wait_seconds=2,
-                                             poll_intervals="0.2,0.2,0.2"), engine=engine)
-    try:
+    async with runtime_with(
+        settings_factory, engine,
+        provider_max_inflight=1, max_poll_count=2, max_wait_seconds=2,
+        poll_intervals="0.2,0.2,0.2",
+    ) as rt:
         sim.configure(max_running=1, gen_time=0.1)  # the slow one runs 1 s upstream
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "long [sim:slow]"},
@@ -310,8 +292,6 @@ async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(setti
         await run_until_settled(rt)
         assert (await task_rows(engine, created.batch_id))[1].status == "succeeded"
         assert sim.stats()["cap_overshoots"] == 0
-    finally:
-        await rt.close()
 
 
 async def test_a_task_back_to_waiting_after_a_cancel_is_cancelled_and_refunded(runtime, sim):

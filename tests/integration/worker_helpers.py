@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.runtime import Runtime
 from vidbatch.worker.round import run_once
 
 
@@ -38,3 +41,14 @@ async def task_rows(engine: AsyncEngine, batch_id: str) -> list[Any]:
 async def batch_row(engine: AsyncEngine, batch_id: str) -> Any:
     async with engine.connect() as conn:
         return (await conn.execute(select(batch_jobs).where(batch_jobs.c.id == batch_id))).one()
+
+
+@asynccontextmanager
+async def runtime_with(settings_factory: Any, engine: AsyncEngine,
+                       **overrides: Any) -> AsyncIterator[Runtime]:
+    """A runtime on the test's database with some settings changed, closed afterwards."""
+    rt = await Runtime.open(settings_factory(**overrides), engine=engine)
+    try:
+        yield rt
+    finally:
+        await rt.close()

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from vidbatch.cli.common import call, fail, non_negative, positive, print_json, read, settings_from
 from vidbatch.services import accounts as svc
+from vidbatch.settings import Settings
 
 accounts_app = typer.Typer(help="Create accounts, top up and adjust their credits, look at them.",
                            no_args_is_help=True)
@@ -28,16 +29,27 @@ def create(
     """Create an account and its first API key; the key is printed once, never again."""
     settings = settings_from(ctx)
     non_negative(credits)
-    limit = positive(rate_limit, "--rate-limit") if rate_limit is not None else (
-        settings.default_rate_limit_per_min
-    )
+    limit = _rate_limit(settings, rate_limit)
     account_id, key = call(settings, lambda e: svc.create_account(
         e, name, credits=credits, rate_limit_per_min=limit))
+    if not as_json:
+        console.print(f"account  {account_id}  ({name}, {credits} credits)")
+    _show_new_key(key, as_json)
+
+
+def _rate_limit(settings: Settings, rate_limit: int | None) -> int:
+    """The --rate-limit given, or the default for new keys."""
+    if rate_limit is None:
+        return settings.default_rate_limit_per_min
+    return positive(rate_limit, "--rate-limit")
+
+
+def _show_new_key(key: svc.NewKey, as_json: bool) -> None:
+    """The only time a key and its webhook secret are shown."""
     if as_json:
-        print_json({"account_id": account_id, "key_id": key.key_id, "api_key": key.api_key,
-                    "webhook_secret": key.webhook_secret})
+        print_json({"account_id": key.account_id, "key_id": key.key_id,
+                    "api_key": key.api_key, "webhook_secret": key.webhook_secret})
         return
-    console.print(f"account  {account_id}  ({name}, {credits} credits)")
     console.print(f"key id   {key.key_id}")
     console.print(f"API key  [bold]{key.api_key}[/bold]")
     console.print(f"webhook secret  {key.webhook_secret}")
@@ -131,19 +143,10 @@ def key_create(
 ) -> None:
     """Create an API key; it is printed once, never again."""
     settings = settings_from(ctx)
-    limit = positive(rate_limit, "--rate-limit") if rate_limit is not None else (
-        settings.default_rate_limit_per_min
-    )
+    limit = _rate_limit(settings, rate_limit)
     key = call(settings, lambda e: svc.create_key(
         e, account_id, name=name, rate_limit_per_min=limit))
-    if as_json:
-        print_json({"account_id": account_id, "key_id": key.key_id, "api_key": key.api_key,
-                    "webhook_secret": key.webhook_secret})
-        return
-    console.print(f"key id   {key.key_id}")
-    console.print(f"API key  [bold]{key.api_key}[/bold]")
-    console.print(f"webhook secret  {key.webhook_secret}")
-    console.print("Store the API key and webhook secret now: they are not shown again.")
+    _show_new_key(key, as_json)
 
 
 @keys_app.command("list")
