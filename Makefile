@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint format serve bench clean
+.PHONY: help venv demo test test-fast lint format serve bench check-install clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,5 +42,16 @@ bench: $(STAMP) ## Run the benchmarks (prints figures; see bench/README.md)
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.ingest
 
+check-install: $(STAMP) ## Build the wheel, install it without extras in a fresh venv, run the CLI
+	@rm -rf build/check-install && mkdir -p build/check-install
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w build/check-install .
+	$(PYTHON) -m venv build/check-install/venv
+	build/check-install/venv/bin/python -m pip install --quiet --disable-pip-version-check build/check-install/vidbatch-*.whl
+	cd build/check-install && venv/bin/vidbatch --help >/dev/null
+	cd build/check-install && DATABASE_URL=sqlite:///$$PWD/check.db venv/bin/vidbatch db upgrade
+	cd build/check-install && venv/bin/vidbatch demo >demo.log 2>&1 || (tail -n 40 demo.log; exit 1)
+	@tail -n 1 build/check-install/demo.log
+	@echo "check-install: the wheel installs without extras; --help, db upgrade and demo work"
+
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

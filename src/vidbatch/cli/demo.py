@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -124,27 +124,34 @@ async def _demo(console: Console, workdir: Path, port: int, gen_time: float,
             await rt.close()
 
 
+def _client(url: str, api_key: str) -> aiohttp.ClientSession:
+    """A session on the demo's API, authenticated as the demo's customer."""
+    return aiohttp.ClientSession(base_url=url, headers={"x-api-key": api_key},
+                                 timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def _json(request: Any) -> Any:
+    """Send one request of a `_client` session; its JSON body, or an error for a non-2xx."""
+    async with request as response:
+        response.raise_for_status()
+        return await response.json()
+
+
 async def _submit(console: Console, url: str, api_key: str) -> list[str]:
-    headers = {"x-api-key": api_key, "Content-Type": "application/json"}
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        first = await http.post("/api/enterprise/video-batch", headers=headers,
-                                json={"items": SEED_ITEMS + MORE_ITEMS})
-        first.raise_for_status()
-        body = first.json()
+    async with _client(url, api_key) as http:
+        body = await _json(http.post("/api/enterprise/video-batch",
+                                     json={"items": SEED_ITEMS + MORE_ITEMS}))
         console.print(f"batch 1: {body['total_count']} items, {body['required_credits']} "
                       f"credits frozen, {body['available_credits']} left available")
-        second = await http.post("/api/v1/batches", headers=headers,
-                                 json={"items": CANCELLED_ITEMS,
-                                       "request_id": "demo-cancelled-batch"})
-        second.raise_for_status()
-        body2 = second.json()
+        body2 = await _json(http.post("/api/v1/batches",
+                                      json={"items": CANCELLED_ITEMS,
+                                            "request_id": "demo-cancelled-batch"}))
         console.print(f"batch 2: {body2['total_count']} items (to be cancelled half-way)")
         return [body["batch_id"], body2["batch_id"]]
 
 
 async def _follow(console: Console, url: str, api_key: str, batches: list[str],
                   timeout: float) -> bool:
-    headers = {"x-api-key": api_key}
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[counts]}"), console=console)
@@ -152,14 +159,12 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
             for n, b in enumerate(batches)}
     cancelled = False
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with _client(url, api_key) as http:
         with Live(progress, console=console, refresh_per_second=8, transient=False):
             while time.monotonic() - started < timeout:
                 done = 0
                 for batch_id in batches:
-                    answer = await http.get(f"/api/v1/batches/{batch_id}", headers=headers)
-                    answer.raise_for_status()
-                    view = answer.json()
+                    view = await _json(http.get(f"/api/v1/batches/{batch_id}"))
                     ended = view["succeeded_count"] + view["failed_count"] + view.get(
                         "cancelled_count", 0)
                     counts = (f"succeeded {view['succeeded_count']}  failed "
@@ -169,13 +174,14 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
                                     counts=counts)
                     if view["completed_at"]:
                         done += 1
-                second = await http.get(f"/api/v1/batches/{batches[1]}", headers=headers)
-                running = second.json().get("status") == "processing"
+                second = await _json(http.get(f"/api/v1/batches/{batches[1]}"))
+                running = second.get("status") == "processing"
                 if not cancelled and (running or time.monotonic() - started > 4.0):
-                    r = await http.post(f"/api/v1/batches/{batches[1]}/cancel", headers=headers)
-                    if r.status_code == 200:
-                        console.print(f"batch 2 cancelled: {r.json()['credits_refunded']} "
-                                      "credits refunded at once")
+                    async with http.post(f"/api/v1/batches/{batches[1]}/cancel") as r:
+                        if r.status == 200:
+                            refunded = (await r.json())["credits_refunded"]
+                            console.print(f"batch 2 cancelled: {refunded} "
+                                          "credits refunded at once")
                     cancelled = True
                 if done == len(batches):
                     return True
@@ -186,13 +192,12 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
 
 async def _report(console: Console, url: str, api_key: str, batches: list[str],
                   violations: list[Any]) -> None:
-    headers = {"x-api-key": api_key}
     console.print()  # below the live progress bars
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with _client(url, api_key) as http:
         for n, batch_id in enumerate(batches, 1):
-            view = (await http.get(f"/api/v1/batches/{batch_id}", headers=headers)).json()
-            items = (await http.get(f"/api/v1/batches/{batch_id}/items?limit=100",
-                                    headers=headers)).json()["items"]
+            view = await _json(http.get(f"/api/v1/batches/{batch_id}"))
+            items = (await _json(http.get(f"/api/v1/batches/{batch_id}/items?limit=100")))[
+                "items"]
             table = Table(title=f"batch {n} — {view['status']}", title_justify="left")
             for col in ("item", "model", "status", "video URL", "failure"):
                 table.add_column(col, overflow="fold")
