@@ -27,8 +27,9 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL cases skip if no server)
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest tests/unit -q
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code with ruff

@@ -82,9 +82,12 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
     cells = [[header for _, header in columns]]
     cells += [[fmt(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for n, (c, w) in enumerate(zip(r, widths,
-                                                                                   strict=True)))
-             for r in cells]
+    lines = [
+        "  ".join(
+            c.rjust(w) if n else c.ljust(w) for n, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -101,22 +104,29 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem_kb / 2**20, 1),
-            "cpu": cpu, "python": platform.python_version(),
-            "loadavg_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def print_machine() -> dict[str, Any]:
     info = machine()
-    print(f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, "
-          f"Python {info['python']}; load average (1 min) at start {info['loadavg_1m']} "
-          "(the machine may be shared: figures move with it)")
+    print(
+        f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, "
+        f"Python {info['python']}; load average (1 min) at start {info['loadavg_1m']} "
+        "(the machine may be shared: figures move with it)"
+    )
     return info
 
 
 def parser(description: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--runs", type=int, default=None, help="runs per configuration (median)")
     p.add_argument("--quick", action="store_true", help="smaller and fewer runs")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
@@ -144,7 +154,7 @@ def proc_cpu(pid: int) -> float | None:
             raw = fh.read()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -179,8 +189,13 @@ class Scratch:
 
 async def pg_admin() -> asyncpg.Connection:
     url = make_url(PG_ADMIN)
-    return await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username,
-                                 password=url.password, database=url.database or "postgres")
+    return await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
 
 
 def pg_url(name: str) -> str:
@@ -228,8 +243,8 @@ async def pg_xacts(name: str) -> int:
     admin = await pg_admin()
     try:
         row = await admin.fetchrow(
-            "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1",
-            name)
+            "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1", name
+        )
     finally:
         await admin.close()
     return int(row["n"]) if row else 0
@@ -276,33 +291,48 @@ async def new_account(engine: AsyncEngine, credits: int) -> Caller:
 
 
 async def create_batches(
-    engine: AsyncEngine, caller: Caller, sizes: Sequence[int], *, webhook_url: str | None = None,
-    tag: str = "b", model: str = "sora-2",
+    engine: AsyncEngine,
+    caller: Caller,
+    sizes: Sequence[int],
+    *,
+    webhook_url: str | None = None,
+    tag: str = "b",
+    model: str = "sora-2",
 ) -> list[str]:
     """Create batches through the real service (validation, pricing, freeze, insert)."""
     ids = []
     catalog = default_catalog()
     for b, size in enumerate(sizes):
-        body: dict[str, Any] = {"items": [{"prompt": f"{tag}{b} item {i}", "model": model}
-                                          for i in range(size)]}
+        body: dict[str, Any] = {
+            "items": [{"prompt": f"{tag}{b} item {i}", "model": model} for i in range(size)]
+        }
         if webhook_url:
             body["webhook_url"] = webhook_url
-        spec = validate_batch(body, catalog=catalog, max_items=10_000,
-                              allow_private_webhooks=True)
-        created = await create_batch(engine, caller, spec, request_id=f"bench-{tag}{b}",
-                                     idempotency_key=None, fingerprint=None)
+        spec = validate_batch(body, catalog=catalog, max_items=10_000, allow_private_webhooks=True)
+        created = await create_batch(
+            engine,
+            caller,
+            spec,
+            request_id=f"bench-{tag}{b}",
+            idempotency_key=None,
+            fingerprint=None,
+        )
         ids.append(created.batch_id)
     return ids
 
 
 async def unsettled(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int((await conn.execute(
-            text("SELECT count(*) FROM batch_jobs WHERE settled_at IS NULL"))).scalar_one())
+        return int(
+            (
+                await conn.execute(text("SELECT count(*) FROM batch_jobs WHERE settled_at IS NULL"))
+            ).scalar_one()
+        )
 
 
-async def wait_settled(engine: AsyncEngine, *, timeout: float, every: float = 0.2,
-                       procs: Sequence[Proc] = ()) -> bool:
+async def wait_settled(
+    engine: AsyncEngine, *, timeout: float, every: float = 0.2, procs: Sequence[Proc] = ()
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await unsettled(engine) == 0:
@@ -318,10 +348,15 @@ async def completion_span(engine: AsyncEngine) -> tuple[float, int, int]:
     """Latest batch completion (epoch), tasks succeeded, tasks in all."""
     async with engine.connect() as conn:
         last = (await conn.execute(text("SELECT max(completed_at) FROM batch_jobs"))).scalar_one()
-        ok, total = (await conn.execute(text(
-            "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM video_tasks"
-            if conn.dialect.name == "postgresql" else
-            "SELECT sum(status = 'succeeded'), count(*) FROM video_tasks"))).one()
+        ok, total = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM video_tasks"
+                    if conn.dialect.name == "postgresql"
+                    else "SELECT sum(status = 'succeeded'), count(*) FROM video_tasks"
+                )
+            )
+        ).one()
     if isinstance(last, str):  # SQLite returns text for a raw max()
         from vidbatch.db.types import UTCDateTime
 
@@ -397,8 +432,9 @@ class Proc:
             return False
 
 
-def start(name: str, args: list[str], env: dict[str, str], work: Workdir, *,
-          counted: bool = True) -> Proc:
+def start(
+    name: str, args: list[str], env: dict[str, str], work: Workdir, *, counted: bool = True
+) -> Proc:
     log = work.file(name, ".log")
     count_file = work.file(name, ".counts.json") if counted else None
     env = dict(env)
@@ -406,8 +442,13 @@ def start(name: str, args: list[str], env: dict[str, str], work: Workdir, *,
         env["BENCH_COUNT_FILE"] = str(count_file)
     cmd = [PY, "-m", "bench.counted", *args] if counted else [PY, *args]
     with open(log, "wb") as fh:
-        popen = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                 cwd=Path(__file__).resolve().parent.parent)
+        popen = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     return Proc(name, popen, log, count_file)
 
 
@@ -422,16 +463,18 @@ def stop_all(procs: Iterable[Proc]) -> None:
 
 def vidbatch_env(db_url: str, sim_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in BASE_URL_VARS}
-    env.update({
-        "DATABASE_URL": db_url,
-        "GRSAI_HOST": sim_url,
-        "GRSAI_API_KEY": "sk-bench",
-        "VIDBATCH_CALLBACK_SECRET": "bench-secret",
-        "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
-        "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "true",
-        "VIDBATCH_LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DATABASE_URL": db_url,
+            "GRSAI_HOST": sim_url,
+            "GRSAI_API_KEY": "sk-bench",
+            "VIDBATCH_CALLBACK_SECRET": "bench-secret",
+            "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
+            "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "true",
+            "VIDBATCH_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -443,8 +486,10 @@ async def wait_for(pred: Any, *, timeout: float, what: str, procs: Sequence[Proc
             return
         for p in procs:
             if p.popen.poll() is not None:
-                raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; "
-                                   f"log: {p.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{p.name} exited with {p.popen.returncode}; "
+                    f"log: {p.log.read_text(errors='replace')[-2000:]}"
+                )
         await asyncio.sleep(0.05)
     raise RuntimeError(f"timed out waiting for {what}")
 
@@ -458,21 +503,30 @@ def http_ok(url: str) -> bool:
 
 async def start_workers(n: int, env: dict[str, str], work: Workdir) -> list[Proc]:
     procs = [start(f"worker{i}", ["worker"], env, work) for i in range(n)]
-    await wait_for(lambda: all(p.log_has("worker started") for p in procs), timeout=60,
-                   what="workers to start", procs=procs)
+    await wait_for(
+        lambda: all(p.log_has("worker started") for p in procs),
+        timeout=60,
+        what="workers to start",
+        procs=procs,
+    )
     return procs
 
 
-async def start_api(env: dict[str, str], work: Workdir, *, with_worker: bool = False,
-                    port: int | None = None) -> tuple[Proc, str]:
+async def start_api(
+    env: dict[str, str], work: Workdir, *, with_worker: bool = False, port: int | None = None
+) -> tuple[Proc, str]:
     port = port or free_port()
     args = ["serve", "--port", str(port)] + ([] if with_worker else ["--no-worker"])
     proc = start("api", args, env, work)
     url = f"http://127.0.0.1:{port}"
     await wait_for(lambda: http_ok(f"{url}/healthz"), timeout=60, what="the API", procs=[proc])
     if with_worker:
-        await wait_for(lambda: proc.log_has("worker started"), timeout=30,
-                       what="the API's worker", procs=[proc])
+        await wait_for(
+            lambda: proc.log_has("worker started"),
+            timeout=30,
+            what="the API's worker",
+            procs=[proc],
+        )
     return proc, url
 
 
@@ -493,8 +547,10 @@ class Sim:
         self._log_fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             [PY, "-m", "bench.simserver", "--config", json.dumps(config)],
-            stdout=subprocess.PIPE, stderr=self._log_fh,
-            cwd=Path(__file__).resolve().parent.parent)
+            stdout=subprocess.PIPE,
+            stderr=self._log_fh,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         assert self.popen.stdout is not None
         line = self.popen.stdout.readline().decode().strip()
         if not line.startswith("PORT "):
@@ -557,8 +613,9 @@ def merge_top(procs: Iterable[Proc], limit: int = 12) -> list[dict[str, Any]]:
     for p in procs:
         for row in p.counts.get("top", []):
             merged[row["sql"]] = merged.get(row["sql"], 0) + int(row["n"])
-    return [{"n": n, "sql": sql} for sql, n in sorted(merged.items(), key=lambda kv: -kv[1])
-            ][:limit]
+    return [{"n": n, "sql": sql} for sql, n in sorted(merged.items(), key=lambda kv: -kv[1])][
+        :limit
+    ]
 
 
 def run_async(coro: Any) -> Any:

@@ -31,8 +31,9 @@ BY_STATEMENT: Counter[str] = Counter()
 
 def install() -> None:
     @event.listens_for(Engine, "before_cursor_execute")
-    def _statement(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any,
-                   executemany: bool) -> None:
+    def _statement(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, executemany: bool
+    ) -> None:
         COUNTS["statements"] += 1
         BY_STATEMENT[statement] += 1
 

@@ -29,12 +29,19 @@ from bench import common as c
 LATENCY_ENV = {
     "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
 }
-SIM_KNOBS = {"gen_time_mode": "lognormal", "gen_time": 1.0, "gen_time_sigma": 0.5,
-             "gen_time_min": 0.2, "gen_time_max": 5.0, "callback_interval": 0.5}
+SIM_KNOBS = {
+    "gen_time_mode": "lognormal",
+    "gen_time": 1.0,
+    "gen_time_sigma": 0.5,
+    "gen_time_min": 0.2,
+    "gen_time_max": 5.0,
+    "callback_interval": 0.5,
+}
 
 
-async def run_one(n_batches: int, size: int, workers: int, pace: float,
-                  work: c.Workdir) -> dict[str, Any]:
+async def run_one(
+    n_batches: int, size: int, workers: int, pace: float, work: c.Workdir
+) -> dict[str, Any]:
     sim = c.Sim(work, **SIM_KNOBS)
     procs: list[c.Proc] = []
     try:
@@ -55,12 +62,21 @@ async def run_one(n_batches: int, size: int, workers: int, pace: float,
                 raise RuntimeError("batches not settled within 300 s")
             finals = sim.final_callbacks()
             async with db.engine.connect() as conn:
-                task_rows = (await conn.execute(text(
-                    "SELECT grsai_task_id, batch_job_id, completed_at FROM video_tasks"))).all()
-                batch_rows = (await conn.execute(text(
-                    "SELECT b.id, b.completed_at, w.created_at AS outbox_at FROM batch_jobs b "
-                    "LEFT JOIN webhook_deliveries w ON w.batch_id = b.id "
-                    "AND w.event_type IN ('batch.completed', 'batch.failed')"))).all()
+                task_rows = (
+                    await conn.execute(
+                        text("SELECT grsai_task_id, batch_job_id, completed_at FROM video_tasks")
+                    )
+                ).all()
+                batch_rows = (
+                    await conn.execute(
+                        text(
+                            "SELECT b.id, b.completed_at, w.created_at AS outbox_at "
+                            "FROM batch_jobs b "
+                            "LEFT JOIN webhook_deliveries w ON w.batch_id = b.id "
+                            "AND w.event_type IN ('batch.completed', 'batch.failed')"
+                        )
+                    )
+                ).all()
     finally:
         c.stop_all(procs)
         sim.stop()
@@ -79,14 +95,24 @@ async def run_one(n_batches: int, size: int, workers: int, pace: float,
         settled.append(completed_at.timestamp() - last_cb[batch_id])
         if outbox_at is not None:
             outbox.append(outbox_at.timestamp() - last_cb[batch_id])
-    return {"settled": settled, "outbox": outbox, "task": per_task,
-            "tasks_without_final_callback": len(task_rows) - len(per_task)}
+    return {
+        "settled": settled,
+        "outbox": outbox,
+        "task": per_task,
+        "tasks_without_final_callback": len(task_rows) - len(per_task),
+    }
 
 
 def pct_row(name: str, values: list[float]) -> dict[str, Any]:
     ms = [1000 * v for v in values]
-    return {"what": name, "n": len(ms), "p50": c.percentile(ms, 50), "p95": c.percentile(ms, 95),
-            "p99": c.percentile(ms, 99), "max": max(ms) if ms else None}
+    return {
+        "what": name,
+        "n": len(ms),
+        "p50": c.percentile(ms, 50),
+        "p95": c.percentile(ms, 95),
+        "p99": c.percentile(ms, 99),
+        "max": max(ms) if ms else None,
+    }
 
 
 async def main_async(args: Any) -> dict[str, Any]:
@@ -94,8 +120,10 @@ async def main_async(args: Any) -> dict[str, Any]:
     runs = args.runs or (1 if args.quick else 3)
     n_batches = args.batches or (15 if args.quick else 40)
     size = args.size or 10
-    print(f"{runs} run(s) x {n_batches} batches of {size}, one every {args.pace}s; "
-          f"{args.workers} worker(s); simulator {SIM_KNOBS}")
+    print(
+        f"{runs} run(s) x {n_batches} batches of {size}, one every {args.pace}s; "
+        f"{args.workers} worker(s); simulator {SIM_KNOBS}"
+    )
     work = c.Workdir(keep=args.keep_logs)
     pooled: dict[str, list[float]] = {"settled": [], "outbox": [], "task": []}
     missing = 0
@@ -105,20 +133,43 @@ async def main_async(args: Any) -> dict[str, Any]:
             for k in pooled:
                 pooled[k] += res[k]
             missing += res["tasks_without_final_callback"]
-            print(f"  run {r + 1}: median settle latency "
-                  f"{1000 * (c.median(res['settled']) or 0):.0f} ms", flush=True)
+            print(
+                f"  run {r + 1}: median settle latency "
+                f"{1000 * (c.median(res['settled']) or 0):.0f} ms",
+                flush=True,
+            )
     finally:
         work.close()
-    rows = [pct_row("final callback -> batch settled (completed_at)", pooled["settled"]),
-            pct_row("final callback -> outbox row (webhook_deliveries)", pooled["outbox"]),
-            pct_row("final callback -> task completed_at", pooled["task"])]
+    rows = [
+        pct_row("final callback -> batch settled (completed_at)", pooled["settled"]),
+        pct_row("final callback -> outbox row (webhook_deliveries)", pooled["outbox"]),
+        pct_row("final callback -> task completed_at", pooled["task"]),
+    ]
     print()
-    print(c.table(rows, [("what", "latency, ms"), ("n", "n"), ("p50", "p50"), ("p95", "p95"),
-                         ("p99", "p99"), ("max", "max")]))
+    print(
+        c.table(
+            rows,
+            [
+                ("what", "latency, ms"),
+                ("n", "n"),
+                ("p50", "p50"),
+                ("p95", "p95"),
+                ("p99", "p99"),
+                ("max", "max"),
+            ],
+        )
+    )
     if missing:
         print(f"  ({missing} tasks had no recorded final callback)")
-    return {"machine": info, "runs": runs, "batches": n_batches, "size": size,
-            "workers": args.workers, "simulator": SIM_KNOBS, "rows": rows}
+    return {
+        "machine": info,
+        "runs": runs,
+        "batches": n_batches,
+        "size": size,
+        "workers": args.workers,
+        "simulator": SIM_KNOBS,
+        "rows": rows,
+    }
 
 
 def main() -> None:

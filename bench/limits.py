@@ -49,8 +49,9 @@ async def pgbench(seconds: int) -> dict[str, Any]:
             from sqlalchemy import text
 
             await conn.execute(text("CREATE TABLE bench_counter (id int PRIMARY KEY, v bigint)"))
-            await conn.execute(text(
-                "INSERT INTO bench_counter SELECT g, 0 FROM generate_series(1, 1000) g"))
+            await conn.execute(
+                text("INSERT INTO bench_counter SELECT g, 0 FROM generate_series(1, 1000) g")
+            )
         await db.engine.dispose()
         script = Path(c.Workdir().path) / "update.sql"
         script.write_text(PGBENCH_SCRIPT)
@@ -58,9 +59,25 @@ async def pgbench(seconds: int) -> dict[str, Any]:
 
         url = make_url(c.PG_ADMIN)
         for clients in (1, 16):
-            cmd = [exe, "-n", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
-                   "-U", url.username or "postgres", "-c", str(clients),
-                   "-j", str(min(clients, 2)), "-T", str(seconds), "-f", str(script), db.name]
+            cmd = [
+                exe,
+                "-n",
+                "-h",
+                url.host or "127.0.0.1",
+                "-p",
+                str(url.port or 5432),
+                "-U",
+                url.username or "postgres",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-T",
+                str(seconds),
+                "-f",
+                str(script),
+                db.name,
+            ]
             proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True)
             m = re.search(r"tps = ([\d.]+)", proc.stdout)
             lat = re.search(r"latency average = ([\d.]+) ms", proc.stdout)
@@ -81,9 +98,16 @@ async def http_round_trips(seconds: float) -> dict[str, Any]:
         headers = {"Authorization": "Bearer sk-bench"}
         connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=10)
         async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-            async with http.post(f"{sim.url}/v1/video/sora-video",
-                                 json={"model": "sora-2", "prompt": "probe", "webHook": "-1",
-                                       "aspectRatio": "9:16", "duration": 10}) as r:
+            async with http.post(
+                f"{sim.url}/v1/video/sora-video",
+                json={
+                    "model": "sora-2",
+                    "prompt": "probe",
+                    "webHook": "-1",
+                    "aspectRatio": "9:16",
+                    "duration": 10,
+                },
+            ) as r:
                 body = await r.json()
             task_id = body["data"]["id"]
             for conc in (1, 16):
@@ -93,8 +117,9 @@ async def http_round_trips(seconds: float) -> dict[str, Any]:
                 async def lane(stop_at: float = stop_at) -> None:
                     nonlocal done
                     while time.perf_counter() < stop_at:
-                        async with http.post(f"{sim.url}/v1/draw/result",
-                                             json={"id": task_id}) as resp:
+                        async with http.post(
+                            f"{sim.url}/v1/draw/result", json={"id": task_id}
+                        ) as resp:
                             await resp.read()
                         done += 1
 
@@ -109,16 +134,26 @@ async def http_round_trips(seconds: float) -> dict[str, Any]:
 
 async def procrastinate_rate(jobs: int, concurrency: int = 16) -> dict[str, Any]:
     if not REF_PYTHON.exists():
-        return {"error": "procrastinate not measured: the reference venv bench/.venv-ref is "
-                         "missing (see bench/limits.py for how to make it)"}
+        return {
+            "error": "procrastinate not measured: the reference venv bench/.venv-ref is "
+            "missing (see bench/limits.py for how to make it)"
+        }
     async with c.scratch_db("postgres", "procr", migrate=False) as db:
         await db.engine.dispose()
         dsn = c.pg_url(db.name)
         proc = await asyncio.to_thread(
             subprocess.run,
-            [str(REF_PYTHON), str(Path(__file__).with_name("procrastinate_ref.py")), dsn,
-             str(jobs), str(concurrency)],
-            capture_output=True, text=True, timeout=600)
+            [
+                str(REF_PYTHON),
+                str(Path(__file__).with_name("procrastinate_ref.py")),
+                dsn,
+                str(jobs),
+                str(concurrency),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         xacts = await c.pg_xacts(db.name)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -141,16 +176,27 @@ async def measure(quick: bool = False) -> dict[str, Any]:
 def print_limits(lim: dict[str, Any]) -> None:
     pg, http, pr = lim["pgbench"], lim["http"], lim["procrastinate"]
     rows = [
-        {"what": "pgbench single-row UPDATE, 1 client", "value": pg.get("tps_c1"),
-         "unit": "tx/s"},
-        {"what": "pgbench single-row UPDATE, 16 clients", "value": pg.get("tps_c16"),
-         "unit": "tx/s"},
-        {"what": "aiohttp -> simulator poll, concurrency 1", "value": http.get("rps_c1"),
-         "unit": "req/s"},
-        {"what": "aiohttp -> simulator poll, concurrency 16", "value": http.get("rps_c16"),
-         "unit": "req/s"},
-        {"what": "procrastinate no-op jobs (1 proc, conc. 16)",
-         "value": pr.get("jobs_per_s"), "unit": "jobs/s"},
+        {"what": "pgbench single-row UPDATE, 1 client", "value": pg.get("tps_c1"), "unit": "tx/s"},
+        {
+            "what": "pgbench single-row UPDATE, 16 clients",
+            "value": pg.get("tps_c16"),
+            "unit": "tx/s",
+        },
+        {
+            "what": "aiohttp -> simulator poll, concurrency 1",
+            "value": http.get("rps_c1"),
+            "unit": "req/s",
+        },
+        {
+            "what": "aiohttp -> simulator poll, concurrency 16",
+            "value": http.get("rps_c16"),
+            "unit": "req/s",
+        },
+        {
+            "what": "procrastinate no-op jobs (1 proc, conc. 16)",
+            "value": pr.get("jobs_per_s"),
+            "unit": "jobs/s",
+        },
     ]
     print(c.table(rows, [("what", "ceiling"), ("value", "value"), ("unit", "unit")]))
     if "error" in pr:
@@ -167,18 +213,24 @@ def report_fractions(best: dict[str, Any], lim: dict[str, Any]) -> dict[str, Any
     pg, http, pr = lim["pgbench"], lim["http"], lim["procrastinate"]
     out = {
         "vidbatch": f"{best['label']} {best['mode']} {best['tasks']} tasks",
-        "tasks_per_s": tps, "pg_xacts_per_s": xacts, "provider_calls_per_s": calls,
+        "tasks_per_s": tps,
+        "pg_xacts_per_s": xacts,
+        "provider_calls_per_s": calls,
         "xacts_vs_pgbench_c16": xacts / pg["tps_c16"] if pg.get("tps_c16") else None,
         "xacts_vs_pgbench_c1": xacts / pg["tps_c1"] if pg.get("tps_c1") else None,
         "calls_vs_aiohttp_c16": calls / http["rps_c16"] if http.get("rps_c16") else None,
         "tasks_vs_procrastinate": tps / pr["jobs_per_s"] if pr.get("jobs_per_s") else None,
     }
-    print(f"\nvidbatch ({out['vidbatch']}): {tps:.0f} tasks/s = {xacts:.0f} PG tx/s, "
-          f"{calls:.0f} provider calls/s")
-    for key, label in (("xacts_vs_pgbench_c16", "PG transactions vs pgbench (16 clients)"),
-                       ("xacts_vs_pgbench_c1", "PG transactions vs pgbench (1 client)"),
-                       ("calls_vs_aiohttp_c16", "provider calls vs aiohttp (conc. 16)"),
-                       ("tasks_vs_procrastinate", "tasks/s vs procrastinate jobs/s")):
+    print(
+        f"\nvidbatch ({out['vidbatch']}): {tps:.0f} tasks/s = {xacts:.0f} PG tx/s, "
+        f"{calls:.0f} provider calls/s"
+    )
+    for key, label in (
+        ("xacts_vs_pgbench_c16", "PG transactions vs pgbench (16 clients)"),
+        ("xacts_vs_pgbench_c1", "PG transactions vs pgbench (1 client)"),
+        ("calls_vs_aiohttp_c16", "provider calls vs aiohttp (conc. 16)"),
+        ("tasks_vs_procrastinate", "tasks/s vs procrastinate jobs/s"),
+    ):
         print(f"  {label}: {c.fmt(out[key])}")
     return out
 

@@ -34,17 +34,32 @@ async def main(dsn: str, jobs: int, concurrency: int) -> None:
         defer_s = time.perf_counter() - t0
         cpu0 = sum(os.times()[:2])
         t1 = time.perf_counter()
-        await app.run_worker_async(concurrency=concurrency, wait=False, listen_notify=False,
-                                   install_signal_handlers=False, delete_jobs="never")
+        await app.run_worker_async(
+            concurrency=concurrency,
+            wait=False,
+            listen_notify=False,
+            install_signal_handlers=False,
+            delete_jobs="never",
+        )
         run_s = time.perf_counter() - t1
         cpu = sum(os.times()[:2]) - cpu0
         async with app.connector.pool.connection() as conn, conn.cursor() as cur:
             await cur.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
             row = await cur.fetchone()
-    print(json.dumps({"jobs": jobs, "succeeded": row[0] if row else None,
-                      "concurrency": concurrency, "defer_s": defer_s, "run_s": run_s,
-                      "jobs_per_s": jobs / run_s, "cpu_ms_per_job": 1000 * cpu / jobs,
-                      "version": procrastinate.__version__}))
+    print(
+        json.dumps(
+            {
+                "jobs": jobs,
+                "succeeded": row[0] if row else None,
+                "concurrency": concurrency,
+                "defer_s": defer_s,
+                "run_s": run_s,
+                "jobs_per_s": jobs / run_s,
+                "cpu_ms_per_job": 1000 * cpu / jobs,
+                "version": procrastinate.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

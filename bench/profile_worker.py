@@ -68,8 +68,19 @@ async def main_async(args: Any) -> dict[str, Any]:
             caller = await c.new_account(db.engine, credits=args.tasks * c.PRICE * 2)
             env = c.vidbatch_env(db.url, sim.url, **TUNED_ENV)
             procs = await c.start_workers(1, env, work)
-            cmd = [exe, "record", "--pid", str(procs[0].pid), "--rate", "250", "--format", "raw",
-                   "--output", str(raw), "--nonblocking"] + (["--idle"] if args.idle else [])
+            cmd = [
+                exe,
+                "record",
+                "--pid",
+                str(procs[0].pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ] + (["--idle"] if args.idle else [])
             spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(0.5)
             await c.create_batches(db.engine, caller, c.batch_sizes(args.tasks, args.tasks // 100))
@@ -82,8 +93,11 @@ async def main_async(args: Any) -> dict[str, Any]:
         work.close()
     result = analyse(raw)
     print(f"{result['samples']} samples ({'including' if args.idle else 'excluding'} idle)")
-    for key, title in (("own", "own time"), ("total", "total time"),
-                       ("vidbatch", "innermost vidbatch frame")):
+    for key, title in (
+        ("own", "own time"),
+        ("total", "total time"),
+        ("vidbatch", "innermost vidbatch frame"),
+    ):
         print(f"\n-- top frames by {title}:")
         for row in result[key][:20]:
             print(f"  {row['pct']:5.1f}%  {row['frame'][:150]}")
@@ -94,8 +108,9 @@ def main() -> None:
     p = c.parser(__doc__)
     p.add_argument("--tasks", type=int, default=1000, help="tasks (default 1,000)")
     p.add_argument("--idle", action="store_true", help="also sample idle (waiting) time")
-    p.add_argument("--out", default="/tmp/vidbatch_worker_profile.txt",
-                   help="collapsed stacks file")
+    p.add_argument(
+        "--out", default="/tmp/vidbatch_worker_profile.txt", help="collapsed stacks file"
+    )
     args = p.parse_args()
     out = c.run_async(main_async(args))
     c.write_json(args.json, out)

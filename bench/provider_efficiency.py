@@ -34,8 +34,14 @@ RESULT_PATH = "/v1/draw/result"
 
 
 def knobs(f: float, mode: str) -> tuple[dict[str, Any], dict[str, str]]:
-    sim = {"gen_time_mode": "lognormal", "gen_time": 480 / f, "gen_time_sigma": 0.5,
-           "gen_time_min": 60 / f, "gen_time_max": 1800 / f, "callback_interval": 30 / f}
+    sim = {
+        "gen_time_mode": "lognormal",
+        "gen_time": 480 / f,
+        "gen_time_sigma": 0.5,
+        "gen_time_min": 60 / f,
+        "gen_time_max": 1800 / f,
+        "callback_interval": 30 / f,
+    }
     env = {
         "VIDBATCH_POLL_INTERVALS": f"{5 / f:g},{15 / f:g},{30 / f:g}",
         "VIDBATCH_MAX_WAIT_SECONDS": str(max(1, round(1800 / f))),
@@ -72,9 +78,15 @@ async def run_one(mode: str, n_tasks: int, f: float, work: c.Workdir) -> dict[st
             sim_tasks = {t["remote_id"]: t for t in sim.tasks()}
             finals = {cb["remote_id"] for cb in sim.final_callbacks()}
             async with db.engine.connect() as conn:
-                rows = (await conn.execute(text(
-                    "SELECT grsai_task_id, status, failure_reason, completed_at, poll_count "
-                    "FROM video_tasks"))).all()
+                rows = (
+                    await conn.execute(
+                        text(
+                            "SELECT grsai_task_id, status, failure_reason, completed_at, "
+                            "poll_count "
+                            "FROM video_tasks"
+                        )
+                    )
+                ).all()
     finally:
         c.stop_all(procs)
         sim.stop()
@@ -88,28 +100,38 @@ async def run_one(mode: str, n_tasks: int, f: float, work: c.Workdir) -> dict[st
         d = completed_at.timestamp() - t["done"]
         (delays if mode == "polling" or remote_id in finals else delays_lost).append(d)
     calls = stats.get("calls_per_endpoint", {})
-    return {"mode": mode, "tasks": n_tasks, "elapsed_s": elapsed,
-            "creates_per_task": calls.get(CREATE_PATH, 0) / n_tasks,
-            "polls_per_task": calls.get(RESULT_PATH, 0) / n_tasks,
-            "callbacks_lost": stats.get("callbacks_lost", 0),
-            "callbacks_sent": stats.get("callbacks_sent", 0),
-            "delays": delays, "delays_lost": delays_lost, "outcomes": outcomes}
+    return {
+        "mode": mode,
+        "tasks": n_tasks,
+        "elapsed_s": elapsed,
+        "creates_per_task": calls.get(CREATE_PATH, 0) / n_tasks,
+        "polls_per_task": calls.get(RESULT_PATH, 0) / n_tasks,
+        "callbacks_lost": stats.get("callbacks_lost", 0),
+        "callbacks_sent": stats.get("callbacks_sent", 0),
+        "delays": delays,
+        "delays_lost": delays_lost,
+        "outcomes": outcomes,
+    }
 
 
-def delay_row(label: str, mode: str, runs: list[dict[str, Any]], key: str, f: float
-              ) -> dict[str, Any]:
+def delay_row(
+    label: str, mode: str, runs: list[dict[str, Any]], key: str, f: float
+) -> dict[str, Any]:
     vals = [d for r in runs for d in r[key]]
     p50, p95 = c.percentile(vals, 50), c.percentile(vals, 95)
     mx = max(vals) if vals else None
-    return {"mode": label, "n": len(vals),
-            "polls_per_task": c.median(r["polls_per_task"] for r in runs),
-            "creates_per_task": c.median(r["creates_per_task"] for r in runs),
-            "p50_ms": 1000 * p50 if p50 is not None else None,
-            "p95_ms": 1000 * p95 if p95 is not None else None,
-            "max_ms": 1000 * mx if mx is not None else None,
-            "p50_real_s": p50 * f if p50 is not None else None,
-            "p95_real_s": p95 * f if p95 is not None else None,
-            "raw_mode": mode}
+    return {
+        "mode": label,
+        "n": len(vals),
+        "polls_per_task": c.median(r["polls_per_task"] for r in runs),
+        "creates_per_task": c.median(r["creates_per_task"] for r in runs),
+        "p50_ms": 1000 * p50 if p50 is not None else None,
+        "p95_ms": 1000 * p95 if p95 is not None else None,
+        "max_ms": 1000 * mx if mx is not None else None,
+        "p50_real_s": p50 * f if p50 is not None else None,
+        "p95_real_s": p95 * f if p95 is not None else None,
+        "raw_mode": mode,
+    }
 
 
 async def main_async(args: Any) -> dict[str, Any]:
@@ -118,8 +140,10 @@ async def main_async(args: Any) -> dict[str, Any]:
     n = args.tasks or (100 if args.quick else 300)
     runs = args.runs or (1 if args.quick else 3)
     sim_knobs, env = knobs(f, "polling")
-    print(f"{n} tasks, compression {f:g}x, {runs} run(s) per mode; simulator {sim_knobs}; "
-          f"worker {env}")
+    print(
+        f"{n} tasks, compression {f:g}x, {runs} run(s) per mode; simulator {sim_knobs}; "
+        f"worker {env}"
+    )
     work = c.Workdir(keep=args.keep_logs)
     by_mode: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -127,27 +151,52 @@ async def main_async(args: Any) -> dict[str, Any]:
             for _ in range(runs):
                 r = await run_one(mode, n, f, work)
                 by_mode.setdefault(mode, []).append(r)
-                print(f"  {mode}: {r['polls_per_task']:.2f} polls/task, outcomes "
-                      f"{r['outcomes']}, {r['elapsed_s']:.0f}s", flush=True)
+                print(
+                    f"  {mode}: {r['polls_per_task']:.2f} polls/task, outcomes "
+                    f"{r['outcomes']}, {r['elapsed_s']:.0f}s",
+                    flush=True,
+                )
     finally:
         work.close()
-    rows = [delay_row("polling", "polling", by_mode["polling"], "delays", f),
-            delay_row("webhook, callback arrived", "webhook", by_mode["webhook"], "delays", f),
-            delay_row("webhook, final callback lost", "webhook", by_mode["webhook"],
-                      "delays_lost", f)]
+    rows = [
+        delay_row("polling", "polling", by_mode["polling"], "delays", f),
+        delay_row("webhook, callback arrived", "webhook", by_mode["webhook"], "delays", f),
+        delay_row("webhook, final callback lost", "webhook", by_mode["webhook"], "delays_lost", f),
+    ]
     print()
-    print(c.table(rows, [("mode", "mode"), ("n", "tasks"), ("creates_per_task", "creates/task"),
-                         ("polls_per_task", "polls/task (all)"), ("p50_ms", "delay p50 ms"),
-                         ("p95_ms", "delay p95 ms"), ("max_ms", "delay max ms"),
-                         ("p50_real_s", "p50 real s"), ("p95_real_s", "p95 real s")]))
+    print(
+        c.table(
+            rows,
+            [
+                ("mode", "mode"),
+                ("n", "tasks"),
+                ("creates_per_task", "creates/task"),
+                ("polls_per_task", "polls/task (all)"),
+                ("p50_ms", "delay p50 ms"),
+                ("p95_ms", "delay p95 ms"),
+                ("max_ms", "delay max ms"),
+                ("p50_real_s", "p50 real s"),
+                ("p95_real_s", "p95 real s"),
+            ],
+        )
+    )
     lost = sum(r["callbacks_lost"] for r in by_mode["webhook"])
-    print(f"  webhook runs: {lost} callbacks lost of "
-          f"{lost + sum(r['callbacks_sent'] for r in by_mode['webhook'])} "
-          f"(progress + final); outcomes: "
-          + "; ".join(f"{m}: {by_mode[m][0]['outcomes']}" for m in by_mode))
-    return {"machine": info, "compress": f, "tasks": n, "runs": runs, "simulator": sim_knobs,
-            "worker_env": env, "rows": rows,
-            "outcomes": {m: [r["outcomes"] for r in rs] for m, rs in by_mode.items()}}
+    print(
+        f"  webhook runs: {lost} callbacks lost of "
+        f"{lost + sum(r['callbacks_sent'] for r in by_mode['webhook'])} "
+        f"(progress + final); outcomes: "
+        + "; ".join(f"{m}: {by_mode[m][0]['outcomes']}" for m in by_mode)
+    )
+    return {
+        "machine": info,
+        "compress": f,
+        "tasks": n,
+        "runs": runs,
+        "simulator": sim_knobs,
+        "worker_env": env,
+        "rows": rows,
+        "outcomes": {m: [r["outcomes"] for r in rs] for m, rs in by_mode.items()},
+    }
 
 
 def main() -> None:

@@ -23,11 +23,20 @@ from typing import Any
 
 from bench import common as c
 
-SIM_KNOBS = {"gen_time_mode": "lognormal", "gen_time": 2.0, "gen_time_sigma": 0.5,
-             "gen_time_min": 0.5, "gen_time_max": 8.0}
-ENV = {"VIDBATCH_POLL_INTERVALS": "0.05,0.15,0.3", "VIDBATCH_WORKER_IDLE_SECONDS": "0.05",
-       "BATCH_TASK_CONCURRENCY": "16", "BATCH_WORKER_MAX_START_TASKS_PER_BATCH": "100",
-       "BATCH_WORKER_MAX_POLL": "200"}
+SIM_KNOBS = {
+    "gen_time_mode": "lognormal",
+    "gen_time": 2.0,
+    "gen_time_sigma": 0.5,
+    "gen_time_min": 0.5,
+    "gen_time_max": 8.0,
+}
+ENV = {
+    "VIDBATCH_POLL_INTERVALS": "0.05,0.15,0.3",
+    "VIDBATCH_WORKER_IDLE_SECONDS": "0.05",
+    "BATCH_TASK_CONCURRENCY": "16",
+    "BATCH_WORKER_MAX_START_TASKS_PER_BATCH": "100",
+    "BATCH_WORKER_MAX_POLL": "200",
+}
 
 
 async def run_one(cap: int, n_tasks: int, workers: int, work: c.Workdir) -> dict[str, Any]:
@@ -65,43 +74,78 @@ async def run_one(cap: int, n_tasks: int, workers: int, work: c.Workdir) -> dict
     busy = sum(pending) / (cap * len(pending)) if pending else None
     makespan = t_end - t0
     ideal = gen / cap
-    return {"busy_fraction": busy, "samples": len(pending),
-            "cap_overshoots": stats["cap_overshoots"], "max_running_seen":
-            stats["max_running_seen"], "http_429_sent": stats["http_429_sent"],
-            "makespan_s": makespan, "ideal_s": ideal, "makespan_vs_ideal": makespan / ideal,
-            "succeeded": succeeded, "total": total}
+    return {
+        "busy_fraction": busy,
+        "samples": len(pending),
+        "cap_overshoots": stats["cap_overshoots"],
+        "max_running_seen": stats["max_running_seen"],
+        "http_429_sent": stats["http_429_sent"],
+        "makespan_s": makespan,
+        "ideal_s": ideal,
+        "makespan_vs_ideal": makespan / ideal,
+        "succeeded": succeeded,
+        "total": total,
+    }
 
 
 async def main_async(args: Any) -> dict[str, Any]:
     info = c.print_machine()
     n = args.tasks or (200 if args.quick else 500)
     runs = args.runs or (1 if args.quick else 3)
-    print(f"cap K={args.cap}, {n} tasks, {args.workers} workers, {runs} run(s); "
-          f"simulator {SIM_KNOBS}; worker {ENV}")
+    print(
+        f"cap K={args.cap}, {n} tasks, {args.workers} workers, {runs} run(s); "
+        f"simulator {SIM_KNOBS}; worker {ENV}"
+    )
     work = c.Workdir(keep=args.keep_logs)
     results = []
     try:
         for _ in range(runs):
             r = await run_one(args.cap, n, args.workers, work)
             results.append(r)
-            print(f"  busy {r['busy_fraction']:.2f}, overshoots {r['cap_overshoots']}, "
-                  f"makespan {r['makespan_s']:.1f}s vs ideal {r['ideal_s']:.1f}s", flush=True)
+            print(
+                f"  busy {r['busy_fraction']:.2f}, overshoots {r['cap_overshoots']}, "
+                f"makespan {r['makespan_s']:.1f}s vs ideal {r['ideal_s']:.1f}s",
+                flush=True,
+            )
     finally:
         work.close()
-    row = {k: c.median(r[k] for r in results) for k in
-           ("busy_fraction", "makespan_s", "ideal_s", "makespan_vs_ideal")}
-    row.update(cap=args.cap, workers=args.workers, tasks=n, runs=runs,
-               cap_overshoots=sum(r["cap_overshoots"] for r in results),
-               max_running_seen=max(r["max_running_seen"] for r in results))
+    row = {
+        k: c.median(r[k] for r in results)
+        for k in ("busy_fraction", "makespan_s", "ideal_s", "makespan_vs_ideal")
+    }
+    row.update(
+        cap=args.cap,
+        workers=args.workers,
+        tasks=n,
+        runs=runs,
+        cap_overshoots=sum(r["cap_overshoots"] for r in results),
+        max_running_seen=max(r["max_running_seen"] for r in results),
+    )
     print()
-    print(c.table([row], [("cap", "K"), ("workers", "workers"), ("tasks", "tasks"),
-                          ("runs", "runs"), ("busy_fraction", "slots busy (pending)"),
-                          ("cap_overshoots", "overshoots (all runs)"),
-                          ("max_running_seen", "max running seen"),
-                          ("makespan_s", "makespan s"), ("ideal_s", "ideal s"),
-                          ("makespan_vs_ideal", "makespan/ideal")]))
-    return {"machine": info, "simulator": SIM_KNOBS, "worker_env": ENV, "summary": row,
-            "runs": results}
+    print(
+        c.table(
+            [row],
+            [
+                ("cap", "K"),
+                ("workers", "workers"),
+                ("tasks", "tasks"),
+                ("runs", "runs"),
+                ("busy_fraction", "slots busy (pending)"),
+                ("cap_overshoots", "overshoots (all runs)"),
+                ("max_running_seen", "max running seen"),
+                ("makespan_s", "makespan s"),
+                ("ideal_s", "ideal s"),
+                ("makespan_vs_ideal", "makespan/ideal"),
+            ],
+        )
+    )
+    return {
+        "machine": info,
+        "simulator": SIM_KNOBS,
+        "worker_env": ENV,
+        "summary": row,
+        "runs": results,
+    }
 
 
 def main() -> None:

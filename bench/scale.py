@@ -44,7 +44,8 @@ async def add_history(db: c.Scratch, account_id: str, have: int, target: int) ->
     t0 = time.perf_counter()
     first_batch, last_batch = have // PER_BATCH, target // PER_BATCH
     async with db.engine.begin() as conn:
-        await conn.execute(text("""
+        await conn.execute(
+            text("""
             INSERT INTO batch_jobs (id, user_id, status, total_count, success_count,
                 cost_per_video, frozen_credits, credits_spent, settlement_status, settled_at,
                 request_id, created_at, updated_at, completed_at)
@@ -52,8 +53,10 @@ async def add_history(db: c.Scratch, account_id: str, have: int, target: int) ->
                 'finalized', now() - interval '1 day', 'hist-' || g,
                 now() - interval '2 days', now() - interval '1 day', now() - interval '1 day'
             FROM generate_series(:b0, :b1 - 1) g"""),
-            {"acct": account_id, "per": PER_BATCH, "b0": first_batch, "b1": last_batch})
-        await conn.execute(text("""
+            {"acct": account_id, "per": PER_BATCH, "b0": first_batch, "b1": last_batch},
+        )
+        await conn.execute(
+            text("""
             INSERT INTO video_tasks (id, batch_job_id, account_id, batch_index, model, prompt,
                 cost_credits, status, progress, video_url, grsai_task_id, attempts,
                 poll_count, submitted_at, created_at, updated_at, completed_at)
@@ -62,7 +65,8 @@ async def add_history(db: c.Scratch, account_id: str, have: int, target: int) ->
                 '4-hist-' || g, 1, 2, now() - interval '2 days', now() - interval '2 days',
                 now() - interval '1 day', now() - interval '1 day'
             FROM generate_series(:t0, :t1 - 1) g"""),
-            {"acct": account_id, "per": PER_BATCH, "t0": have, "t1": target})
+            {"acct": account_id, "per": PER_BATCH, "t0": have, "t1": target},
+        )
     async with db.engine.connect() as conn:
         conn2 = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn2.execute(text("VACUUM ANALYZE video_tasks"))
@@ -87,9 +91,20 @@ async def explain(conn: AsyncConnection, statement: str, params: Any) -> list[st
 
 
 def plan_summary(lines: list[str]) -> str:
-    scans = sorted({m.group(0) for ln in lines for m in
-                    [re.search(r"(Seq Scan|Index Only Scan|Index Scan|Bitmap Heap Scan)"
-                               r"( using \w+)? on \w+", ln)] if m})
+    scans = sorted(
+        {
+            m.group(0)
+            for ln in lines
+            for m in [
+                re.search(
+                    r"(Seq Scan|Index Only Scan|Index Scan|Bitmap Heap Scan)"
+                    r"( using \w+)? on \w+",
+                    ln,
+                )
+            ]
+            if m
+        }
+    )
     exec_ms = next((ln.split(":")[1].strip() for ln in lines if "Execution Time" in ln), "?")
     return f"{exec_ms}; " + "; ".join(scans)
 
@@ -98,10 +113,13 @@ async def make_due(conn: AsyncConnection, batch_id: str) -> None:
     """Half the live batch's tasks processing and due for a poll (inside the caller's
     transaction, rolled back afterwards)."""
     now = utcnow()
-    await conn.execute(text(
-        "UPDATE video_tasks SET status = 'processing', grsai_task_id = 'x-' || id, "
-        "next_attempt_at = :due WHERE batch_job_id = :b AND batch_index % 2 = 0"),
-        {"due": now - timedelta(seconds=1), "b": batch_id})
+    await conn.execute(
+        text(
+            "UPDATE video_tasks SET status = 'processing', grsai_task_id = 'x-' || id, "
+            "next_attempt_at = :due WHERE batch_job_id = :b AND batch_index % 2 = 0"
+        ),
+        {"due": now - timedelta(seconds=1), "b": batch_id},
+    )
 
 
 async def explain_claims(db: c.Scratch, cap: Capture, caller: Any) -> dict[str, Any]:
@@ -109,10 +127,11 @@ async def explain_claims(db: c.Scratch, cap: Capture, caller: Any) -> dict[str, 
     now = utcnow()
     calls = {
         "claim_for_submit": lambda conn: claims.claim_for_submit(
-            conn, batch_id, owner="bench", now=now, lease_until=now + timedelta(seconds=60),
-            limit=1),
+            conn, batch_id, owner="bench", now=now, lease_until=now + timedelta(seconds=60), limit=1
+        ),
         "claim_for_poll": lambda conn: claims.claim_for_poll(
-            conn, owner="bench", now=now, lease_until=now + timedelta(seconds=60), limit=1),
+            conn, owner="bench", now=now, lease_until=now + timedelta(seconds=60), limit=1
+        ),
         "pick_batches": lambda conn: claims.pick_batches(conn, now, 20),
         "settleable_batches": lambda conn: claims.settleable_batches(conn, 10),
         "count_waiting_polls": lambda conn: claims.count_waiting_polls(conn, now),
@@ -138,20 +157,37 @@ async def explain_claims(db: c.Scratch, cap: Capture, caller: Any) -> dict[str, 
         out[name] = {"plan": lines, "summary": plan_summary(lines)}
     # Leave the database as it was: the explain batch is settled out of the way.
     async with db.engine.begin() as conn:
-        await conn.execute(text("UPDATE video_tasks SET status='cancelled', next_attempt_at=NULL"
-                                " WHERE batch_job_id = :b"), {"b": batch_id})
-        await conn.execute(text("UPDATE batch_jobs SET settled_at = now(), completed_at = now(),"
-                                " status = 'cancelled', settlement_status = 'refunded' "
-                                "WHERE id = :b"), {"b": batch_id})
+        await conn.execute(
+            text(
+                "UPDATE video_tasks SET status='cancelled', next_attempt_at=NULL"
+                " WHERE batch_job_id = :b"
+            ),
+            {"b": batch_id},
+        )
+        await conn.execute(
+            text(
+                "UPDATE batch_jobs SET settled_at = now(), completed_at = now(),"
+                " status = 'cancelled', settlement_status = 'refunded' "
+                "WHERE id = :b"
+            ),
+            {"b": batch_id},
+        )
     return out
 
 
 async def rounds(db: c.Scratch, sim: c.Sim, caller: Any) -> dict[str, Any]:
-    settings = Settings(database_url=db.url, grsai_host=sim.url, grsai_api_key="sk-bench",
-                        require_https_video_url=False, poll_intervals="0.02,0.02,0.02",
-                        callback_secret="bench", task_concurrency=16,
-                        worker_max_start_tasks_per_batch=100, worker_max_claim=20,
-                        worker_max_poll=500)
+    settings = Settings(
+        database_url=db.url,
+        grsai_host=sim.url,
+        grsai_api_key="sk-bench",
+        require_https_video_url=False,
+        poll_intervals="0.02,0.02,0.02",
+        callback_secret="bench",
+        task_concurrency=16,
+        worker_max_start_tasks_per_batch=100,
+        worker_max_claim=20,
+        worker_max_poll=500,
+    )
     rt = await Runtime.open(settings, engine=db.engine)
     rng = random.Random(1)
     try:
@@ -170,8 +206,12 @@ async def rounds(db: c.Scratch, sim: c.Sim, caller: Any) -> dict[str, Any]:
         live_s = time.perf_counter() - t0
     finally:
         await rt.close()
-    return {"idle_round_ms": c.median(idle), "work_round_ms": c.median(work),
-            "rounds": n, "live_100_tasks_s": live_s}
+    return {
+        "idle_round_ms": c.median(idle),
+        "work_round_ms": c.median(work),
+        "rounds": n,
+        "live_100_tasks_s": live_s,
+    }
 
 
 async def main_async(args: Any) -> dict[str, Any]:
@@ -193,11 +233,14 @@ async def main_async(args: Any) -> dict[str, Any]:
                 plans = await explain_claims(db, cap, caller)
                 r.update(rows=size, insert_s=insert_s, plans=plans)
                 results.append(r)
-                print(f"\n=== {size:,} rows in video_tasks (history inserted in "
-                      f"{insert_s:.1f}s) ===")
-                print(f"idle round {r['idle_round_ms']} ms; live workload (100 tasks): "
-                      f"{r['rounds']} rounds, median working round {r['work_round_ms']} ms, "
-                      f"{r['live_100_tasks_s']:.2f} s")
+                print(
+                    f"\n=== {size:,} rows in video_tasks (history inserted in {insert_s:.1f}s) ==="
+                )
+                print(
+                    f"idle round {r['idle_round_ms']} ms; live workload (100 tasks): "
+                    f"{r['rounds']} rounds, median working round {r['work_round_ms']} ms, "
+                    f"{r['live_100_tasks_s']:.2f} s"
+                )
                 for name in ("claim_for_submit", "claim_for_poll"):
                     print(f"-- EXPLAIN (ANALYZE, BUFFERS) {name}:")
                     for ln in plans[name]["plan"]:
@@ -208,10 +251,18 @@ async def main_async(args: Any) -> dict[str, Any]:
         sim.stop()
         work.close()
     print()
-    print(c.table(results, [("rows", "rows in video_tasks"), ("idle_round_ms", "idle round ms"),
-                            ("work_round_ms", "working round ms (median)"),
-                            ("rounds", "rounds for 100 tasks"),
-                            ("live_100_tasks_s", "100 tasks s")]))
+    print(
+        c.table(
+            results,
+            [
+                ("rows", "rows in video_tasks"),
+                ("idle_round_ms", "idle round ms"),
+                ("work_round_ms", "working round ms (median)"),
+                ("rounds", "rounds for 100 tasks"),
+                ("live_100_tasks_s", "100 tasks s"),
+            ],
+        )
+    )
     return {"machine": info, "results": results}
 
 

@@ -39,8 +39,14 @@ def _instrument_callbacks() -> None:
         sent = time.time()
         await original(self, task, body)
         if body.get("status") != "running":
-            FINAL_CALLBACKS.append({"remote_id": task.id, "status": body.get("status"),
-                                    "sent": sent, "answered": time.time()})
+            FINAL_CALLBACKS.append(
+                {
+                    "remote_id": task.id,
+                    "status": body.get("status"),
+                    "sent": sent,
+                    "answered": time.time(),
+                }
+            )
 
     CallbackDispatcher._post = _post  # type: ignore[method-assign]
 
@@ -58,9 +64,13 @@ def main() -> None:
     @app.get("/_bench/tasks")
     async def bench_tasks() -> list[dict[str, Any]]:
         return [
-            {"remote_id": t.id, "prompt": t.prompt, "created": t.created_at + offset,
-             "done": (t.done_at + offset) if t.done_at is not None else None,
-             "gen_time": t.gen_time}
+            {
+                "remote_id": t.id,
+                "prompt": t.prompt,
+                "created": t.created_at + offset,
+                "done": (t.done_at + offset) if t.done_at is not None else None,
+                "gen_time": t.gen_time,
+            }
             for t in state.tasks.values()
         ]
 
@@ -78,8 +88,11 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     print(f"PORT {sock.getsockname()[1]}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=1, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on"
+        )
+    )
     server.run(sockets=[sock])
     sys.exit(0)
 

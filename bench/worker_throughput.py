@@ -51,18 +51,34 @@ TUNED_ENV = {
 }
 
 COLUMNS = [
-    ("label", "setup"), ("mode", "mode"), ("tasks", "tasks"), ("runs", "runs"),
-    ("tasks_per_s", "tasks/s"), ("cpu_ms_per_task", "vidbatch CPU ms/task"),
-    ("sim_cpu_ms_per_task", "sim CPU ms/task"), ("db_cpu_ms_per_task", "PG CPU ms/task"),
-    ("statements_per_task", "stmts/task"), ("commits_per_task", "commits/task"),
-    ("checkouts_per_task", "checkouts/task"), ("pg_xacts_per_task", "PG xacts/task"),
-    ("provider_calls_per_task", "provider calls/task"), ("create_s", "create s"),
+    ("label", "setup"),
+    ("mode", "mode"),
+    ("tasks", "tasks"),
+    ("runs", "runs"),
+    ("tasks_per_s", "tasks/s"),
+    ("cpu_ms_per_task", "vidbatch CPU ms/task"),
+    ("sim_cpu_ms_per_task", "sim CPU ms/task"),
+    ("db_cpu_ms_per_task", "PG CPU ms/task"),
+    ("statements_per_task", "stmts/task"),
+    ("commits_per_task", "commits/task"),
+    ("checkouts_per_task", "checkouts/task"),
+    ("pg_xacts_per_task", "PG xacts/task"),
+    ("provider_calls_per_task", "provider calls/task"),
+    ("create_s", "create s"),
 ]
 
 
-async def run_one(kind: str, workers: int, mode: str, n_tasks: int, n_batches: int,
-                  work: c.Workdir, *, env_extra: dict[str, str] | None = None,
-                  timeout: float = 600) -> dict[str, Any]:
+async def run_one(
+    kind: str,
+    workers: int,
+    mode: str,
+    n_tasks: int,
+    n_batches: int,
+    work: c.Workdir,
+    *,
+    env_extra: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> dict[str, Any]:
     sim = c.Sim(work)
     procs: list[c.Proc] = []
     try:
@@ -93,8 +109,11 @@ async def run_one(kind: str, workers: int, mode: str, n_tasks: int, n_batches: i
             t_end, succeeded, total = await c.completion_span(db.engine)
             cpu = sum(p.mark_end() for p in procs)
             sim_cpu = sim.cpu() - sim_cpu0
-            pg_cpu = (c.backend_cpu_delta(pg_cpu0, await c.pg_backend_cpu(db.name))
-                      if kind == "postgres" else None)
+            pg_cpu = (
+                c.backend_cpu_delta(pg_cpu0, await c.pg_backend_cpu(db.name))
+                if kind == "postgres"
+                else None
+            )
             stats = sim.stats()
             own_commits = db.commits - own_commits0
             c.stop_all(procs)
@@ -106,9 +125,15 @@ async def run_one(kind: str, workers: int, mode: str, n_tasks: int, n_batches: i
             elapsed = t_end - t0
             statements = c.sum_counts(procs, "statements")
             return {
-                "kind": kind, "workers": workers, "mode": mode, "tasks": n_tasks,
-                "batches": n_batches, "elapsed_s": elapsed, "create_s": create_s,
-                "succeeded": succeeded, "total": total,
+                "kind": kind,
+                "workers": workers,
+                "mode": mode,
+                "tasks": n_tasks,
+                "batches": n_batches,
+                "elapsed_s": elapsed,
+                "create_s": create_s,
+                "succeeded": succeeded,
+                "total": total,
                 "tasks_per_s": n_tasks / elapsed,
                 "cpu_ms_per_task": 1000 * cpu / n_tasks,
                 "sim_cpu_ms_per_task": 1000 * sim_cpu / n_tasks,
@@ -131,12 +156,28 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     label = f"{first['kind']} x{first['workers']}"
     if first["kind"] == "sqlite" and first["mode"] == "webhook":
         label = "sqlite serve (API+worker)"
-    out: dict[str, Any] = {"label": label, "kind": first["kind"], "workers": first["workers"],
-                           "mode": first["mode"], "tasks": first["tasks"],
-                           "batches": first["batches"], "runs": len(runs)}
-    for key in ("tasks_per_s", "cpu_ms_per_task", "sim_cpu_ms_per_task", "db_cpu_ms_per_task",
-                "statements_per_task", "commits_per_task", "checkouts_per_task",
-                "pg_xacts_per_task", "provider_calls_per_task", "create_s", "elapsed_s"):
+    out: dict[str, Any] = {
+        "label": label,
+        "kind": first["kind"],
+        "workers": first["workers"],
+        "mode": first["mode"],
+        "tasks": first["tasks"],
+        "batches": first["batches"],
+        "runs": len(runs),
+    }
+    for key in (
+        "tasks_per_s",
+        "cpu_ms_per_task",
+        "sim_cpu_ms_per_task",
+        "db_cpu_ms_per_task",
+        "statements_per_task",
+        "commits_per_task",
+        "checkouts_per_task",
+        "pg_xacts_per_task",
+        "provider_calls_per_task",
+        "create_s",
+        "elapsed_s",
+    ):
         out[key] = c.median(r[key] for r in runs)
     out["calls_per_endpoint"] = first["calls_per_endpoint"]
     out["top_statements"] = first["top_statements"]
@@ -155,8 +196,10 @@ def parse_setups(text: str) -> list[tuple[str, int]]:
 async def main_async(args: Any) -> dict[str, Any]:
     info = c.print_machine()
     info["postgres"] = await c.server_version()
-    print(f"PostgreSQL {info['postgres']}; worker settings: "
-          + " ".join(f"{k}={v}" for k, v in TUNED_ENV.items()))
+    print(
+        f"PostgreSQL {info['postgres']}; worker settings: "
+        + " ".join(f"{k}={v}" for k, v in TUNED_ENV.items())
+    )
     if args.quick:
         sizes = [(args.tasks or 1000, args.batches or 10, args.runs or 1)]
         setups = parse_setups(args.setups or "sqlite:1,postgres:1")
@@ -177,18 +220,30 @@ async def main_async(args: Any) -> dict[str, Any]:
                     for _ in range(runs):
                         r = await run_one(kind, workers, mode, n_tasks, n_batches, work)
                         done.append(r)
-                        print(f"  {kind} x{workers} {mode} {n_tasks} tasks: "
-                              f"{r['tasks_per_s']:.0f} tasks/s in {r['elapsed_s']:.1f}s, "
-                              f"{r['cpu_ms_per_task']:.2f} ms CPU/task", flush=True)
+                        print(
+                            f"  {kind} x{workers} {mode} {n_tasks} tasks: "
+                            f"{r['tasks_per_s']:.0f} tasks/s in {r['elapsed_s']:.1f}s, "
+                            f"{r['cpu_ms_per_task']:.2f} ms CPU/task",
+                            flush=True,
+                        )
                     results.append(summarise(done))
     finally:
         work.close()
     print()
     print(c.table(results, COLUMNS))
-    best = max((r for r in results if r["kind"] == "postgres"), key=lambda r: r["tasks_per_s"],
-               default=None)
-    pg1 = next((r for r in results if r["kind"] == "postgres" and r["workers"] == 1
-                and r["mode"] == "polling"), None)
+    best = max(
+        (r for r in results if r["kind"] == "postgres"),
+        key=lambda r: r["tasks_per_s"],
+        default=None,
+    )
+    pg1 = next(
+        (
+            r
+            for r in results
+            if r["kind"] == "postgres" and r["workers"] == 1 and r["mode"] == "polling"
+        ),
+        None,
+    )
     if pg1 is not None:
         print("\nmost frequent statements (postgres x1, polling, one run):")
         for row in pg1["top_statements"][:8]:
@@ -210,8 +265,11 @@ def main() -> None:
     p.add_argument("--batches", type=int, help="batches per run (default: tasks / 100)")
     p.add_argument("--modes", default="polling,webhook", help="polling,webhook")
     p.add_argument("--setups", help="database:workers list, e.g. sqlite:1,postgres:2")
-    p.add_argument("--with-limits", action="store_true",
-                   help="also measure the ceilings (bench.limits) and compare")
+    p.add_argument(
+        "--with-limits",
+        action="store_true",
+        help="also measure the ceilings (bench.limits) and compare",
+    )
     args = p.parse_args()
     out = c.run_async(main_async(args))
     c.write_json(args.json, out)

@@ -60,8 +60,9 @@ def pg_database_url(name: str) -> str:
 def pg_template() -> Iterator[str | None]:
     """A migrated template database, or None (with the reason) when there is no server."""
     try:
-        asyncio.run(_pg_admin([f'DROP DATABASE IF EXISTS "{TEMPLATE}"',
-                               f'CREATE DATABASE "{TEMPLATE}"']))
+        asyncio.run(
+            _pg_admin([f'DROP DATABASE IF EXISTS "{TEMPLATE}"', f'CREATE DATABASE "{TEMPLATE}"'])
+        )
     except Exception as exc:  # no server: the PostgreSQL cases skip or fail below
         yield f"unreachable: {type(exc).__name__}: {exc}"
         return
@@ -100,7 +101,9 @@ def _require_pg(template: str | None) -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(
-    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
     pg_template: str | None,
 ) -> Iterator[str]:
     """A fresh, migrated database URL: a SQLite file, or a PostgreSQL database."""

@@ -34,12 +34,17 @@ async def new_batch(
 ) -> Created:
     if isinstance(body, list):
         body = {"items": body}
-    spec = validate_batch(body, catalog=default_catalog(), max_items=10_000,
-                          allow_private_webhooks=True)
+    spec = validate_batch(
+        body, catalog=default_catalog(), max_items=10_000, allow_private_webhooks=True
+    )
     from vidbatch.domain.validation import request_fingerprint
 
     return await create_batch(
-        engine, caller, spec, request_id=request_id or "req", idempotency_key=request_id,
+        engine,
+        caller,
+        spec,
+        request_id=request_id or "req",
+        idempotency_key=request_id,
         fingerprint=request_fingerprint(body) if request_id else None,
     )
 
@@ -51,19 +56,26 @@ async def finish_tasks(engine: AsyncEngine, batch_id: str, outcomes: dict[int, s
         for index, status in outcomes.items():
             await conn.execute(
                 update(video_tasks)
-                .where(video_tasks.c.batch_job_id == batch_id,
-                       video_tasks.c.batch_index == index)
-                .values(status=status, next_attempt_at=None, completed_at=now,
-                        video_url="https://cdn.example/v.mp4" if status == "succeeded" else None,
-                        failure_type=None if status == "succeeded" else "model_error")
+                .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.batch_index == index)
+                .values(
+                    status=status,
+                    next_attempt_at=None,
+                    completed_at=now,
+                    video_url="https://cdn.example/v.mp4" if status == "succeeded" else None,
+                    failure_type=None if status == "succeeded" else "model_error",
+                )
             )
 
 
 async def balance(engine: AsyncEngine, account_id: str) -> tuple[int, int]:
     async with engine.connect() as conn:
-        row = (await conn.execute(
-            select(accounts.c.balance_credits, accounts.c.frozen_credits)
-            .where(accounts.c.id == account_id))).one()
+        row = (
+            await conn.execute(
+                select(accounts.c.balance_credits, accounts.c.frozen_credits).where(
+                    accounts.c.id == account_id
+                )
+            )
+        ).one()
     return int(row[0]), int(row[1])
 
 

@@ -37,8 +37,14 @@ class _Server(uvicorn.Server):
 class EmbeddedServer:
     """``async with EmbeddedServer(app) as srv: srv.url`` — uvicorn on a bound socket."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 lifespan: Literal["auto", "on", "off"] = "on") -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        lifespan: Literal["auto", "on", "off"] = "on",
+    ) -> None:
         self.sock = bind(host, port)
         self.host = host
         self.port = self.sock.getsockname()[1]
@@ -60,8 +66,12 @@ class EmbeddedServer:
             await asyncio.sleep(0.01)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.server.should_exit = True
         if self._task is not None:
             try:

@@ -13,35 +13,58 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.tasks = Gauge("vidbatch_tasks", "Tasks by status (from the database)", ["status"],
-                           registry=r)
-        self.submits = Counter("vidbatch_submits_total", "Provider submits by outcome",
-                               ["outcome"], registry=r)
-        self.polls = Counter("vidbatch_polls_total", "Provider polls by outcome", ["outcome"],
-                             registry=r)
-        self.callbacks = Counter("vidbatch_callbacks_total", "Provider callbacks by outcome",
-                                 ["outcome"], registry=r)
+        self.tasks = Gauge(
+            "vidbatch_tasks", "Tasks by status (from the database)", ["status"], registry=r
+        )
+        self.submits = Counter(
+            "vidbatch_submits_total", "Provider submits by outcome", ["outcome"], registry=r
+        )
+        self.polls = Counter(
+            "vidbatch_polls_total", "Provider polls by outcome", ["outcome"], registry=r
+        )
+        self.callbacks = Counter(
+            "vidbatch_callbacks_total", "Provider callbacks by outcome", ["outcome"], registry=r
+        )
         self.provider_latency = Histogram(
-            "vidbatch_provider_latency_seconds", "Provider call latency", ["call"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
+            "vidbatch_provider_latency_seconds",
+            "Provider call latency",
+            ["call"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
         )
         self.round_duration = Histogram(
-            "vidbatch_round_duration_seconds", "Duration of one worker round",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+            "vidbatch_round_duration_seconds",
+            "Duration of one worker round",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
         )
-        self.credits = Counter("vidbatch_credits_total", "Credits reserved, charged, refunded",
-                               ["kind"], registry=r)
-        self.webhooks = Counter("vidbatch_webhook_deliveries_total",
-                                "Customer webhook attempts by outcome", ["outcome"], registry=r)
+        self.credits = Counter(
+            "vidbatch_credits_total", "Credits reserved, charged, refunded", ["kind"], registry=r
+        )
+        self.webhooks = Counter(
+            "vidbatch_webhook_deliveries_total",
+            "Customer webhook attempts by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.ambiguous_submits = Counter(
             "vidbatch_ambiguous_submits_total",
-            "Submits whose outcome was unknown, by the policy applied", ["policy"], registry=r,
+            "Submits whose outcome was unknown, by the policy applied",
+            ["policy"],
+            registry=r,
         )
-        self.lease_expiries = Counter("vidbatch_lease_expiries_total",
-                                      "Claims taken over after their lease expired", ["kind"],
-                                      registry=r)
-        self.batches_settled = Counter("vidbatch_batches_settled_total",
-                                       "Batches settled by final status", ["status"], registry=r)
+        self.lease_expiries = Counter(
+            "vidbatch_lease_expiries_total",
+            "Claims taken over after their lease expired",
+            ["kind"],
+            registry=r,
+        )
+        self.batches_settled = Counter(
+            "vidbatch_batches_settled_total",
+            "Batches settled by final status",
+            ["status"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

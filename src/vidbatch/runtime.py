@@ -63,8 +63,9 @@ class Runtime:
         engine = engine or await open_database(settings.database_url)
         # A short keep-alive: a pooled connection the provider already closed would turn a
         # create into an "ambiguous" one (aiohttp never retries a POST).
-        connector = aiohttp.TCPConnector(limit=max(100, settings.task_concurrency * 4),
-                                         keepalive_timeout=10)
+        connector = aiohttp.TCPConnector(
+            limit=max(100, settings.task_concurrency * 4), keepalive_timeout=10
+        )
         http = aiohttp.ClientSession(connector=connector)
         if provider is None:
             provider = GrsAIClient(

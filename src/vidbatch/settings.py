@@ -291,8 +291,12 @@ class Settings(BaseSettings):
     @property
     def public_base_url(self) -> str | None:
         """The first non-empty of the four base-URL variables; None means polling mode."""
-        for value in (self.next_public_site_url, self.site_url, self.next_public_app_url,
-                      self.app_url):
+        for value in (
+            self.next_public_site_url,
+            self.site_url,
+            self.next_public_app_url,
+            self.app_url,
+        ):
             if value:
                 return value
         return None
@@ -342,7 +346,12 @@ def configuration_table() -> str:
         assert isinstance(alias, AliasChoices)
         names = " / ".join(f"`{n}`" for n in alias.choices if isinstance(n, str))
         default = field.default
-        shown = "—" if default is None or default == "" else f"`{str(default).lower()}`" if (
-            isinstance(default, bool)) else f"`{default}`"
+        shown = (
+            "—"
+            if default is None or default == ""
+            else f"`{str(default).lower()}`"
+            if (isinstance(default, bool))
+            else f"`{default}`"
+        )
         rows.append(f"| {names} | {shown} | {field.description or name} |")
     return "\n".join(rows)

@@ -23,7 +23,8 @@ def one_json(result: subprocess.CompletedProcess[str]) -> Any:
 def assert_usage_error(result: subprocess.CompletedProcess[str]) -> str:
     """Exit code 2 and exactly one line on stderr starting with 'error:', no traceback."""
     assert result.returncode == 2, (
-        f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+        f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
     lines = result.stderr.splitlines()
     assert len(lines) == 1, f"{result.args}: {result.stderr!r}"
     assert lines[0].startswith("error: "), lines[0]

@@ -26,7 +26,11 @@ def vb(args: Sequence[str], db_url: str | None, **env: str) -> subprocess.Comple
     full_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "vidbatch", *args],
-        env=full_env, capture_output=True, text=True, timeout=60, check=False,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -44,26 +48,42 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def test_account_and_key_lifecycle(tmp_path: Path, sqlite_url: str) -> None:
-    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"],
-                          sqlite_url))
+    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"], sqlite_url))
     assert isinstance(created, dict)
     assert {"account_id", "key_id", "api_key"} <= set(created)
     assert created["api_key"].startswith("vb_") and len(created["api_key"]) > 20
     acc = created["account_id"]
 
     shown = one_json(vb(["accounts", "show", acc, "--json"], sqlite_url))
-    assert shown == {"account_id": acc, "name": "acme", "balance_credits": 100,
-                     "frozen_credits": 0, "available_credits": 100}
+    assert shown == {
+        "account_id": acc,
+        "name": "acme",
+        "balance_credits": 100,
+        "frozen_credits": 0,
+        "available_credits": 100,
+    }
 
-    out = ok(vb(["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
-                sqlite_url))
+    out = ok(
+        vb(
+            ["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
+            sqlite_url,
+        )
+    )
     assert "balance 150" in out
     # the same top-up retried adds nothing
-    out = ok(vb(["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
-                sqlite_url))
+    out = ok(
+        vb(
+            ["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
+            sqlite_url,
+        )
+    )
     assert "balance 150" in out
-    out = ok(vb(["accounts", "adjust", acc, "--credits", "-30", "--reason", "goodwill reversal"],
-                sqlite_url))
+    out = ok(
+        vb(
+            ["accounts", "adjust", acc, "--credits", "-30", "--reason", "goodwill reversal"],
+            sqlite_url,
+        )
+    )
     assert "balance 120" in out
 
     key2 = one_json(vb(["keys", "create", acc, "--name", "ci", "--json"], sqlite_url))
@@ -71,22 +91,31 @@ def test_account_and_key_lifecycle(tmp_path: Path, sqlite_url: str) -> None:
     assert key2["api_key"] != created["api_key"]
     secrets = (created["api_key"], key2["api_key"])
 
-    listed, keys_text = vb_many([(["accounts", "list", "--json"], {}), (["keys", "list"], {})],
-                                sqlite_url)
-    assert one_json(listed) == [{"account_id": acc, "name": "acme", "balance_credits": 120,
-                                 "frozen_credits": 0, "available_credits": 120}]
+    listed, keys_text = vb_many(
+        [(["accounts", "list", "--json"], {}), (["keys", "list"], {})], sqlite_url
+    )
+    assert one_json(listed) == [
+        {
+            "account_id": acc,
+            "name": "acme",
+            "balance_credits": 120,
+            "frozen_credits": 0,
+            "available_credits": 120,
+        }
+    ]
     text = ok(keys_text) + keys_text.stderr
     assert created["api_key"][:11] in text  # the prefix, to tell keys apart
     assert not any(s in text for s in secrets)
 
     out = ok(vb(["keys", "revoke", key2["key_id"]], sqlite_url))
     assert key2["key_id"] in out
-    keys_json, audit = vb_many([(["keys", "list", acc, "--json"], {}), (["audit"], {})],
-                               sqlite_url)
+    keys_json, audit = vb_many([(["keys", "list", acc, "--json"], {}), (["audit"], {})], sqlite_url)
     assert not any(s in keys_json.stdout for s in secrets)
     keys = one_json(keys_json)
-    assert {k["id"]: k["is_active"] for k in keys} == {created["key_id"]: True,
-                                                        key2["key_id"]: False}
+    assert {k["id"]: k["is_active"] for k in keys} == {
+        created["key_id"]: True,
+        key2["key_id"]: False,
+    }
     assert {k["key_prefix"] for k in keys} == {s[:11] for s in secrets}
     assert not any({"key_hash", "webhook_secret"} & set(k) for k in keys)
     assert ok(audit).strip() == "audit: clean"
@@ -100,8 +129,7 @@ def test_account_and_key_lifecycle(tmp_path: Path, sqlite_url: str) -> None:
 
 
 def test_bad_input_is_one_error_line_and_changes_nothing(sqlite_url: str) -> None:
-    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"],
-                          sqlite_url))
+    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"], sqlite_url))
     acc = created["account_id"]
     before = one_json(vb(["accounts", "show", acc, "--json"], sqlite_url))
     unknown = str(uuid.uuid4())
@@ -114,8 +142,11 @@ def test_bad_input_is_one_error_line_and_changes_nothing(sqlite_url: str) -> Non
         (["accounts", "create", "other", "--credits", "-1"], {}, "--credits"),
         (["accounts", "adjust", acc, "--credits", "-101", "--reason", "x"], {}, "available"),
         (["accounts", "adjust", acc, "--credits", "5", "--reason", "  "], {}, "reason"),
-        (["accounts", "topup", acc, "--credits", "5"], {"DATABASE_URL": "mysql://x"},
-         "DATABASE_URL"),
+        (
+            ["accounts", "topup", acc, "--credits", "5"],
+            {"DATABASE_URL": "mysql://x"},
+            "DATABASE_URL",
+        ),
     ]
     results = vb_many([(args, env) for args, env, _ in cases], sqlite_url)
     for (args, _, hint), result in zip(cases, results, strict=True):
@@ -123,8 +154,11 @@ def test_bad_input_is_one_error_line_and_changes_nothing(sqlite_url: str) -> Non
         assert hint in line, (args, line)
         assert result.stdout == "", (args, result.stdout)
     shown, listed, keys = vb_many(
-        [(["accounts", "show", acc, "--json"], {}), (["accounts", "list", "--json"], {}),
-         (["keys", "list", "--json"], {})],
+        [
+            (["accounts", "show", acc, "--json"], {}),
+            (["accounts", "list", "--json"], {}),
+            (["keys", "list", "--json"], {}),
+        ],
         sqlite_url,
     )
     assert one_json(shown) == before
@@ -149,12 +183,20 @@ def test_accounts_and_keys_on_postgres(pg_url: str) -> None:
     assert created["api_key"].startswith("vb_")
     key2 = one_json(vb(["keys", "create", acc, "--json"], pg_url))
     shown, keys_text, current = vb_many(
-        [(["accounts", "show", acc, "--json"], {}), (["keys", "list", acc], {}),
-         (["db", "current"], {})],
+        [
+            (["accounts", "show", acc, "--json"], {}),
+            (["keys", "list", acc], {}),
+            (["db", "current"], {}),
+        ],
         pg_url,
     )
-    assert one_json(shown) == {"account_id": acc, "name": "acme", "balance_credits": 100,
-                               "frozen_credits": 0, "available_credits": 100}
+    assert one_json(shown) == {
+        "account_id": acc,
+        "name": "acme",
+        "balance_credits": 100,
+        "frozen_credits": 0,
+        "available_credits": 100,
+    }
     text = ok(keys_text)
     assert created["api_key"] not in text and key2["api_key"] not in text
     assert created["api_key"][:11] in text

@@ -21,16 +21,25 @@ from vidbatch.db.schema import video_tasks
 from vidbatch.services.batches import Caller
 
 #: Webhooks go to a closed local port: attempts fail fast with "connection refused".
-ENV = {"VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "1", "GRSAI_API_KEY": "sk-test",
-       "GRSAI_HOST": "http://127.0.0.1:9"}
+ENV = {
+    "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "1",
+    "GRSAI_API_KEY": "sk-test",
+    "GRSAI_HOST": "http://127.0.0.1:9",
+}
 CLOSED = "http://127.0.0.1:9/hook"
 
 
 def cli(args: Sequence[str], db_url: str) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as an operator would."""
     env = {**os.environ, "COLUMNS": "200", "DATABASE_URL": db_url, **ENV}
-    return subprocess.run([sys.executable, "-m", "vidbatch", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "vidbatch", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def cli_many(calls: Sequence[Sequence[str]], db_url: str) -> list[subprocess.CompletedProcess[str]]:
@@ -46,12 +55,15 @@ async def _setup(db_url: str, account_id: str, key_id: str) -> tuple[str, str]:
     try:
         caller = Caller(account_id=account_id, key_id=key_id)
         settled = await new_batch(engine, caller, {"items": items(3), "webhook_url": CLOSED})
-        await finish_tasks(engine, settled.batch_id, {0: "succeeded", 1: "failed",
-                                                      2: "failed"})
+        await finish_tasks(engine, settled.batch_id, {0: "succeeded", 1: "failed", 2: "failed"})
         async with engine.begin() as conn:
-            await conn.execute(update(video_tasks).where(
-                video_tasks.c.batch_job_id == settled.batch_id,
-                video_tasks.c.batch_index == 2).values(failure_type="moderation"))
+            await conn.execute(
+                update(video_tasks)
+                .where(
+                    video_tasks.c.batch_job_id == settled.batch_id, video_tasks.c.batch_index == 2
+                )
+                .values(failure_type="moderation")
+            )
         plain = await new_batch(engine, caller, items(1))
         return settled.batch_id, plain.batch_id
     finally:
@@ -64,29 +76,40 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def test_batches_and_webhooks_commands(sqlite_url: str) -> None:
-    acc = one_json(cli(["accounts", "create", "acme", "--credits", "100", "--json"],
-                       sqlite_url))
+    acc = one_json(cli(["accounts", "create", "acme", "--credits", "100", "--json"], sqlite_url))
     settled, plain = asyncio.run(_setup(sqlite_url, acc["account_id"], acc["key_id"]))
     # one worker round settles the batch whose items ended and tries its webhooks
     ok(cli(["worker", "--once"], sqlite_url))
 
-    (listed, table, mine, nobody, shown, text, hooks, all_hooks) = cli_many([
-        ["batches", "list", "--json"],
-        ["batches", "list", "--status", "partial"],
-        ["batches", "list", "--account", acc["account_id"], "--json"],
-        ["batches", "list", "--account", "nobody", "--json"],
-        ["batches", "show", settled, "--json"],
-        ["batches", "show", settled],
-        ["webhooks", "list", settled, "--json"],
-        ["webhooks", "list"],
-    ], sqlite_url)
+    (listed, table, mine, nobody, shown, text, hooks, all_hooks) = cli_many(
+        [
+            ["batches", "list", "--json"],
+            ["batches", "list", "--status", "partial"],
+            ["batches", "list", "--account", acc["account_id"], "--json"],
+            ["batches", "list", "--account", "nobody", "--json"],
+            ["batches", "show", settled, "--json"],
+            ["batches", "show", settled],
+            ["webhooks", "list", settled, "--json"],
+            ["webhooks", "list"],
+        ],
+        sqlite_url,
+    )
     by_id = {b["batch_id"]: b for b in one_json(listed)}
     assert set(by_id) == {settled, plain}
     s = by_id[settled]
     assert (s["status"], s["reserved"], s["charged"], s["refunded"], s["net"]) == (
-        "partial", 30, 10, 20, 10)
-    assert s["reconciled"] and s["ledger"] == {"reserved": 30, "charged": 10, "refunded": 20,
-                                               "net": 10}
+        "partial",
+        30,
+        10,
+        20,
+        10,
+    )
+    assert s["reconciled"] and s["ledger"] == {
+        "reserved": 30,
+        "charged": 10,
+        "refunded": 20,
+        "net": 10,
+    }
     assert by_id[plain]["status"] == "queued" and by_id[plain]["held"] == 10
     assert settled in ok(table) and plain not in table.stdout and "ok" in table.stdout
     assert len(one_json(mine)) == 2 and one_json(nobody) == []
@@ -99,8 +122,11 @@ def test_batches_and_webhooks_commands(sqlite_url: str) -> None:
 
     # webhooks: every event was tried once and refused by the closed port
     events = one_json(hooks)
-    assert [h["event_type"] for h in events] == ["batch.created", "batch.completed",
-                                                "batch.refunded"]
+    assert [h["event_type"] for h in events] == [
+        "batch.created",
+        "batch.completed",
+        "batch.refunded",
+    ]
     assert all(h["attempts"] == 1 and h["state"] == "retrying" for h in events)
     assert all(h["last_error"].startswith("connection refused") for h in events)
     assert "connection refused" in ok(all_hooks)
@@ -108,7 +134,10 @@ def test_batches_and_webhooks_commands(sqlite_url: str) -> None:
     assert out.startswith("batch.completed of batch") and "sent again" in out
     hooks = one_json(cli(["webhooks", "list", settled, "--json"], sqlite_url))
     assert [(h["event_type"], h["attempts"], h["state"]) for h in hooks][1] == (
-        "batch.completed", 0, "pending")
+        "batch.completed",
+        0,
+        "pending",
+    )
 
     # retry the failed item (moderation left out), once
     out = ok(cli(["batches", "retry-failed", settled], sqlite_url))
@@ -117,8 +146,9 @@ def test_batches_and_webhooks_commands(sqlite_url: str) -> None:
     child = out.split()[1]
     again = one_json(cli(["batches", "retry-failed", settled, "--json"], sqlite_url))
     assert again["batch_id"] == child and again["idempotent_replay"] is True
-    both = one_json(cli(["batches", "retry-failed", settled, "--include-moderation",
-                         "--json"], sqlite_url))
+    both = one_json(
+        cli(["batches", "retry-failed", settled, "--include-moderation", "--json"], sqlite_url)
+    )
     # only the moderation failure is left to retry: item 1 is not charged twice
     assert both["retried_indices"] == [2] and both["required_credits"] == 10
     child_view = one_json(cli(["batches", "show", child, "--json"], sqlite_url))
@@ -149,11 +179,11 @@ def test_errors_are_one_line(sqlite_url: str) -> None:
 
 
 def test_refused_actions_say_why(sqlite_url: str) -> None:
-    acc = one_json(cli(["accounts", "create", "acme", "--credits", "100", "--json"],
-                       sqlite_url))
+    acc = one_json(cli(["accounts", "create", "acme", "--credits", "100", "--json"], sqlite_url))
     _, plain = asyncio.run(_setup(sqlite_url, acc["account_id"], acc["key_id"]))
-    early, no_hooks = cli_many([["batches", "retry-failed", plain],
-                                ["webhooks", "resend", plain]], sqlite_url)
+    early, no_hooks = cli_many(
+        [["batches", "retry-failed", plain], ["webhooks", "resend", plain]], sqlite_url
+    )
     assert "retry its failed items once it has settled" in assert_usage_error(early)
     assert "has no webhook events" in assert_usage_error(no_hooks)
     ok(cli(["batches", "cancel", plain], sqlite_url))

@@ -34,8 +34,9 @@ def test_demo_names_a_busy_port() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = subprocess.run([*DEMO, "--port", str(port)], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [*DEMO, "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
     assert done.returncode == 1
     assert f"127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr

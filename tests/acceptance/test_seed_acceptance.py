@@ -87,17 +87,19 @@ class Stack:
         api_sock.close()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self.env = {k: v for k, v in os.environ.items() if k not in BASE_URL_VARS}
-        self.env.update({
-            "DATABASE_URL": db_url,
-            "GRSAI_HOST": f"http://127.0.0.1:{self.sim_port}",
-            "GRSAI_API_KEY": GRSAI_KEY,
-            "INTERNAL_WORKER_SECRET": WORKER_SECRET,
-            "VIDBATCH_CALLBACK_SECRET": CALLBACK_SECRET,
-            "VIDBATCH_POLL_INTERVALS": "0.2,0.2,0.2",
-            "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
-            "VIDBATCH_LOG_FORMAT": "json",
-            "VIDBATCH_LOG_LEVEL": "INFO",
-        })
+        self.env.update(
+            {
+                "DATABASE_URL": db_url,
+                "GRSAI_HOST": f"http://127.0.0.1:{self.sim_port}",
+                "GRSAI_API_KEY": GRSAI_KEY,
+                "INTERNAL_WORKER_SECRET": WORKER_SECRET,
+                "VIDBATCH_CALLBACK_SECRET": CALLBACK_SECRET,
+                "VIDBATCH_POLL_INTERVALS": "0.2,0.2,0.2",
+                "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
+                "VIDBATCH_LOG_FORMAT": "json",
+                "VIDBATCH_LOG_LEVEL": "INFO",
+            }
+        )
         if webhook_mode:
             self.env["APP_URL"] = self.base_url
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -105,15 +107,43 @@ class Stack:
 
     def start(self) -> None:
         sim_log = open(self.tmp / "sim.log", "wb")  # noqa: SIM115
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "vidbatch", "simulator", "--port", str(self.sim_port),
-             "--seed", "3", "--gen-time", "0.6"], env=self.env, stdout=sim_log,
-            stderr=subprocess.STDOUT))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vidbatch",
+                    "simulator",
+                    "--port",
+                    str(self.sim_port),
+                    "--seed",
+                    "3",
+                    "--gen-time",
+                    "0.6",
+                ],
+                env=self.env,
+                stdout=sim_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_http(f"http://127.0.0.1:{self.sim_port}/_sim/health")
         log = open(self.log_path, "wb")  # noqa: SIM115
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "vidbatch", "serve", "--no-worker", "--port",
-             str(self.api_port)], env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vidbatch",
+                    "serve",
+                    "--no-worker",
+                    "--port",
+                    str(self.api_port),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_http(f"{self.base_url}/healthz")
 
     def stop(self) -> None:
@@ -126,13 +156,23 @@ class Stack:
                 p.kill()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vidbatch", *args], env=self.env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "vidbatch", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def curl(self, command: str, api_key: str) -> dict[str, Any]:
         env = {**self.env, "BASE_URL": self.base_url, "ENTERPRISE_API_KEY": api_key}
-        done = subprocess.run(["bash", "-c", command + " --silent --show-error"], env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["bash", "-c", command + " --silent --show-error"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return dict(json.loads(done.stdout))
 
@@ -143,8 +183,11 @@ def batch(db_url: str, batch_id: str) -> Any:
 
 
 def tasks(db_url: str, batch_id: str) -> list[Any]:
-    return query(db_url, "SELECT * FROM video_tasks WHERE batch_job_id = :id "
-                         "ORDER BY batch_index", id=batch_id)
+    return query(
+        db_url,
+        "SELECT * FROM video_tasks WHERE batch_job_id = :id ORDER BY batch_index",
+        id=batch_id,
+    )
 
 
 def rounds_until_settled(stack: Stack, api_key: str, batch_id: str, limit: int = 60) -> None:
@@ -197,19 +240,26 @@ def test_seed_acceptance(db_url: str, tmp_path: Path, mode: str) -> None:
             'curl -X POST "$BASE_URL/api/video/batch" -H "Authorization: Bearer '
             '$ENTERPRISE_API_KEY" -H "Content-Type: application/json" -d \'{"items": ['
             '{"prompt": "fine", "model": "sora-2"}, '
-            '{"prompt": "refused [sim:moderation]", "model": "sora-2"}]}\'', api_key)
+            '{"prompt": "refused [sim:moderation]", "model": "sora-2"}]}\'',
+            api_key,
+        )
         assert alias["ok"] is True
         rounds_until_settled(stack, api_key, alias["batch_id"])
         second = batch(db_url, alias["batch_id"])
-        assert (second.status, second.credits_spent, second.credits_refunded) == ("partial", 10,
-                                                                                  10)
+        assert (second.status, second.credits_spent, second.credits_refunded) == ("partial", 10, 10)
         assert second.settlement_status == "refunded"
         failed = [r for r in tasks(db_url, alias["batch_id"]) if r.status == "failed"]
         assert [r.failure_type for r in failed] == ["moderation"]
-        ledger = query(db_url, "SELECT type, delta, frozen_delta FROM credit_ledger "
-                               "WHERE batch_id = :id ORDER BY id", id=alias["batch_id"])
-        assert [tuple(r) for r in ledger] == [("reserve", 0, 20), ("settle", -10, -10),
-                                              ("refund", 0, -10)]
+        ledger = query(
+            db_url,
+            "SELECT type, delta, frozen_delta FROM credit_ledger WHERE batch_id = :id ORDER BY id",
+            id=alias["batch_id"],
+        )
+        assert [tuple(r) for r in ledger] == [
+            ("reserve", 0, 20),
+            ("settle", -10, -10),
+            ("refund", 0, -10),
+        ]
         audit = stack.cli("audit")
         assert audit.returncode == 0 and "audit: clean" in audit.stdout
     finally:

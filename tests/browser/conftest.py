@@ -23,8 +23,14 @@ import pytest
 REQUIRE_BROWSER = os.environ.get("VIDBATCH_REQUIRE_BROWSER") == "1"
 CHROMIUM = os.environ.get("VIDBATCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -65,8 +71,9 @@ class Served:
 
 
 @pytest.fixture
-def served(settings_factory: Any, engine: Any) -> Callable[..., AbstractAsyncContextManager[
-        Served]]:
+def served(
+    settings_factory: Any, engine: Any
+) -> Callable[..., AbstractAsyncContextManager[Served]]:
     """``async with served(**settings) as app:`` the app on a free port, worker running."""
     from vidbatch.api.app import create_app
     from vidbatch.embedded import EmbeddedServer
@@ -74,8 +81,9 @@ def served(settings_factory: Any, engine: Any) -> Callable[..., AbstractAsyncCon
 
     @asynccontextmanager
     async def serve(**overrides: Any) -> AsyncIterator[Served]:
-        settings = settings_factory(**{"poll_intervals": "0.3,0.3,0.3",
-                                       "worker_idle_seconds": 0.2, **overrides})
+        settings = settings_factory(
+            **{"poll_intervals": "0.3,0.3,0.3", "worker_idle_seconds": 0.2, **overrides}
+        )
         rt = await Runtime.open(settings, engine=engine)
         try:
             app = create_app(settings, runtime=rt, run_worker=True)

@@ -32,8 +32,12 @@ class Watched:
         self.page = page
         self.problems: list[str] = []
         page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        page.on("console", lambda msg: self.problems.append(f"console: {msg.text}")
-                if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: (
+                self.problems.append(f"console: {msg.text}") if msg.type == "error" else None
+            ),
+        )
 
 
 #: Elements reaching past the viewport outside a horizontally scrolling table.
@@ -100,7 +104,8 @@ async def test_batch_progress_is_live_and_its_videos_play(
         assert labels[-1] == "4 of 4 ended: 4 succeeded"
         assert any("running" in label for label in labels), labels
         width = await page.locator('#progress [data-seg="succeeded"]').evaluate(
-            "el => el.style.width")
+            "el => el.style.width"
+        )
         assert width == "100%"
         assert await page.locator("#credits-charged").text_content() == "40"
         assert "settled" in (await page.locator("#live-note").text_content() or "")
@@ -127,11 +132,16 @@ async def test_batch_progress_is_live_and_its_videos_play(
 
         # phone width: the page itself never scrolls sideways, only its tables do
         await page.set_viewport_size({"width": 390, "height": 844})
-        for path in ("/admin", "/admin/batches", f"/admin/batches/{created.batch_id}",
-                     "/admin/accounts"):
+        for path in (
+            "/admin",
+            "/admin/batches",
+            f"/admin/batches/{created.batch_id}",
+            "/admin/accounts",
+        ):
             await page.goto(app.url + path)
             overflow = await page.evaluate(
-                "document.documentElement.scrollWidth - window.innerWidth")
+                "document.documentElement.scrollWidth - window.innerWidth"
+            )
             assert overflow <= 0, (path, overflow, await page.evaluate(WIDE))
         # the keyboard reaches the skip link first, and it is visible when focused
         await page.keyboard.press("Tab")
@@ -140,9 +150,7 @@ async def test_batch_progress_is_live_and_its_videos_play(
         assert watched.problems == []
 
 
-async def test_cancel_a_running_batch_from_the_page(
-    browser: Any, served: Any, sim: Any
-) -> None:
+async def test_cancel_a_running_batch_from_the_page(browser: Any, served: Any, sim: Any) -> None:
     sim.configure(gen_time=GEN_TIME)
     # two tasks at a time at the provider: the rest are still waiting when we cancel
     async with served(provider_max_inflight=2) as app:
@@ -160,8 +168,9 @@ async def test_cancel_a_running_batch_from_the_page(
         await page.wait_for_url(f"{app.url}/admin/batches/{created.batch_id}")
 
         flash = await page.get_by_role("status").first.text_content() or ""
-        found = re.search(r"Batch cancelled: (\d) item\(s\) cancelled, (\d+) credits refunded",
-                          flash)
+        found = re.search(
+            r"Batch cancelled: (\d) item\(s\) cancelled, (\d+) credits refunded", flash
+        )
         assert found, flash
         cancelled, refunded = int(found.group(1)), int(found.group(2))
         assert cancelled >= 4 and refunded == 10 * cancelled

@@ -43,8 +43,11 @@ def admin_routes(app: Any) -> list[tuple[str, str]]:
     out = []
     for path, item in app.openapi()["paths"].items():
         if path.startswith("/api/admin"):
-            concrete = path.replace("{batch_id}", "b").replace("{account_id}", "a").replace(
-                "{key_id}", "k")
+            concrete = (
+                path.replace("{batch_id}", "b")
+                .replace("{account_id}", "a")
+                .replace("{key_id}", "k")
+            )
             out += [(method.upper(), concrete) for method in item]
     return out
 
@@ -55,30 +58,36 @@ async def get(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
     return response.json()
 
 
-async def post(client: httpx.AsyncClient, path: str, body: Any = None,
-               status: int = 200) -> Any:
+async def post(client: httpx.AsyncClient, path: str, body: Any = None, status: int = 200) -> Any:
     response = await client.post(f"/api/admin{path}", headers=ADMIN, json=body)
     assert response.status_code == status, response.text
     return response.json()
 
 
-async def settle_with(rt: Any, batch_id: str, outcomes: dict[int, str],
-                      failure_types: dict[int, str] | None = None) -> None:
+async def settle_with(
+    rt: Any, batch_id: str, outcomes: dict[int, str], failure_types: dict[int, str] | None = None
+) -> None:
     """End a batch's tasks as given, then let the worker settle it."""
     await finish_tasks(rt.engine, batch_id, outcomes)
     async with rt.engine.begin() as conn:
         for index, kind in (failure_types or {}).items():
-            await conn.execute(update(video_tasks).where(
-                video_tasks.c.batch_job_id == batch_id, video_tasks.c.batch_index == index,
-            ).values(failure_type=kind, error_message=f"refused: {kind}"))
+            await conn.execute(
+                update(video_tasks)
+                .where(
+                    video_tasks.c.batch_job_id == batch_id,
+                    video_tasks.c.batch_index == index,
+                )
+                .values(failure_type=kind, error_message=f"refused: {kind}")
+            )
     await run_until_settled(rt)
 
 
 # --- who gets in -----------------------------------------------------------------------------
 
 
-async def test_every_admin_route_needs_the_admin_token(client: httpx.AsyncClient,
-                                                       runtime: Any) -> None:
+async def test_every_admin_route_needs_the_admin_token(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
     caller = await new_account(runtime.engine)
     new = await account_svc.create_key(runtime.engine, caller.account_id)
     routes = admin_routes(client.app)  # type: ignore[attr-defined]
@@ -90,8 +99,7 @@ async def test_every_admin_route_needs_the_admin_token(client: httpx.AsyncClient
         assert anonymous.headers["www-authenticate"] == "Bearer"
         wrong = await client.request(method, path, headers={"Authorization": "Bearer nope"})
         assert wrong.json()["error"] == "ADMIN_UNAUTHORIZED"
-        for headers in ({"Authorization": f"Bearer {new.api_key}"},
-                        {"x-api-key": new.api_key}):
+        for headers in ({"Authorization": f"Bearer {new.api_key}"}, {"x-api-key": new.api_key}):
             customer = await client.request(method, path, headers=headers)
             assert customer.status_code == 403, (method, path, customer.text)
             assert customer.json()["error"] == "ADMIN_FORBIDDEN"
@@ -115,8 +123,12 @@ async def test_without_a_configured_token_the_admin_api_does_not_exist(
 
 async def test_openapi_documents_the_admin_api(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    ops = [(p, op) for p, item in spec["paths"].items() if p.startswith("/api/admin")
-           for op in item.values()]
+    ops = [
+        (p, op)
+        for p, item in spec["paths"].items()
+        if p.startswith("/api/admin")
+        for op in item.values()
+    ]
     assert len(ops) == 16
     for path, op in ops:
         assert op["tags"] == ["admin"], path
@@ -132,8 +144,9 @@ async def ledger_by_batch(engine: Any) -> dict[str, dict[str, int]]:
     """The ledger read directly: what each batch reserved, was charged and got back."""
     out: dict[str, dict[str, int]] = {}
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(credit_ledger).where(
-            credit_ledger.c.batch_id.is_not(None)))).all()
+        rows = (
+            await conn.execute(select(credit_ledger).where(credit_ledger.c.batch_id.is_not(None)))
+        ).all()
     for r in rows:
         f = out.setdefault(r.batch_id, {"reserved": 0, "charged": 0, "refunded": 0})
         if r.type == "reserve":
@@ -167,9 +180,16 @@ async def test_batch_list_reconciles_with_the_ledger_and_pages(
         assert b["net"] == b["charged"] and b["reconciled"] is True
     d = by_id[done.batch_id]
     assert (d["status"], d["reserved"], d["charged"], d["refunded"], d["held"]) == (
-        "partial", 30, 20, 10, 0)
+        "partial",
+        30,
+        20,
+        10,
+        0,
+    )
     assert (by_id[cancelled.batch_id]["status"], by_id[cancelled.batch_id]["refunded"]) == (
-        "cancelled", 100)
+        "cancelled",
+        100,
+    )
     q = by_id[queued.batch_id]
     assert (q["status"], q["reserved"], q["charged"], q["held"]) == ("queued", 40, 0, 40)
     assert q["account_id"] == other.account_id
@@ -200,9 +220,12 @@ async def test_batch_detail_tasks_and_billing(client: httpx.AsyncClient, runtime
     body = items(5)
     body[4]["metadata"] = {"sku": "X"}
     created = await new_batch(runtime.engine, caller, body)
-    await settle_with(runtime, created.batch_id,
-                      {0: "succeeded", 1: "succeeded", 2: "succeeded", 3: "failed",
-                       4: "failed"}, {4: "moderation"})
+    await settle_with(
+        runtime,
+        created.batch_id,
+        {0: "succeeded", 1: "succeeded", 2: "succeeded", 3: "failed", 4: "failed"},
+        {4: "moderation"},
+    )
     detail = await get(client, f"/batches/{created.batch_id}")
     assert detail["task_counts"] == {"failed": 2, "succeeded": 3}
     assert detail["failure_types"] == {"model_error": 1, "moderation": 1}
@@ -214,9 +237,20 @@ async def test_batch_detail_tasks_and_billing(client: httpx.AsyncClient, runtime
     t3, t4 = page["tasks"]
     assert (t3["index"], t3["status"], t3["failure_type"]) == (3, "failed", "model_error")
     assert (t4["failure_type"], t4["error"], t4["metadata"]) == (
-        "moderation", "refused: moderation", {"sku": "X"})
-    for field in ("prompt", "model", "failure_reason", "poll_count", "attempts", "last_error",
-                  "grsai_task_id", "video_url"):
+        "moderation",
+        "refused: moderation",
+        {"sku": "X"},
+    )
+    for field in (
+        "prompt",
+        "model",
+        "failure_reason",
+        "poll_count",
+        "attempts",
+        "last_error",
+        "grsai_task_id",
+        "video_url",
+    ):
         assert field in t3
     failed = await get(client, f"/batches/{created.batch_id}/tasks", status="failed")
     assert [t["index"] for t in failed["tasks"]] == [3, 4]
@@ -225,10 +259,16 @@ async def test_batch_detail_tasks_and_billing(client: httpx.AsyncClient, runtime
 
     bill = await get(client, f"/batches/{created.batch_id}/billing")
     assert [e["type"] for e in bill["entries"]] == ["reserve", "settle", "refund"]
-    assert bill["totals"] == {"reserved": 50, "charged": 30, "refunded": 20, "net": 30,
-                              "entries": 3, "balance_delta": -30, "frozen_delta": 0}
-    assert bill["batch"] == {"reserved": 50, "charged": 30, "refunded": 20, "net": 30,
-                             "held": 0}
+    assert bill["totals"] == {
+        "reserved": 50,
+        "charged": 30,
+        "refunded": 20,
+        "net": 30,
+        "entries": 3,
+        "balance_delta": -30,
+        "frozen_delta": 0,
+    }
+    assert bill["batch"] == {"reserved": 50, "charged": 30, "refunded": 20, "net": 30, "held": 0}
     assert bill["reconciled"] is True
     assert bill["entries"][-1]["balance_after"] == 970
     for path in ("", "/tasks", "/billing", "/webhooks"):
@@ -240,8 +280,13 @@ async def test_cancel(client: httpx.AsyncClient, runtime: Any) -> None:
     caller = await new_account(runtime.engine, credits=1000)
     created = await new_batch(runtime.engine, caller, items(3))
     done = await post(client, f"/batches/{created.batch_id}/cancel")
-    assert done == {"ok": True, "batch_id": created.batch_id, "status": "cancelled",
-                    "cancelled_items": 3, "credits_refunded": 30}
+    assert done == {
+        "ok": True,
+        "batch_id": created.batch_id,
+        "status": "cancelled",
+        "cancelled_items": 3,
+        "credits_refunded": 30,
+    }
     assert await balance(runtime.engine, caller.account_id) == (1000, 0)
     again = await post(client, f"/batches/{created.batch_id}/cancel", status=400)
     assert again["error"] == "BATCH_ALREADY_ENDED"
@@ -261,8 +306,12 @@ async def test_retry_failed_charges_only_what_it_submits(
     parent = await new_batch(runtime.engine, caller, body)
     premature = await post(client, f"/batches/{parent.batch_id}/retry-failed", status=409)
     assert premature["error"] == "BATCH_NOT_SETTLED"
-    await settle_with(runtime, parent.batch_id,
-                      {0: "succeeded", 1: "failed", 2: "failed", 3: "failed"}, {2: "moderation"})
+    await settle_with(
+        runtime,
+        parent.batch_id,
+        {0: "succeeded", 1: "failed", 2: "failed", 3: "failed"},
+        {2: "moderation"},
+    )
     before = await get(client, f"/batches/{parent.batch_id}")
     assert await balance(runtime.engine, caller.account_id) == (990, 0)
 
@@ -279,10 +328,12 @@ async def test_retry_failed_charges_only_what_it_submits(
 
     await run_until_settled(runtime)  # the child's items go to the provider and succeed
     child_view = await get(client, f"/batches/{child['batch_id']}")
-    assert (child_view["source"], child_view["parent_batch_id"]) == ("admin-retry",
-                                                                     parent.batch_id)
+    assert (child_view["source"], child_view["parent_batch_id"]) == ("admin-retry", parent.batch_id)
     assert (child_view["status"], child_view["charged"], child_view["refunded"]) == (
-        "completed", 20, 0)
+        "completed",
+        20,
+        0,
+    )
     assert child_view["metadata"] == {"order": 7} and child_view["reconciled"]
     tasks = (await get(client, f"/batches/{child['batch_id']}/tasks"))["tasks"]
     assert [(t["index"], t["prompt"]) for t in tasks] == [(1, "video 1"), (3, "video 3")]
@@ -296,8 +347,9 @@ async def test_retry_failed_charges_only_what_it_submits(
 
     # with moderation, a separate child of only what the first did not take: items 1 and 3
     # are not charged a second time
-    with_mod = await post(client, f"/batches/{parent.batch_id}/retry-failed",
-                          {"include_moderation": True})
+    with_mod = await post(
+        client, f"/batches/{parent.batch_id}/retry-failed", {"include_moderation": True}
+    )
     assert with_mod["retried_indices"] == [2] and with_mod["batch_id"] != child["batch_id"]
     assert with_mod["required_credits"] == 10
     nothing = await post(client, f"/batches/{child['batch_id']}/retry-failed", status=409)
@@ -312,12 +364,16 @@ async def test_retry_failed_refusals(client: httpx.AsyncClient, runtime: Any) ->
     refused = await post(client, f"/batches/{only_mod.batch_id}/retry-failed", status=409)
     assert refused["error"] == "NOTHING_TO_RETRY" and "include_moderation" in refused["message"]
     # the account cannot pay for the retry: 402 and nothing written
-    await post(client, f"/accounts/{caller.account_id}/adjust",
-               {"credits": -95, "reason": "chargeback"})
-    poor = await post(client, f"/batches/{only_mod.batch_id}/retry-failed",
-                      {"include_moderation": True}, status=402)
-    assert (poor["error"], poor["required"], poor["available"]) == (
-        "INSUFFICIENT_CREDITS", 10, 5)
+    await post(
+        client, f"/accounts/{caller.account_id}/adjust", {"credits": -95, "reason": "chargeback"}
+    )
+    poor = await post(
+        client,
+        f"/batches/{only_mod.batch_id}/retry-failed",
+        {"include_moderation": True},
+        status=402,
+    )
+    assert (poor["error"], poor["required"], poor["available"]) == ("INSUFFICIENT_CREDITS", 10, 5)
     assert (await get(client, "/batches"))["batches"][0]["batch_id"] == only_mod.batch_id
     assert (await post(client, "/batches/nope/retry-failed", status=404))["error"] == "NOT_FOUND"
     bad = await post(client, f"/batches/{only_mod.batch_id}/retry-failed", {"x": 1}, status=400)
@@ -332,9 +388,11 @@ async def drain(rt: Any) -> None:
     """Deliver until nothing is left, every wait skipped."""
     for _ in range(50):
         async with rt.engine.begin() as conn:
-            await conn.execute(update(webhook_deliveries)
-                               .where(webhook_deliveries.c.next_attempt_at.is_not(None))
-                               .values(next_attempt_at=utcnow()))
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.next_attempt_at.is_not(None))
+                .values(next_attempt_at=utcnow())
+            )
         if await deliver_due(rt, owner="test") == (0, 0):
             return
     raise AssertionError("deliveries never ended")
@@ -344,16 +402,23 @@ async def test_webhook_attempts_and_resend(
     client: httpx.AsyncClient, runtime: Any, receiver: Receiver
 ) -> None:
     caller = await new_account(runtime.engine)
-    created = await new_batch(runtime.engine, caller,
-                              {"items": items(2), "webhook_url": receiver.at("/hook")})
+    created = await new_batch(
+        runtime.engine, caller, {"items": items(2), "webhook_url": receiver.at("/hook")}
+    )
     await settle_with(runtime, created.batch_id, {0: "succeeded", 1: "failed"})
     receiver.default = 500
     await drain(runtime)
     view = await get(client, f"/batches/{created.batch_id}/webhooks")
     assert [d["event_type"] for d in view["deliveries"]] == [
-        "batch.created", "batch.completed", "batch.refunded"]
-    assert all((d["state"], d["attempts"], d["last_status"], d["last_error"]) ==
-               ("failed", 4, 500, "HTTP 500") for d in view["deliveries"])
+        "batch.created",
+        "batch.completed",
+        "batch.refunded",
+    ]
+    assert all(
+        (d["state"], d["attempts"], d["last_status"], d["last_error"])
+        == ("failed", 4, 500, "HTTP 500")
+        for d in view["deliveries"]
+    )
     assert (view["webhook_status"], view["webhook_attempts"]) == ("failed", 12)
     assert all(d["payload"] is None for d in view["deliveries"])
     full = await get(client, f"/batches/{created.batch_id}/webhooks", include_payload="true")
@@ -363,14 +428,20 @@ async def test_webhook_attempts_and_resend(
     receiver.default = 200
     resent = (await post(client, f"/batches/{created.batch_id}/webhooks/resend"))["delivery"]
     assert (resent["event_type"], resent["state"], resent["attempts"]) == (
-        "batch.completed", "pending", 0)
+        "batch.completed",
+        "pending",
+        0,
+    )
     assert (await batch_row(runtime.engine, created.batch_id)).webhook_status == "pending"
     await drain(runtime)
     assert receiver.seen[-1].event == "batch.completed"
     view = await get(client, f"/batches/{created.batch_id}/webhooks")
     states = {d["event_type"]: (d["state"], d["attempts"]) for d in view["deliveries"]}
-    assert states == {"batch.created": ("failed", 4), "batch.completed": ("delivered", 1),
-                      "batch.refunded": ("failed", 4)}
+    assert states == {
+        "batch.created": ("failed", 4),
+        "batch.completed": ("delivered", 1),
+        "batch.refunded": ("failed", 4),
+    }
     assert view["webhook_status"] == "failed"  # two events are still undelivered
     for event in ("batch.created", "batch.refunded"):
         await post(client, f"/batches/{created.batch_id}/webhooks/resend", {"event_type": event})
@@ -383,8 +454,12 @@ async def test_webhook_attempts_and_resend(
     plain = await new_batch(runtime.engine, caller, items(1))
     none = await post(client, f"/batches/{plain.batch_id}/webhooks/resend", status=409)
     assert none["error"] == "NO_WEBHOOK_EVENTS"
-    running = await post(client, f"/batches/{created.batch_id}/webhooks/resend",
-                         {"event_type": "batch.running"}, status=409)
+    running = await post(
+        client,
+        f"/batches/{created.batch_id}/webhooks/resend",
+        {"event_type": "batch.running"},
+        status=409,
+    )
     assert running["error"] == "NO_WEBHOOK_EVENTS"
 
 
@@ -395,33 +470,48 @@ async def test_accounts_and_adjustments(client: httpx.AsyncClient, runtime: Any)
     caller = await new_account(runtime.engine, credits=100, name="acme")
     await new_batch(runtime.engine, caller, items(3))
     (acc,) = (await get(client, "/accounts"))["accounts"]
-    assert (acc["account_id"], acc["name"], acc["balance_credits"], acc["frozen_credits"],
-            acc["available_credits"]) == (caller.account_id, "acme", 100, 30, 70)
-    done = await post(client, f"/accounts/{caller.account_id}/adjust",
-                      {"credits": 25, "reason": "goodwill", "idempotency_key": "t-1"})
+    assert (
+        acc["account_id"],
+        acc["name"],
+        acc["balance_credits"],
+        acc["frozen_credits"],
+        acc["available_credits"],
+    ) == (caller.account_id, "acme", 100, 30, 70)
+    done = await post(
+        client,
+        f"/accounts/{caller.account_id}/adjust",
+        {"credits": 25, "reason": "goodwill", "idempotency_key": "t-1"},
+    )
     assert (done["entry"]["type"], done["entry"]["delta"], done["entry"]["description"]) == (
-        "adjustment", 25, "goodwill")
+        "adjustment",
+        25,
+        "goodwill",
+    )
     assert done["account"]["available_credits"] == 95
     # the same idempotency key posts once
-    await post(client, f"/accounts/{caller.account_id}/adjust",
-               {"credits": 25, "reason": "goodwill", "idempotency_key": "t-1"})
+    await post(
+        client,
+        f"/accounts/{caller.account_id}/adjust",
+        {"credits": 25, "reason": "goodwill", "idempotency_key": "t-1"},
+    )
     assert await balance(runtime.engine, caller.account_id) == (125, 30)
-    too_much = await post(client, f"/accounts/{caller.account_id}/adjust",
-                          {"credits": -96, "reason": "x"}, status=402)
+    too_much = await post(
+        client, f"/accounts/{caller.account_id}/adjust", {"credits": -96, "reason": "x"}, status=402
+    )
     assert too_much["error"] == "INSUFFICIENT_CREDITS"
     for bad in ({"credits": 0, "reason": "x"}, {"credits": 5}, {"credits": 5, "reason": ""}):
         answer = await post(client, f"/accounts/{caller.account_id}/adjust", bad, status=400)
         assert answer["error"] == "INVALID_PAYLOAD"
-    missing = await post(client, "/accounts/nope/adjust", {"credits": 5, "reason": "x"},
-                         status=404)
+    missing = await post(client, "/accounts/nope/adjust", {"credits": 5, "reason": "x"}, status=404)
     assert missing["error"] == "NOT_FOUND"
     await assert_audit_clean(runtime.engine)
 
 
 async def test_keys_are_shown_once_and_managed(client: httpx.AsyncClient, runtime: Any) -> None:
     caller = await new_account(runtime.engine)
-    made = await post(client, f"/accounts/{caller.account_id}/keys",
-                      {"name": "ci", "rate_limit_per_min": 7})
+    made = await post(
+        client, f"/accounts/{caller.account_id}/keys", {"name": "ci", "rate_limit_per_min": 7}
+    )
     api_key, secret = made["api_key"], made["webhook_secret"]
     assert api_key.startswith("vb_") and secret.startswith("whsec_")
     key_id = made["key"]["key_id"]
@@ -436,8 +526,13 @@ async def test_keys_are_shown_once_and_managed(client: httpx.AsyncClient, runtim
     for k in keys:
         assert "api_key" not in k and "key_hash" not in k and "webhook_secret" not in k
     async with runtime.engine.connect() as conn:
-        stored = (await conn.execute(select(keys_table.c.key_hash, keys_table.c.webhook_secret)
-                                     .where(keys_table.c.id == key_id))).one()
+        stored = (
+            await conn.execute(
+                select(keys_table.c.key_hash, keys_table.c.webhook_secret).where(
+                    keys_table.c.id == key_id
+                )
+            )
+        ).one()
     for text in (api_key, secret, stored.key_hash):
         assert text not in listing.text
     assert (await post(client, f"/keys/{key_id}/deactivate"))["key"]["is_active"] is False
@@ -447,11 +542,11 @@ async def test_keys_are_shown_once_and_managed(client: httpx.AsyncClient, runtim
     assert (await client.get("/api/v1/credits/balance", headers=customer)).status_code == 200
     limited = await post(client, f"/keys/{key_id}/rate-limit", {"rate_limit_per_min": 120})
     assert limited["key"]["rate_limit_per_min"] == 120
-    assert (await post(client, f"/keys/{key_id}/rate-limit", {"rate_limit_per_min": 0},
-                       status=400))["error"] == "INVALID_PAYLOAD"
+    assert (
+        await post(client, f"/keys/{key_id}/rate-limit", {"rate_limit_per_min": 0}, status=400)
+    )["error"] == "INVALID_PAYLOAD"
 
-    rotated = await post(client, f"/keys/{key_id}/rotate-webhook-secret",
-                         {"overlap_seconds": 3600})
+    rotated = await post(client, f"/keys/{key_id}/rotate-webhook-secret", {"overlap_seconds": 3600})
     assert rotated["webhook_secret"] != secret and rotated["webhook_secret"].startswith("whsec_")
     assert rotated["previous_secret_valid_until"]
     keys = (await get(client, f"/accounts/{caller.account_id}/keys"))["keys"]
@@ -459,11 +554,15 @@ async def test_keys_are_shown_once_and_managed(client: httpx.AsyncClient, runtim
     listing = await client.get(f"/api/admin/accounts/{caller.account_id}/keys", headers=ADMIN)
     assert rotated["webhook_secret"] not in listing.text and secret not in listing.text
 
-    for path in ("/keys/nope/activate", "/keys/nope/deactivate",
-                 "/keys/nope/rotate-webhook-secret"):
+    for path in (
+        "/keys/nope/activate",
+        "/keys/nope/deactivate",
+        "/keys/nope/rotate-webhook-secret",
+    ):
         assert (await post(client, path, status=404))["error"] == "NOT_FOUND"
-    assert (await post(client, "/keys/nope/rate-limit", {"rate_limit_per_min": 5},
-                       status=404))["error"] == "NOT_FOUND"
+    assert (await post(client, "/keys/nope/rate-limit", {"rate_limit_per_min": 5}, status=404))[
+        "error"
+    ] == "NOT_FOUND"
     for path in ("/accounts/nope/keys",):
         assert (await client.get(f"/api/admin{path}", headers=ADMIN)).status_code == 404
         assert (await post(client, path, status=404))["error"] == "NOT_FOUND"

@@ -32,17 +32,26 @@ URL = "/api/enterprise/video-batch"
 #: The seed contract's acceptance example, verbatim.
 SEED_BODY: dict[str, Any] = {
     "items": [
-        {"prompt": "A cinematic video of a city", "model": "sora-2",
-         "aspect_ratio": "9:16", "duration": 10},
-        {"prompt": "An anime style video", "model": "veo-flash",
-         "aspect_ratio": "16:9", "meta": {"firstFrameUrl": "https://example.com/first.jpg"}},
+        {
+            "prompt": "A cinematic video of a city",
+            "model": "sora-2",
+            "aspect_ratio": "9:16",
+            "duration": 10,
+        },
+        {
+            "prompt": "An anime style video",
+            "model": "veo-flash",
+            "aspect_ratio": "16:9",
+            "meta": {"firstFrameUrl": "https://example.com/first.jpg"},
+        },
     ]
 }
 
 
 async def new_key(engine: AsyncEngine, credits: int = 1000, rate: int = 60) -> NewKey:
-    _, key = await account_svc.create_account(engine, "acme", credits=credits,
-                                              rate_limit_per_min=rate)
+    _, key = await account_svc.create_account(
+        engine, "acme", credits=credits, rate_limit_per_min=rate
+    )
     return key
 
 
@@ -60,8 +69,11 @@ async def count(engine: AsyncEngine, table: Any) -> int:
 
 
 async def counts(engine: AsyncEngine) -> tuple[int, int, int]:
-    return (await count(engine, batch_jobs), await count(engine, video_tasks),
-            await count(engine, credit_ledger))
+    return (
+        await count(engine, batch_jobs),
+        await count(engine, video_tasks),
+        await count(engine, credit_ledger),
+    )
 
 
 @asynccontextmanager
@@ -70,8 +82,9 @@ async def app_client(settings: Any, engine: AsyncEngine) -> AsyncIterator[httpx.
     rt = await Runtime.open(settings, engine=engine)
     app = create_app(settings, runtime=rt)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://vidbatch.test") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://vidbatch.test"
+        ) as c:
             yield c
     finally:
         await rt.close()
@@ -118,7 +131,9 @@ async def test_seed_example_is_accepted_and_freezes_60(client: Any, engine: Asyn
     assert (batch.id, batch.frozen_credits, batch.status) == (body["batch_id"], 60, "queued")
     assert batch.idempotency_key is None  # a generated id gives no idempotency
     assert [(t.model, t.aspect_ratio, t.duration, t.status) for t in tasks] == [
-        ("sora-2", "9:16", 10, "pending"), ("veo-flash", "16:9", None, "pending")]
+        ("sora-2", "9:16", 10, "pending"),
+        ("veo-flash", "16:9", None, "pending"),
+    ]
     assert tasks[1].meta == {"firstFrameUrl": "https://example.com/first.jpg"}
     assert usage.batch_id == body["batch_id"]
     assert await balance(engine, key.account_id) == (1000, 60)
@@ -127,19 +142,25 @@ async def test_seed_example_is_accepted_and_freezes_60(client: Any, engine: Asyn
 
 async def test_alias_path_and_bearer_key(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine)
-    r = await client.post("/api/video/batch", json=body_of(3),
-                          headers={"Authorization": f"Bearer {key.api_key}"})
+    r = await client.post(
+        "/api/video/batch", json=body_of(3), headers={"Authorization": f"Bearer {key.api_key}"}
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["mode"], r.json()["cost_per_video"], r.json()["required_credits"]) == (
-        "enterprise", 10, 30)
+        "enterprise",
+        10,
+        30,
+    )
 
 
 async def test_unknown_fields_ignored_and_veo_duration_ignored(
     client: Any, engine: AsyncEngine
 ) -> None:
     key = await new_key(engine)
-    body = {"items": [{"prompt": "p", "model": "veo-pro", "duration": 7, "colour": "red"}],
-            "priority": "high"}
+    body = {
+        "items": [{"prompt": "p", "model": "veo-pro", "duration": 7, "colour": "red"}],
+        "priority": "high",
+    }
     r = await client.post(URL, json=body, headers=auth(key))
     assert r.status_code == 200, r.text
     assert r.json()["required_credits"] == 250
@@ -158,9 +179,15 @@ async def test_key_last_seen_at_is_set(client: Any, engine: AsyncEngine) -> None
 # --- authentication ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"x-api-key": ""}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-api-key": ""},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer "},
+    ],
+)
 async def test_no_key_is_401(client: Any, engine: AsyncEngine, headers: dict[str, str]) -> None:
     r = await client.post(URL, json=SEED_BODY, headers=headers)
     assert_error(r, 401, "MISSING_API_KEY")
@@ -171,13 +198,17 @@ async def test_no_key_is_401(client: Any, engine: AsyncEngine, headers: dict[str
 async def test_unknown_and_revoked_keys_are_403(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine)
     for bad in ("vb_notakey", key.api_key[:-2] + "xx", "sk-something-else"):
-        assert_error(await client.post(URL, json=SEED_BODY, headers={"x-api-key": bad}),
-                     403, "INVALID_API_KEY")
+        assert_error(
+            await client.post(URL, json=SEED_BODY, headers={"x-api-key": bad}),
+            403,
+            "INVALID_API_KEY",
+        )
     await account_svc.set_key_state(engine, key.key_id, active=False)
     r = await client.post(URL, json=SEED_BODY, headers=auth(key))
     assert_error(r, 403, "INVALID_API_KEY")
-    r = await client.get("/api/v1/credits/balance",
-                         headers={"Authorization": f"Bearer {key.api_key}"})
+    r = await client.get(
+        "/api/v1/credits/balance", headers={"Authorization": f"Bearer {key.api_key}"}
+    )
     assert_error(r, 403, "INVALID_API_KEY")
     assert await counts(engine) == (0, 0, 1)  # only the opening credits
 
@@ -196,25 +227,38 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("huge number", b'{"items": [{"prompt": "x", "duration": 1e999}]}', "body"),
     ("NUL in prompt", b'{"items": [{"prompt": "a\\u0000b"}]}', "items[0].prompt"),
     ("lone surrogate", b'{"items": [{"prompt": "\\ud800"}]}', "items[0].prompt"),
-    ("too deep", b'{"items": [{"prompt": "x", "metadata": ' + b'{"a": ' * 60 + b"1"
-     + b"}" * 60 + b"}]}", "items[0].metadata.a.a.a"),
+    (
+        "too deep",
+        b'{"items": [{"prompt": "x", "metadata": ' + b'{"a": ' * 60 + b"1" + b"}" * 60 + b"}]}",
+        "items[0].metadata.a.a.a",
+    ),
     ("request_id not a string", b'{"items": [{"prompt": "x"}], "request_id": 12}', "request_id"),
-    ("request_id not ASCII", '{"items": [{"prompt": "x"}], "request_id": "Āb"}'.encode(),
-     "request_id"),
-    ("request_id too long", b'{"items": [{"prompt": "x"}], "request_id": "' + b"r" * 129 + b'"}',
-     "request_id"),
+    (
+        "request_id not ASCII",
+        '{"items": [{"prompt": "x"}], "request_id": "Āb"}'.encode(),
+        "request_id",
+    ),
+    (
+        "request_id too long",
+        b'{"items": [{"prompt": "x"}], "request_id": "' + b"r" * 129 + b'"}',
+        "request_id",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("raw", "field"), [(raw, field) for _, raw, field in BAD_BODIES],
-                         ids=[name for name, _, _ in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [(raw, field) for _, raw, field in BAD_BODIES],
+    ids=[name for name, _, _ in BAD_BODIES],
+)
 async def test_bad_bodies_are_400_with_details_and_write_nothing(
     client: Any, engine: AsyncEngine, raw: bytes, field: str
 ) -> None:
     key = await new_key(engine)
     before = await counts(engine)
-    r = await client.post(URL, content=raw, headers=auth(key, **{
-        "content-type": "application/json"}))
+    r = await client.post(
+        URL, content=raw, headers=auth(key, **{"content-type": "application/json"})
+    )
     body = assert_error(r, 400, "INVALID_PAYLOAD")
     assert body["details"][0]["field"].startswith(field)
     assert await counts(engine) == before
@@ -225,17 +269,23 @@ async def test_invalid_items_report_every_problem_with_index_and_field(
     client: Any, engine: AsyncEngine
 ) -> None:
     key = await new_key(engine)
-    body = {"items": [
-        {"prompt": "ok"},
-        {"prompt": "", "model": "sora-3"},
-        {"prompt": "x", "duration": 12, "aspect_ratio": "4:3"},
-        {"prompt": "x", "model": "veo-flash", "meta": {"lastFrameUrl": "https://e.com/l.jpg"}},
-    ]}
+    body = {
+        "items": [
+            {"prompt": "ok"},
+            {"prompt": "", "model": "sora-3"},
+            {"prompt": "x", "duration": 12, "aspect_ratio": "4:3"},
+            {"prompt": "x", "model": "veo-flash", "meta": {"lastFrameUrl": "https://e.com/l.jpg"}},
+        ]
+    }
     r = await client.post(URL, json=body, headers=auth(key))
     details = assert_error(r, 400, "INVALID_PAYLOAD")["details"]
     assert {(d["index"], d["field"]) for d in details} == {
-        (1, "prompt"), (1, "model"), (2, "duration"), (2, "aspect_ratio"),
-        (3, "meta.lastFrameUrl")}
+        (1, "prompt"),
+        (1, "model"),
+        (2, "duration"),
+        (2, "aspect_ratio"),
+        (3, "meta.lastFrameUrl"),
+    }
     assert await counts(engine) == (0, 0, 1)
 
 
@@ -279,9 +329,17 @@ async def test_insufficient_credits_is_402_and_writes_nothing(
 # --- request ids and idempotency ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [
-    "x-request-id", "request-id", "idempotency-key", "x-idempotency-key", "x-requestid", None,
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-request-id",
+        "request-id",
+        "idempotency-key",
+        "x-idempotency-key",
+        "x-requestid",
+        None,
+    ],
+)
 async def test_request_id_from_each_header_alias_and_the_body(
     client: Any, engine: AsyncEngine, header: str | None
 ) -> None:
@@ -307,8 +365,11 @@ async def test_request_id_from_each_header_alias_and_the_body(
 
 async def test_header_request_id_wins_over_the_body(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine)
-    r = await client.post(URL, json={**body_of(1), "request_id": "from-body"},
-                          headers=auth(key, **{"idempotency-key": "from-header"}))
+    r = await client.post(
+        URL,
+        json={**body_of(1), "request_id": "from-body"},
+        headers=auth(key, **{"idempotency-key": "from-header"}),
+    )
     assert r.json()["request_id"] == "from-header"
 
 
@@ -393,9 +454,7 @@ async def test_rate_limit_429_with_headers(client: Any, engine: AsyncEngine) -> 
     assert await count(engine, batch_jobs) == 3
 
 
-async def test_concurrent_burst_admits_exactly_the_limit(
-    client: Any, engine: AsyncEngine
-) -> None:
+async def test_concurrent_burst_admits_exactly_the_limit(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine, rate=7)
     answers = await asyncio.gather(
         *(client.post(URL, json=body_of(1), headers=auth(key)) for _ in range(20))
@@ -423,8 +482,12 @@ async def test_openapi_documents_the_api(client: Any) -> None:
     assert r.status_code == 200
     doc = r.json()
     schemes = doc["components"]["securitySchemes"]
-    assert schemes["ApiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key",
-                                 "description": schemes["ApiKey"]["description"]}
+    assert schemes["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": schemes["ApiKey"]["description"],
+    }
     assert schemes["Bearer"]["scheme"] == "bearer"
     create = doc["paths"][URL]["post"]
     assert create["summary"]
@@ -435,7 +498,8 @@ async def test_openapi_documents_the_api(client: Any) -> None:
     assert "$ref" not in json.dumps(schema)
     assert {"400", "401", "402", "403", "409", "413", "422", "429"} <= set(create["responses"])
     assert create["responses"]["402"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/ErrorResponse"}
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
     for path, ops in doc["paths"].items():
         if path.startswith(("/api/v1", "/api/enterprise", "/api/video/batch")):
             for op in ops.values():

@@ -53,20 +53,25 @@ pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.fixture
 def env(db_url: str) -> Iterator[Env]:
     """One app, key and batch for all the examples of a test, on its own event loop."""
-    settings = Settings(database_url=db_url, callback_secret="fuzz", allow_private_webhooks=False,
-                        max_items=50)
+    settings = Settings(
+        database_url=db_url, callback_secret="fuzz", allow_private_webhooks=False, max_items=50
+    )
     loop = asyncio.new_event_loop()
 
     async def setup() -> tuple[Runtime, httpx.AsyncClient, dict[str, str], str]:
         rt = await Runtime.open(settings, engine=make_engine(db_url))
         rt.owns_engine = True
-        _, key = await account_svc.create_account(rt.engine, "fuzz", credits=10**9,
-                                                  rate_limit_per_min=10**6)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings,
-                                   runtime=rt)), base_url="http://vidbatch.test")
+        _, key = await account_svc.create_account(
+            rt.engine, "fuzz", credits=10**9, rate_limit_per_min=10**6
+        )
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(settings, runtime=rt)),
+            base_url="http://vidbatch.test",
+        )
         headers = {"x-api-key": key.api_key}
-        r = await client.post("/api/v1/batches", json={"items": [{"prompt": "seed"}]},
-                              headers=headers)
+        r = await client.post(
+            "/api/v1/batches", json={"items": [{"prompt": "seed"}]}, headers=headers
+        )
         assert r.status_code == 200, r.text
         return rt, client, headers, r.json()["batch_id"]
 
@@ -99,12 +104,18 @@ def check(response: httpx.Response) -> None:
 
 # --- strategies --------------------------------------------------------------------------
 
-scalars = (st.none() | st.booleans() | st.integers() | st.text(max_size=30)
-           | st.floats(allow_nan=False, allow_infinity=False))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -113,8 +124,16 @@ def maybe(value: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(value, json_values)
 
 
-urls = st.sampled_from(["https://example.com/a.jpg", "http://10.0.0.1/x", "ftp://x/y", "",
-                        "https://" + "a" * 3000, "javascript:alert(1)"])
+urls = st.sampled_from(
+    [
+        "https://example.com/a.jpg",
+        "http://10.0.0.1/x",
+        "ftp://x/y",
+        "",
+        "https://" + "a" * 3000,
+        "javascript:alert(1)",
+    ]
+)
 items = st.fixed_dictionaries(
     {},
     optional={
@@ -123,19 +142,27 @@ items = st.fixed_dictionaries(
         "aspect_ratio": maybe(st.sampled_from(["9:16", "16:9", "1:1"])),
         "duration": maybe(st.sampled_from([10, 15, 12, 10.0, -1])),
         "reference_url": maybe(urls),
-        "meta": maybe(st.dictionaries(
-            st.sampled_from(["firstFrameUrl", "lastFrameUrl", "urls", "other"]),
-            maybe(urls | st.lists(urls, max_size=5)), max_size=3)),
+        "meta": maybe(
+            st.dictionaries(
+                st.sampled_from(["firstFrameUrl", "lastFrameUrl", "urls", "other"]),
+                maybe(urls | st.lists(urls, max_size=5)),
+                max_size=3,
+            )
+        ),
         "metadata": json_values,
     },
 )
 batch_bodies = st.fixed_dictionaries(
     {"items": maybe(st.lists(maybe(items), max_size=4))},
-    optional={"webhook_url": maybe(urls), "request_id": maybe(st.text(max_size=140)),
-              "metadata": json_values},
+    optional={
+        "webhook_url": maybe(urls),
+        "request_id": maybe(st.text(max_size=140)),
+        "metadata": json_values,
+    },
 )
-create_paths = st.sampled_from(["/api/enterprise/video-batch", "/api/video/batch",
-                                "/api/v1/batches"])
+create_paths = st.sampled_from(
+    ["/api/enterprise/video-batch", "/api/video/batch", "/api/v1/batches"]
+)
 
 
 @given(path=create_paths, body=st.one_of(json_values, batch_bodies))
@@ -154,20 +181,48 @@ PARAMS = ["limit", "offset", "status", "cursor", "format", "from", "to", "type",
 param_values = st.one_of(
     st.text(max_size=40),
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
-    st.sampled_from(["jsonl", "csv", "succeeded", "pending", "queued", "refund",
-                     "2024-01-01T00:00:00Z", "0001-01-01T00:00:00+05:00",
-                     "9999-12-31T23:59:59-05:00", "bm9waXBl", "MjAyNHx4"]),
+    st.sampled_from(
+        [
+            "jsonl",
+            "csv",
+            "succeeded",
+            "pending",
+            "queued",
+            "refund",
+            "2024-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+05:00",
+            "9999-12-31T23:59:59-05:00",
+            "bm9waXBl",
+            "MjAyNHx4",
+        ]
+    ),
 )
-ids = st.one_of(st.text(min_size=1, max_size=60), st.just("SEED"),
-                st.sampled_from(["00000000-0000-0000-0000-000000000000", "%00", "..", "a/b"]))
-get_paths = st.sampled_from(["/api/v1/batches", "/api/v1/batches/{id}",
-                             "/api/v1/batches/{id}/items", "/api/v1/batches/{id}/results",
-                             "/api/v1/credits/balance", "/api/v1/credits/ledger"])
+ids = st.one_of(
+    st.text(min_size=1, max_size=60),
+    st.just("SEED"),
+    st.sampled_from(["00000000-0000-0000-0000-000000000000", "%00", "..", "a/b"]),
+)
+get_paths = st.sampled_from(
+    [
+        "/api/v1/batches",
+        "/api/v1/batches/{id}",
+        "/api/v1/batches/{id}/items",
+        "/api/v1/batches/{id}/results",
+        "/api/v1/credits/balance",
+        "/api/v1/credits/ledger",
+    ]
+)
 
 
-@given(template=get_paths, batch_id=ids,
-       params=st.dictionaries(st.sampled_from(PARAMS) | st.text(string.ascii_letters, max_size=8),
-                              param_values, max_size=4))
+@given(
+    template=get_paths,
+    batch_id=ids,
+    params=st.dictionaries(
+        st.sampled_from(PARAMS) | st.text(string.ascii_letters, max_size=8),
+        param_values,
+        max_size=4,
+    ),
+)
 @FUZZ
 def test_reads_with_any_ids_and_queries(
     env: Env, template: str, batch_id: str, params: dict[str, str]
@@ -178,8 +233,9 @@ def test_reads_with_any_ids_and_queries(
 
 
 @given(batch_id=ids)
-@hsettings(max_examples=30, deadline=None,
-           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_cancel_with_any_id(env: Env, batch_id: str) -> None:
     path = f"/api/v1/batches/{quote(batch_id, safe='')}/cancel"
     check(env.run(env.client.post(path, headers=env.headers)))

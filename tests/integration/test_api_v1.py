@@ -22,8 +22,9 @@ V1 = "/api/v1"
 
 
 async def new_key(engine: AsyncEngine, credits: int = 10_000, rate: int = 600) -> NewKey:
-    _, key = await account_svc.create_account(engine, "acme", credits=credits,
-                                              rate_limit_per_min=rate)
+    _, key = await account_svc.create_account(
+        engine, "acme", credits=credits, rate_limit_per_min=rate
+    )
     return key
 
 
@@ -32,8 +33,7 @@ def auth(key: NewKey, **headers: str) -> dict[str, str]:
 
 
 async def create(client: Any, key: NewKey, n: int = 3, **extra: Any) -> dict[str, Any]:
-    body = {"items": [{"prompt": f"video {i}", "metadata": {"sku": i}} for i in range(n)],
-            **extra}
+    body = {"items": [{"prompt": f"video {i}", "metadata": {"sku": i}} for i in range(n)], **extra}
     r = await client.post(f"{V1}/batches", json=body, headers=auth(key))
     assert r.status_code == 200, r.text
     result: dict[str, Any] = r.json()
@@ -62,12 +62,18 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 async def test_create_with_request_id_in_body(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine)
-    body = {"items": [{"prompt": "p", "metadata": {"order": "A-1"}}], "request_id": "order-A-1",
-            "metadata": {"campaign": "spring"}}
+    body = {
+        "items": [{"prompt": "p", "metadata": {"order": "A-1"}}],
+        "request_id": "order-A-1",
+        "metadata": {"campaign": "spring"},
+    }
     r = await client.post(f"{V1}/batches", json=body, headers=auth(key))
     assert r.status_code == 200, r.text
     assert (r.json()["mode"], r.json()["request_id"], r.headers["x-request-id"]) == (
-        "v1", "order-A-1", "order-A-1")
+        "v1",
+        "order-A-1",
+        "order-A-1",
+    )
     again = await client.post(f"{V1}/batches", json=body, headers=auth(key))
     assert again.json()["idempotent_replay"] is True
     assert again.json()["batch_id"] == r.json()["batch_id"]
@@ -79,10 +85,16 @@ async def test_create_with_request_id_in_body(client: Any, engine: AsyncEngine) 
 
 
 async def test_v1_needs_a_key(client: Any, engine: AsyncEngine) -> None:
-    for method, path in [("POST", "/batches"), ("GET", "/batches"), ("GET", "/batches/x"),
-                         ("GET", "/batches/x/items"), ("POST", "/batches/x/cancel"),
-                         ("GET", "/batches/x/results"), ("GET", "/credits/balance"),
-                         ("GET", "/credits/ledger")]:
+    for method, path in [
+        ("POST", "/batches"),
+        ("GET", "/batches"),
+        ("GET", "/batches/x"),
+        ("GET", "/batches/x/items"),
+        ("POST", "/batches/x/cancel"),
+        ("GET", "/batches/x/results"),
+        ("GET", "/credits/balance"),
+        ("GET", "/credits/ledger"),
+    ]:
         r = await client.request(method, V1 + path)
         assert_error(r, 401, "MISSING_API_KEY")
 
@@ -98,14 +110,36 @@ async def test_get_batch(client: Any, engine: AsyncEngine) -> None:
     assert r.status_code == 200
     view = r.json()
     assert r.headers["x-ratelimit-limit"] == "600"
-    assert {k: view[k] for k in ("batch_id", "request_id", "status", "total_count",
-                                 "succeeded_count", "failed_count", "pending_count",
-                                 "cost_per_video", "credits_reserved", "credits_settled",
-                                 "credits_refunded", "completed_at")} == {
-        "batch_id": created["batch_id"], "request_id": created["request_id"],
-        "status": "queued", "total_count": 4, "succeeded_count": 1, "failed_count": 1,
-        "pending_count": 2, "cost_per_video": 10, "credits_reserved": 40,
-        "credits_settled": 0, "credits_refunded": 0, "completed_at": None}
+    assert {
+        k: view[k]
+        for k in (
+            "batch_id",
+            "request_id",
+            "status",
+            "total_count",
+            "succeeded_count",
+            "failed_count",
+            "pending_count",
+            "cost_per_video",
+            "credits_reserved",
+            "credits_settled",
+            "credits_refunded",
+            "completed_at",
+        )
+    } == {
+        "batch_id": created["batch_id"],
+        "request_id": created["request_id"],
+        "status": "queued",
+        "total_count": 4,
+        "succeeded_count": 1,
+        "failed_count": 1,
+        "pending_count": 2,
+        "cost_per_video": 10,
+        "credits_reserved": 40,
+        "credits_settled": 0,
+        "credits_refunded": 0,
+        "completed_at": None,
+    }
     assert view["created_at"].endswith("Z")
 
 
@@ -142,8 +176,13 @@ async def test_list_batches_newest_first_with_cursor_and_status(
     default = (await client.get(f"{V1}/batches", headers=auth(key))).json()
     assert (default["limit"], len(default["batches"]), default["next_cursor"]) == (20, 5, None)
 
-    for params in ({"cursor": "not-a-cursor"}, {"cursor": "bm9waXBl"}, {"limit": 101},
-                   {"limit": 0}, {"status": "lost"}):
+    for params in (
+        {"cursor": "not-a-cursor"},
+        {"cursor": "bm9waXBl"},
+        {"limit": 101},
+        {"limit": 0},
+        {"status": "lost"},
+    ):
         r = await client.get(f"{V1}/batches", params=params, headers=auth(key))
         assert_error(r, 400, "INVALID_PAYLOAD")
 
@@ -160,33 +199,49 @@ async def test_items_with_status_filter_and_paging(client: Any, engine: AsyncEng
     assert (page["total"], page["limit"], page["offset"]) == (6, 100, 0)
     assert [i["index"] for i in page["items"]] == list(range(6))
     assert [i["status"] for i in page["items"]] == [
-        "succeeded", "failed", "succeeded", "running", "pending", "pending"]
+        "succeeded",
+        "failed",
+        "succeeded",
+        "running",
+        "pending",
+        "pending",
+    ]
     first = page["items"][0]
-    assert set(first) == {"item_id", "index", "status", "prompt", "model", "video_url", "error",
-                          "failure_type", "metadata", "created_at", "completed_at"}
-    assert (first["prompt"], first["model"], first["metadata"]) == ("video 0", "sora-2",
-                                                                    {"sku": 0})
+    assert set(first) == {
+        "item_id",
+        "index",
+        "status",
+        "prompt",
+        "model",
+        "video_url",
+        "error",
+        "failure_type",
+        "metadata",
+        "created_at",
+        "completed_at",
+    }
+    assert (first["prompt"], first["model"], first["metadata"]) == ("video 0", "sora-2", {"sku": 0})
     assert first["video_url"].startswith("https://")
     assert page["items"][1]["failure_type"] == "model_error"
 
-    r = await client.get(f"{V1}/batches/{bid}/items", params={"status": "succeeded"},
-                         headers=auth(key))
+    r = await client.get(
+        f"{V1}/batches/{bid}/items", params={"status": "succeeded"}, headers=auth(key)
+    )
     assert [i["index"] for i in r.json()["items"]] == [0, 2]
-    r = await client.get(f"{V1}/batches/{bid}/items",
-                         params={"status": "pending", "limit": 1, "offset": 1},
-                         headers=auth(key))
+    r = await client.get(
+        f"{V1}/batches/{bid}/items",
+        params={"status": "pending", "limit": 1, "offset": 1},
+        headers=auth(key),
+    )
     assert (r.json()["total"], [i["index"] for i in r.json()["items"]]) == (2, [5])
-    r = await client.get(f"{V1}/batches/{bid}/items", params={"status": "done"},
-                         headers=auth(key))
+    r = await client.get(f"{V1}/batches/{bid}/items", params={"status": "done"}, headers=auth(key))
     assert_error(r, 400, "INVALID_PAYLOAD")
 
 
 # --- cancel ------------------------------------------------------------------------------
 
 
-async def test_cancel_refunds_exactly_the_unstarted_items(
-    client: Any, engine: AsyncEngine
-) -> None:
+async def test_cancel_refunds_exactly_the_unstarted_items(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine, credits=1000)
     bid = (await create(client, key, n=6))["batch_id"]  # 6 x 10 reserved
     await finish_tasks(engine, bid, {0: "succeeded", 1: "failed"})
@@ -194,8 +249,13 @@ async def test_cancel_refunds_exactly_the_unstarted_items(
 
     r = await client.post(f"{V1}/batches/{bid}/cancel", headers=auth(key))
     assert r.status_code == 200, r.text
-    assert r.json() == {"ok": True, "batch_id": bid, "status": "cancelled",
-                        "cancelled_items": 3, "credits_refunded": 30}
+    assert r.json() == {
+        "ok": True,
+        "batch_id": bid,
+        "status": "cancelled",
+        "cancelled_items": 3,
+        "credits_refunded": 30,
+    }
     # Items 0-2 stay reserved until they end: 30 frozen.
     assert await balance(engine, key.account_id) == (1000, 30)
     await assert_audit_clean(engine)
@@ -207,7 +267,10 @@ async def test_cancel_refunds_exactly_the_unstarted_items(
     assert await balance(engine, key.account_id) == (980, 0)
     view = (await client.get(f"{V1}/batches/{bid}", headers=auth(key))).json()
     assert (view["status"], view["credits_settled"], view["credits_refunded"]) == (
-        "cancelled", 20, 40)
+        "cancelled",
+        20,
+        40,
+    )
     await assert_audit_clean(engine)
 
     r = await client.post(f"{V1}/batches/{bid}/cancel", headers=auth(key))
@@ -221,8 +284,13 @@ async def test_cancel_of_a_waiting_batch_refunds_everything(
     bid = (await create(client, key, n=5))["batch_id"]
     assert await balance(engine, key.account_id) == (100, 50)
     r = await client.post(f"{V1}/batches/{bid}/cancel", headers=auth(key))
-    assert r.json() == {"ok": True, "batch_id": bid, "status": "cancelled",
-                        "cancelled_items": 5, "credits_refunded": 50}
+    assert r.json() == {
+        "ok": True,
+        "batch_id": bid,
+        "status": "cancelled",
+        "cancelled_items": 5,
+        "credits_refunded": 50,
+    }
     assert await balance(engine, key.account_id) == (100, 0)
     async with engine.connect() as conn:
         row = (await conn.execute(select(batch_jobs).where(batch_jobs.c.id == bid))).one()
@@ -240,13 +308,19 @@ async def test_another_accounts_batch_is_404_like_a_missing_one(
     intruder = await new_key(engine)
     bid = (await create(client, owner, n=2))["batch_id"]
     missing = "00000000-0000-0000-0000-000000000000"
-    for method, suffix in [("GET", ""), ("GET", "/items"), ("GET", "/results"),
-                           ("GET", "/results?format=csv"), ("POST", "/cancel")]:
+    for method, suffix in [
+        ("GET", ""),
+        ("GET", "/items"),
+        ("GET", "/results"),
+        ("GET", "/results?format=csv"),
+        ("POST", "/cancel"),
+    ]:
         answers = []
         for target in (bid, missing):
             path = f"{V1}/batches/{target}{suffix}"
-            r = await client.request(method, path,
-                                     headers=auth(intruder, **{"x-request-id": "probe"}))
+            r = await client.request(
+                method, path, headers=auth(intruder, **{"x-request-id": "probe"})
+            )
             assert_error(r, 404, "NOT_FOUND")
             body = r.json()
             answers.append({**body, "message": body["message"].replace(target, "<id>")})
@@ -256,17 +330,16 @@ async def test_another_accounts_batch_is_404_like_a_missing_one(
     assert (view["status"], view["pending_count"]) == ("queued", 2)
     listed = (await client.get(f"{V1}/batches", headers=auth(intruder))).json()
     assert listed["batches"] == []
-    ledger = (await client.get(f"{V1}/credits/ledger", params={"batch_id": bid},
-                               headers=auth(intruder))).json()
+    ledger = (
+        await client.get(f"{V1}/credits/ledger", params={"batch_id": bid}, headers=auth(intruder))
+    ).json()
     assert ledger["entries"] == []
 
 
 # --- results -----------------------------------------------------------------------------
 
 
-async def test_results_jsonl_and_csv_over_several_pages(
-    client: Any, engine: AsyncEngine
-) -> None:
+async def test_results_jsonl_and_csv_over_several_pages(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine, credits=100_000)
     bid = (await create(client, key, n=1203))["batch_id"]
     await finish_tasks(engine, bid, {0: "succeeded", 1: "failed", 1202: "succeeded"})
@@ -277,27 +350,38 @@ async def test_results_jsonl_and_csv_over_several_pages(
     assert "x-ratelimit-remaining" in r.headers
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert [line["index"] for line in lines] == list(range(1203))
-    assert set(lines[0]) == {"index", "item_id", "status", "video_url", "error",
-                             "failure_type", "metadata"}
+    assert set(lines[0]) == {
+        "index",
+        "item_id",
+        "status",
+        "video_url",
+        "error",
+        "failure_type",
+        "metadata",
+    }
     assert (lines[0]["status"], lines[0]["metadata"]) == ("succeeded", {"sku": 0})
     assert lines[0]["video_url"] == "https://cdn.example/v.mp4"
     assert (lines[1]["status"], lines[1]["failure_type"]) == ("failed", "model_error")
     assert (lines[600]["status"], lines[600]["video_url"]) == ("pending", None)
     assert lines[1202]["status"] == "succeeded"
 
-    r = await client.get(f"{V1}/batches/{bid}/results", params={"format": "csv"},
-                         headers=auth(key))
+    r = await client.get(f"{V1}/batches/{bid}/results", params={"format": "csv"}, headers=auth(key))
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 1203
-    assert rows[0] == {"index": "0", "item_id": lines[0]["item_id"], "status": "succeeded",
-                       "video_url": "https://cdn.example/v.mp4", "error": "",
-                       "failure_type": "", "metadata": '{"sku":0}'}
+    assert rows[0] == {
+        "index": "0",
+        "item_id": lines[0]["item_id"],
+        "status": "succeeded",
+        "video_url": "https://cdn.example/v.mp4",
+        "error": "",
+        "failure_type": "",
+        "metadata": '{"sku":0}',
+    }
     assert [int(row["index"]) for row in rows] == list(range(1203))
 
-    r = await client.get(f"{V1}/batches/{bid}/results", params={"format": "xml"},
-                         headers=auth(key))
+    r = await client.get(f"{V1}/batches/{bid}/results", params={"format": "xml"}, headers=auth(key))
     assert_error(r, 400, "INVALID_PAYLOAD")
 
 
@@ -318,12 +402,28 @@ async def test_balance_and_ledger(client: Any, engine: AsyncEngine) -> None:
     assert (page["total"], page["limit"], page["offset"]) == (4, 50, 0)
     assert [e["type"] for e in page["entries"]] == ["refund", "reserve", "reserve", "purchase"]
     refund = page["entries"][0]
-    assert {k: refund[k] for k in ("type", "delta", "frozen_delta", "balance_after",
-                                   "batch_id", "item_id")} == {
-        "type": "refund", "delta": 0, "frozen_delta": -20, "balance_after": 500,
-        "batch_id": second, "item_id": None}
-    assert set(refund) == {"id", "type", "delta", "frozen_delta", "balance_after", "batch_id",
-                           "item_id", "description", "created_at"}
+    assert {
+        k: refund[k]
+        for k in ("type", "delta", "frozen_delta", "balance_after", "batch_id", "item_id")
+    } == {
+        "type": "refund",
+        "delta": 0,
+        "frozen_delta": -20,
+        "balance_after": 500,
+        "batch_id": second,
+        "item_id": None,
+    }
+    assert set(refund) == {
+        "id",
+        "type",
+        "delta",
+        "frozen_delta",
+        "balance_after",
+        "batch_id",
+        "item_id",
+        "description",
+        "created_at",
+    }
 
     async def entries(**params: Any) -> list[dict[str, Any]]:
         r = await client.get(f"{V1}/credits/ledger", params=params, headers=auth(key))
@@ -338,10 +438,17 @@ async def test_balance_and_ledger(client: Any, engine: AsyncEngine) -> None:
     assert await kinds(type="reserve", limit=1, offset=1) == [("reserve", first)]
     assert await entries(**{"from": "2999-01-01T00:00:00Z"}) == []
     assert len(await entries(to="2999-01-01T00:00:00")) == 4  # no offset: UTC
-    assert len(await entries(**{"from": "2000-01-01T00:00:00+02:00",
-                                "to": "2999-01-01T00:00:00Z"})) == 4
+    assert (
+        len(await entries(**{"from": "2000-01-01T00:00:00+02:00", "to": "2999-01-01T00:00:00Z"}))
+        == 4
+    )
 
-    for params in ({"type": "gift"}, {"from": "yesterday"}, {"limit": 0}, {"offset": -1},
-                   {"batch_id": "not an id"}):
+    for params in (
+        {"type": "gift"},
+        {"from": "yesterday"},
+        {"limit": 0},
+        {"offset": -1},
+        {"batch_id": "not an id"},
+    ):
         r = await client.get(f"{V1}/credits/ledger", params=params, headers=auth(key))
         assert_error(r, 400, "INVALID_PAYLOAD")

@@ -34,9 +34,14 @@ async def processing_task(runtime, sim, gen_time: float = 30.0):
 
 
 def final_body(remote_id: str, status: str = "succeeded") -> bytes:
-    body = {"id": remote_id, "status": status, "progress": 100,
-            "results": [{"url": "https://cdn.example/forged.mp4", "pid": "p"}],
-            "failure_reason": "" if status == "succeeded" else "error", "error": ""}
+    body = {
+        "id": remote_id,
+        "status": status,
+        "progress": 100,
+        "results": [{"url": "https://cdn.example/forged.mp4", "pid": "p"}],
+        "failure_reason": "" if status == "succeeded" else "error",
+        "error": "",
+    }
     return json.dumps(body).encode()
 
 
@@ -57,13 +62,13 @@ async def test_unknown_task_answers_the_same_404(client, runtime, sim):
 
 async def test_token_of_another_task_is_refused(client, runtime, sim):
     _, row = await processing_task(runtime, sim)
-    r = await client.post(url(row.id, callback_token(KEY, "other-task")),
-                          content=final_body(row.grsai_task_id))
+    r = await client.post(
+        url(row.id, callback_token(KEY, "other-task")), content=final_body(row.grsai_task_id)
+    )
     assert r.status_code == 404
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"status": "succeeded"}',
-                                  b"\xff\xfe"])
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"status": "succeeded"}', b"\xff\xfe"])
 async def test_malformed_body_is_400_and_changes_nothing(client, runtime, sim, body):
     created, row = await processing_task(runtime, sim)
     r = await client.post(url(row.id, callback_token(KEY, row.id)), content=body)
@@ -74,8 +79,9 @@ async def test_malformed_body_is_400_and_changes_nothing(client, runtime, sim, b
 
 async def test_callback_for_another_remote_task_is_refused(client, runtime, sim):
     created, row = await processing_task(runtime, sim)
-    r = await client.post(url(row.id, callback_token(KEY, row.id)),
-                          content=final_body("4-someone-else"))
+    r = await client.post(
+        url(row.id, callback_token(KEY, row.id)), content=final_body("4-someone-else")
+    )
     assert r.status_code == 400
     (after,) = await task_rows(runtime.engine, created.batch_id)
     assert after.status == "processing"
@@ -85,8 +91,9 @@ async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(client
     """A valid-token callback claiming success while the provider says running: the task
     stays processing (the body is a hint, not the truth)."""
     created, row = await processing_task(runtime, sim, gen_time=30.0)
-    r = await client.post(url(row.id, callback_token(KEY, row.id)),
-                          content=final_body(row.grsai_task_id))
+    r = await client.post(
+        url(row.id, callback_token(KEY, row.id)), content=final_body(row.grsai_task_id)
+    )
     assert r.status_code == 200 and r.json()["success"] is True
     (after,) = await task_rows(runtime.engine, created.batch_id)
     assert (after.status, after.video_url) == ("processing", None)

@@ -26,15 +26,22 @@ PRICE = 10  # one sora-2 item
 
 async def _counts(engine: AsyncEngine, account_id: str) -> dict[str, int]:
     async with engine.connect() as conn:
+
         async def count(table: Any, *where: Any) -> int:
-            return int((await conn.execute(
-                select(func.count()).select_from(table).where(*where))).scalar_one())
+            return int(
+                (
+                    await conn.execute(select(func.count()).select_from(table).where(*where))
+                ).scalar_one()
+            )
 
         return {
             "batches": await count(batch_jobs, batch_jobs.c.user_id == account_id),
             "tasks": await count(video_tasks, video_tasks.c.account_id == account_id),
-            "reserves": await count(credit_ledger, credit_ledger.c.account_id == account_id,
-                                    credit_ledger.c.type == "reserve"),
+            "reserves": await count(
+                credit_ledger,
+                credit_ledger.c.account_id == account_id,
+                credit_ledger.c.type == "reserve",
+            ),
         }
 
 
@@ -64,7 +71,8 @@ async def test_concurrent_creations_share_one_pool(pg_url: str) -> None:
     try:
         caller = await new_account(engine, credits=K * PRICE)
         results = await asyncio.gather(
-            *(new_batch(engine, caller, items(1)) for _ in range(N)), return_exceptions=True)
+            *(new_batch(engine, caller, items(1)) for _ in range(N)), return_exceptions=True
+        )
         await _check_outcome(engine, caller, list(results))
     finally:
         await engine.dispose()
@@ -78,7 +86,8 @@ async def test_concurrent_creations_from_separate_pools(pg_url: str) -> None:
         # connect every pool first, so that the creations start together
         await asyncio.gather(*(_warm(e) for e in engines))
         results = await asyncio.gather(
-            *(new_batch(e, caller, items(1)) for e in engines), return_exceptions=True)
+            *(new_batch(e, caller, items(1)) for e in engines), return_exceptions=True
+        )
         await _check_outcome(engines[0], caller, list(results))
     finally:
         await asyncio.gather(*(e.dispose() for e in engines))
@@ -88,7 +97,8 @@ async def test_concurrent_creations_from_separate_pools(pg_url: str) -> None:
 async def test_concurrent_creations_on_sqlite(engine: AsyncEngine) -> None:
     caller = await new_account(engine, credits=K * PRICE)
     results = await asyncio.gather(
-        *(new_batch(engine, caller, items(1)) for _ in range(N)), return_exceptions=True)
+        *(new_batch(engine, caller, items(1)) for _ in range(N)), return_exceptions=True
+    )
     await _check_outcome(engine, caller, list(results))
 
 
@@ -110,8 +120,15 @@ async def test_concurrent_settlers_post_once(pg_url: str) -> None:
         assert (done[0].charged, done[0].refunded, done[0].status) == (20, 10, "partial")
         assert await balance(engine, caller.account_id) == (80, 0)
         async with engine.connect() as conn:
-            kinds = sorted((await conn.execute(select(credit_ledger.c.type).where(
-                credit_ledger.c.batch_id == created.batch_id))).scalars())
+            kinds = sorted(
+                (
+                    await conn.execute(
+                        select(credit_ledger.c.type).where(
+                            credit_ledger.c.batch_id == created.batch_id
+                        )
+                    )
+                ).scalars()
+            )
         assert kinds == ["refund", "reserve", "settle"]
         await assert_audit_clean(engine)
     finally:
@@ -126,8 +143,10 @@ async def test_concurrent_cancels_refund_once(pg_url: str) -> None:
         created = await new_batch(engine, caller, items(4))
         await finish_tasks(engine, created.batch_id, {0: "succeeded"})
         results = await asyncio.gather(
-            *(cancel_batch(engine, created.batch_id, account_id=caller.account_id)
-              for _ in range(6)),
+            *(
+                cancel_batch(engine, created.batch_id, account_id=caller.account_id)
+                for _ in range(6)
+            ),
             return_exceptions=True,
         )
         # each either cancelled (only one found items to cancel) or found the batch ended
@@ -136,8 +155,9 @@ async def test_concurrent_cancels_refund_once(pg_url: str) -> None:
         assert all(isinstance(r, Cancelled | BatchAlreadyEnded) for r in results)
         assert await balance(engine, caller.account_id) == (90, 0)
         async with engine.connect() as conn:
-            row = (await conn.execute(select(batch_jobs).where(
-                batch_jobs.c.id == created.batch_id))).one()
+            row = (
+                await conn.execute(select(batch_jobs).where(batch_jobs.c.id == created.batch_id))
+            ).one()
         assert (row.status, row.credits_spent, row.credits_refunded) == ("cancelled", 10, 30)
         await assert_audit_clean(engine)
     finally:

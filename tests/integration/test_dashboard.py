@@ -66,8 +66,9 @@ async def test_sign_in_refuses_a_wrong_token_and_sets_a_strict_cookie(
     assert "Wrong token." in text_of(wrong) and 'name="token"' in wrong.text
     assert "set-cookie" not in wrong.headers
 
-    right = await client.post("/admin/login",
-                              data={"token": ADMIN_TOKEN, "next": "/admin/accounts"})
+    right = await client.post(
+        "/admin/login", data={"token": ADMIN_TOKEN, "next": "/admin/accounts"}
+    )
     assert (right.status_code, right.headers["location"]) == (303, "/admin/accounts")
     cookie = right.headers["set-cookie"]
     assert cookie.startswith(f"{dashboard.SESSION_COOKIE}=")
@@ -78,8 +79,9 @@ async def test_sign_in_refuses_a_wrong_token_and_sets_a_strict_cookie(
     assert (await client.get("/admin/accounts")).status_code == 200
 
     # somewhere else after signing in: never another site
-    away = await client.post("/admin/login", data={"token": ADMIN_TOKEN,
-                                                   "next": "//evil.example/admin"})
+    away = await client.post(
+        "/admin/login", data={"token": ADMIN_TOKEN, "next": "//evil.example/admin"}
+    )
     assert away.headers["location"] == "/admin"
 
 
@@ -94,8 +96,9 @@ async def test_sign_out_ends_the_session(client: httpx.AsyncClient) -> None:
 async def test_an_expired_forged_or_garbage_session_goes_back_to_sign_in(
     client: httpx.AsyncClient,
 ) -> None:
-    past = dashboard.new_session(ADMIN_TOKEN, now=utcnow() - timedelta(
-        seconds=dashboard.SESSION_SECONDS + 1))
+    past = dashboard.new_session(
+        ADMIN_TOKEN, now=utcnow() - timedelta(seconds=dashboard.SESSION_SECONDS + 1)
+    )
     other_token = dashboard.new_session("another-token", now=utcnow())
     good = dashboard.new_session(ADMIN_TOKEN, now=utcnow())
     for value in ("garbage", past, other_token, good[:-2] + "xx", "1.2.3", ""):
@@ -103,7 +106,8 @@ async def test_an_expired_forged_or_garbage_session_goes_back_to_sign_in(
         page = await client.get("/admin/batches?status=queued")
         assert page.status_code == 303, value
         assert page.headers["location"] == (
-            "/admin/login?next=%2Fadmin%2Fbatches%3Fstatus%3Dqueued&expired=1")
+            "/admin/login?next=%2Fadmin%2Fbatches%3Fstatus%3Dqueued&expired=1"
+        )
         login = await client.get(page.headers["location"])
         assert "Your session has expired" in text_of(login)
         live = await client.get("/admin/batches/x/progress")
@@ -119,9 +123,13 @@ async def test_without_an_admin_token_the_dashboard_does_not_exist(
     app = create_app(settings_factory(admin_token=None), runtime=runtime)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://vidbatch.test") as c:
-        for method, path in (("GET", "/admin"), ("GET", "/admin/login"),
-                             ("POST", "/admin/login"), ("GET", "/admin/batches/x"),
-                             ("GET", "/admin/static/dashboard.css")):
+        for method, path in (
+            ("GET", "/admin"),
+            ("GET", "/admin/login"),
+            ("POST", "/admin/login"),
+            ("GET", "/admin/batches/x"),
+            ("GET", "/admin/static/dashboard.css"),
+        ):
             response = await c.request(method, path, data={"token": ""})
             assert response.status_code == 404, (method, path)
             assert "VIDBATCH_ADMIN_TOKEN is not set" in text_of(response)
@@ -137,8 +145,9 @@ async def test_pages_show_the_real_figures(
     other = await new_account(runtime.engine, credits=500, name="globex")
     done = await new_batch(runtime.engine, acme, items(3))
     await run_until_settled(runtime)
-    waiting = await new_batch(runtime.engine, other,
-                              [{"prompt": "a lighthouse <b>at dusk</b>", "model": "sora-2"}] * 2)
+    waiting = await new_batch(
+        runtime.engine, other, [{"prompt": "a lighthouse <b>at dusk</b>", "model": "sora-2"}] * 2
+    )
     await sign_in(client)
 
     overview = await client.get("/admin")
@@ -235,9 +244,12 @@ async def test_a_post_without_the_csrf_token_is_refused(
     created = await new_batch(runtime.engine, caller, items(2))
     await sign_in(client)
     for data in ({}, {"csrf": "forged"}):
-        for path in (f"/admin/batches/{created.batch_id}/cancel",
-                     f"/admin/accounts/{caller.account_id}/keys",
-                     f"/admin/keys/{caller.key_id}/deactivate", "/admin/logout"):
+        for path in (
+            f"/admin/batches/{created.batch_id}/cancel",
+            f"/admin/accounts/{caller.account_id}/keys",
+            f"/admin/keys/{caller.key_id}/deactivate",
+            "/admin/logout",
+        ):
             refused = await client.post(path, data=data)
             assert refused.status_code == 403, path
             assert "CSRF" in text_of(refused)
@@ -258,24 +270,33 @@ async def test_cancel_through_the_page_refunds(client: httpx.AsyncClient, runtim
     assert "Cancel this batch?" in text_of(confirm)
     assert f'action="/admin/batches/{created.batch_id}/cancel"' in confirm.text
 
-    page = await follow(client, await client.post(
-        f"/admin/batches/{created.batch_id}/cancel", data={"csrf": csrf}))
+    page = await follow(
+        client, await client.post(f"/admin/batches/{created.batch_id}/cancel", data={"csrf": csrf})
+    )
     seen = text_of(page)
     assert "Batch cancelled: 3 item(s) cancelled, 30 credits refunded so far." in seen
     assert "Status cancelled" in seen
     assert await balance(runtime.engine, caller.account_id) == (1000, 0)
     async with runtime.engine.connect() as conn:
-        kinds = [r.type for r in (await conn.execute(
-            select(credit_ledger).where(credit_ledger.c.batch_id == created.batch_id)
-            .order_by(credit_ledger.c.id))).all()]
+        kinds = [
+            r.type
+            for r in (
+                await conn.execute(
+                    select(credit_ledger)
+                    .where(credit_ledger.c.batch_id == created.batch_id)
+                    .order_by(credit_ledger.c.id)
+                )
+            ).all()
+        ]
     assert kinds == ["reserve", "refund"]
     await assert_audit_clean(runtime.engine)
     # the flash message is shown once
     assert "Batch cancelled" not in text_of(await client.get(f"/admin/batches/{created.batch_id}"))
 
     # the batch ended meanwhile: the API's message, nothing changes
-    again = await follow(client, await client.post(
-        f"/admin/batches/{created.batch_id}/cancel", data={"csrf": csrf}))
+    again = await follow(
+        client, await client.post(f"/admin/batches/{created.batch_id}/cancel", data={"csrf": csrf})
+    )
     assert f"batch {created.batch_id} already ended (cancelled)" in text_of(again)
     assert 'role="alert"' in again.text
     await assert_audit_clean(runtime.engine)
@@ -286,8 +307,9 @@ async def test_retry_failed_and_resend_through_the_page(
 ) -> None:
     sim.configure(error_rate=1.0)
     caller = await new_account(runtime.engine, credits=1000)
-    created = await new_batch(runtime.engine, caller, {
-        "items": items(2), "webhook_url": "http://127.0.0.1:9/hook"})
+    created = await new_batch(
+        runtime.engine, caller, {"items": items(2), "webhook_url": "http://127.0.0.1:9/hook"}
+    )
     await run_until_settled(runtime)
     sim.configure(error_rate=0.0)
     csrf = await sign_in(client)
@@ -295,19 +317,25 @@ async def test_retry_failed_and_resend_through_the_page(
     assert "Status failed" in detail and "Retry failed items…" in detail
     assert "Resend webhook…" in detail and "batch.failed" in detail
 
-    child_page = await follow(client, await client.post(
-        f"/admin/batches/{created.batch_id}/retry-failed", data={"csrf": csrf}))
+    child_page = await follow(
+        client,
+        await client.post(f"/admin/batches/{created.batch_id}/retry-failed", data={"csrf": csrf}),
+    )
     seen = text_of(child_page)
     assert "Retry batch" in seen and "2 item(s), 20 credits reserved" in seen
     assert f"retry of {created.batch_id}" in seen
 
-    resent = await follow(client, await client.post(
-        f"/admin/batches/{created.batch_id}/resend-webhook", data={"csrf": csrf}))
+    resent = await follow(
+        client,
+        await client.post(f"/admin/batches/{created.batch_id}/resend-webhook", data={"csrf": csrf}),
+    )
     assert "Webhook event batch.failed will be sent again now." in text_of(resent)
 
     no_hook = await new_batch(runtime.engine, caller, items(1))
-    refused = await follow(client, await client.post(
-        f"/admin/batches/{no_hook.batch_id}/resend-webhook", data={"csrf": csrf}))
+    refused = await follow(
+        client,
+        await client.post(f"/admin/batches/{no_hook.batch_id}/resend-webhook", data={"csrf": csrf}),
+    )
     assert "has no webhook events" in text_of(refused)
     await assert_audit_clean(runtime.engine)
 
@@ -317,9 +345,10 @@ async def test_a_new_key_is_shown_once_and_never_listed(
 ) -> None:
     caller = await new_account(runtime.engine, credits=100, name="acme")
     csrf = await sign_in(client)
-    created = await client.post(f"/admin/accounts/{caller.account_id}/keys",
-                                data={"csrf": csrf, "name": "render farm",
-                                      "rate_limit_per_min": "42"})
+    created = await client.post(
+        f"/admin/accounts/{caller.account_id}/keys",
+        data={"csrf": csrf, "name": "render farm", "rate_limit_per_min": "42"},
+    )
     assert created.status_code == 303
     shown_at = created.headers["location"]
     shown = await client.get(shown_at)
@@ -346,40 +375,63 @@ async def test_keys_and_credits_from_the_accounts_page(
     csrf = await sign_in(client)
     key = caller.key_id
 
-    off = await follow(client, await client.post(f"/admin/keys/{key}/deactivate",
-                                                 data={"csrf": csrf}))
+    off = await follow(
+        client, await client.post(f"/admin/keys/{key}/deactivate", data={"csrf": csrf})
+    )
     assert "deactivated" in text_of(off)
     async with runtime.engine.connect() as conn:
         assert (await account_svc.get_key(conn, key))["is_active"] is False
     await client.post(f"/admin/keys/{key}/activate", data={"csrf": csrf})
-    limited = await follow(client, await client.post(
-        f"/admin/keys/{key}/rate-limit", data={"csrf": csrf, "rate_limit_per_min": "7"}))
+    limited = await follow(
+        client,
+        await client.post(
+            f"/admin/keys/{key}/rate-limit", data={"csrf": csrf, "rate_limit_per_min": "7"}
+        ),
+    )
     assert "7 requests per minute" in text_of(limited)
     async with runtime.engine.connect() as conn:
         stored = await account_svc.get_key(conn, key)
     assert (stored["is_active"], stored["rate_limit_per_min"]) == (True, 7)
-    bad = await follow(client, await client.post(
-        f"/admin/keys/{key}/rate-limit", data={"csrf": csrf, "rate_limit_per_min": "0"}))
+    bad = await follow(
+        client,
+        await client.post(
+            f"/admin/keys/{key}/rate-limit", data={"csrf": csrf, "rate_limit_per_min": "0"}
+        ),
+    )
     assert "more than 0" in text_of(bad)
 
     # adjusting credits asks first, then posts once with its reason
-    review = await client.post(f"/admin/accounts/{caller.account_id}/adjust",
-                               data={"csrf": csrf, "credits": "-30", "reason": "goodwill fix",
-                                     "idempotency_key": "adj-1"})
+    review = await client.post(
+        f"/admin/accounts/{caller.account_id}/adjust",
+        data={"csrf": csrf, "credits": "-30", "reason": "goodwill fix", "idempotency_key": "adj-1"},
+    )
     assert review.status_code == 200
     seen = text_of(review)
     assert "Remove 30 credits?" in seen and "Balance after 70" in seen
     assert await balance(runtime.engine, caller.account_id) == (100, 0)
     for _ in range(2):  # a double submit posts once
-        done = await follow(client, await client.post(
-            f"/admin/accounts/{caller.account_id}/adjust",
-            data={"csrf": csrf, "credits": "-30", "reason": "goodwill fix",
-                  "idempotency_key": "adj-1", "confirmed": "yes"}))
+        done = await follow(
+            client,
+            await client.post(
+                f"/admin/accounts/{caller.account_id}/adjust",
+                data={
+                    "csrf": csrf,
+                    "credits": "-30",
+                    "reason": "goodwill fix",
+                    "idempotency_key": "adj-1",
+                    "confirmed": "yes",
+                },
+            ),
+        )
     assert "acme: -30 credits (goodwill fix); balance now 70." in text_of(done)
     assert await balance(runtime.engine, caller.account_id) == (70, 0)
-    too_much = await follow(client, await client.post(
-        f"/admin/accounts/{caller.account_id}/adjust",
-        data={"csrf": csrf, "credits": "-500", "reason": "x", "confirmed": "yes"}))
+    too_much = await follow(
+        client,
+        await client.post(
+            f"/admin/accounts/{caller.account_id}/adjust",
+            data={"csrf": csrf, "credits": "-500", "reason": "x", "confirmed": "yes"},
+        ),
+    )
     assert "credits" in text_of(too_much) and 'role="alert"' in too_much.text
     assert await balance(runtime.engine, caller.account_id) == (70, 0)
     await assert_audit_clean(runtime.engine)

@@ -22,28 +22,38 @@ pytestmark = pytest.mark.postgres
 
 
 async def _rename(old: str, new: str) -> None:
-    await _pg_admin([
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{old}'",
-        f'ALTER DATABASE "{old}" RENAME TO "{new}"',
-    ])
+    await _pg_admin(
+        [
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{old}'",
+            f'ALTER DATABASE "{old}" RENAME TO "{new}"',
+        ]
+    )
 
 
 async def test_readyz_and_worker_recover_after_the_database_returns(pg_url, sim):
     name = make_url(pg_url).database
     # A write lost with the connection leaves its claim to expire: keep leases short.
-    settings = Settings(database_url=pg_url, grsai_host=sim.url, grsai_api_key="sk-test",
-                        callback_secret="outage-test", poll_intervals="0.05,0.05,0.05",
-                        require_https_video_url=False, worker_idle_seconds=0.1,
-                        lease_seconds=2, provider_connect_timeout=0.5,
-                        provider_read_timeout=1.0)
+    settings = Settings(
+        database_url=pg_url,
+        grsai_host=sim.url,
+        grsai_api_key="sk-test",
+        callback_secret="outage-test",
+        poll_intervals="0.05,0.05,0.05",
+        require_https_video_url=False,
+        worker_idle_seconds=0.1,
+        lease_seconds=2,
+        provider_connect_timeout=0.5,
+        provider_read_timeout=1.0,
+    )
     engine = make_engine(pg_url)
     rt = await Runtime.open(settings, engine=engine)
     app = create_app(settings, runtime=rt)
     loop = WorkerLoop(rt)
     running = None
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
             assert (await client.get("/readyz")).status_code == 200
             caller = await new_account(engine, credits=100)
             created = await new_batch(engine, caller, items(3))

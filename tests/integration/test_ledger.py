@@ -50,10 +50,16 @@ async def test_settle_charges_succeeded_and_refunds_the_rest_once(engine: AsyncE
     assert (first.status, first.charged, first.refunded) == ("partial", 260, 10)
     assert await balance(engine, caller.account_id) == (740, 0)
     async with engine.connect() as conn:
-        row = (await conn.execute(select(batch_jobs).where(
-            batch_jobs.c.id == created.batch_id))).one()
-        kinds = sorted((await conn.execute(select(credit_ledger.c.type).where(
-            credit_ledger.c.batch_id == created.batch_id))).scalars())
+        row = (
+            await conn.execute(select(batch_jobs).where(batch_jobs.c.id == created.batch_id))
+        ).one()
+        kinds = sorted(
+            (
+                await conn.execute(
+                    select(credit_ledger.c.type).where(credit_ledger.c.batch_id == created.batch_id)
+                )
+            ).scalars()
+        )
     assert (row.credits_spent, row.credits_refunded, row.settlement_status) == (260, 10, "refunded")
     assert (row.success_count, row.failed_count) == (2, 1)
     assert kinds == ["refund", "reserve", "settle"]

@@ -120,16 +120,29 @@ class LedgerMachine(RuleBasedStateMachine):
 
         async def go() -> tuple[int, ...]:
             async with self.engine.connect() as conn:
-                entries = (await conn.execute(
-                    select(func.count()).select_from(credit_ledger)
-                    .where(credit_ledger.c.account_id == account_id))).scalar_one()
-                batches = (await conn.execute(
-                    select(func.count()).select_from(batch_jobs)
-                    .where(batch_jobs.c.user_id == account_id))).scalar_one()
-                tasks = (await conn.execute(
-                    select(func.count()).select_from(video_tasks)
-                    .where(video_tasks.c.account_id == account_id,
-                           video_tasks.c.status.in_(LIVE)))).scalar_one()
+                entries = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(credit_ledger)
+                        .where(credit_ledger.c.account_id == account_id)
+                    )
+                ).scalar_one()
+                batches = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(batch_jobs)
+                        .where(batch_jobs.c.user_id == account_id)
+                    )
+                ).scalar_one()
+                tasks = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(video_tasks)
+                        .where(
+                            video_tasks.c.account_id == account_id, video_tasks.c.status.in_(LIVE)
+                        )
+                    )
+                ).scalar_one()
             return int(entries), int(batches), int(tasks), *await balance(self.engine, account_id)
 
         result: tuple[int, ...] = self.run(go())
@@ -189,16 +202,16 @@ class LedgerMachine(RuleBasedStateMachine):
         model = self.accounts[acc]
         key = str(uuid.uuid4())
         if model.balance + amount >= model.frozen:
-            entry = self.run(account_svc.adjust(self.engine, acc, amount, reason="correction",
-                                                key=key))
+            entry = self.run(
+                account_svc.adjust(self.engine, acc, amount, reason="correction", key=key)
+            )
             model.balance += amount
             assert entry["balance_after"] == model.balance
             self.credit_ops.append(("adjust", acc, key, amount))
         else:
             before = self.footprint(acc)
             with pytest.raises(InsufficientCredits):
-                self.run(account_svc.adjust(self.engine, acc, amount, reason="correction",
-                                            key=key))
+                self.run(account_svc.adjust(self.engine, acc, amount, reason="correction", key=key))
             assert self.footprint(acc) == before
 
     # --- batches ------------------------------------------------------------------------
@@ -216,22 +229,27 @@ class LedgerMachine(RuleBasedStateMachine):
             model.frozen += total
             assert created.available_credits == model.balance - model.frozen
             self.batches[created.batch_id] = ModelBatch(
-                account=acc, prices=[PRICES[m] for m in models], statuses=["pending"] * len(models))
+                account=acc, prices=[PRICES[m] for m in models], statuses=["pending"] * len(models)
+            )
         else:
             before = self.footprint(acc)
             with pytest.raises(InsufficientCredits) as err:
                 self.run(new_batch(self.engine, caller, body))
             assert (err.value.required, err.value.available) == (
-                total, model.balance - model.frozen)
+                total,
+                model.balance - model.frozen,
+            )
             assert self.footprint(acc) == before
 
-    @precondition(lambda self: any(
-        "pending" in self.batches[b].statuses for b in self.open_batches()))
+    @precondition(
+        lambda self: any("pending" in self.batches[b].statuses for b in self.open_batches())
+    )
     @rule(i=indexes, j=indexes)
     def start_task(self, i: int, j: int) -> None:
         """The worker submitted an item: it is running and can no longer be cancelled."""
-        bid = self.pick([b for b in self.open_batches() if "pending" in self.batches[b].statuses],
-                        i)
+        bid = self.pick(
+            [b for b in self.open_batches() if "pending" in self.batches[b].statuses], i
+        )
         batch = self.batches[bid]
         index = self.pick([k for k, s in enumerate(batch.statuses) if s == "pending"], j)
 
@@ -240,14 +258,17 @@ class LedgerMachine(RuleBasedStateMachine):
                 await conn.execute(
                     update(video_tasks)
                     .where(video_tasks.c.batch_job_id == bid, video_tasks.c.batch_index == index)
-                    .values(status="processing", next_attempt_at=None))
+                    .values(status="processing", next_attempt_at=None)
+                )
 
         self.run(go())
         batch.statuses[index] = "processing"
 
     @precondition(lambda self: any(self.batches[b].has_live() for b in self.open_batches()))
-    @rule(i=indexes, outcomes=st.lists(st.sampled_from(["succeeded", "failed"]), min_size=1,
-                                       max_size=5))
+    @rule(
+        i=indexes,
+        outcomes=st.lists(st.sampled_from(["succeeded", "failed"]), min_size=1, max_size=5),
+    )
     def finish_tasks(self, i: int, outcomes: list[str]) -> None:
         """The provider answered for some of a batch's live items (in index order)."""
         bid = self.pick([b for b in self.open_batches() if self.batches[b].has_live()], i)
@@ -259,8 +280,10 @@ class LedgerMachine(RuleBasedStateMachine):
             batch.statuses[k] = outcome
 
     @precondition(lambda self: self.open_batches())
-    @rule(i=indexes, outcomes=st.lists(st.sampled_from(["succeeded", "failed"]), min_size=1,
-                                       max_size=5))
+    @rule(
+        i=indexes,
+        outcomes=st.lists(st.sampled_from(["succeeded", "failed"]), min_size=1, max_size=5),
+    )
     def run_batch_to_the_end(self, i: int, outcomes: list[str]) -> None:
         """Every live item of a batch ends, then the batch is settled, as a worker does."""
         bid = self.pick(self.open_batches(), i)
@@ -322,8 +345,9 @@ class LedgerMachine(RuleBasedStateMachine):
             assert result.credits_refunded == batch.refunded
             assert result.status == "cancelled"
         else:
-            self._settled(bid, batch.succeeded_cost(), batch.reserved - batch.succeeded_cost(),
-                          result.status)
+            self._settled(
+                bid, batch.succeeded_cost(), batch.reserved - batch.succeeded_cost(), result.status
+            )
             assert result.credits_refunded == batch.refunded
 
     def _settled(self, bid: str, charged: int, refunded: int, status: str) -> None:
@@ -348,23 +372,54 @@ class LedgerMachine(RuleBasedStateMachine):
         if not ids:
             return
         async with self.engine.connect() as conn:
-            sums = {r[0]: (int(r[1]), int(r[2])) for r in (await conn.execute(
-                select(credit_ledger.c.account_id, func.sum(credit_ledger.c.delta),
-                       func.sum(credit_ledger.c.frozen_delta))
-                .where(credit_ledger.c.account_id.in_(ids))
-                .group_by(credit_ledger.c.account_id))).all()}
-            held = {r[0]: int(r[1]) for r in (await conn.execute(
-                select(batch_jobs.c.user_id,
-                       func.sum(batch_jobs.c.frozen_credits - batch_jobs.c.credits_refunded))
-                .where(batch_jobs.c.user_id.in_(ids), batch_jobs.c.settled_at.is_(None))
-                .group_by(batch_jobs.c.user_id))).all()}
-            rows = {r.id: r for r in (await conn.execute(
-                select(batch_jobs).where(batch_jobs.c.id.in_(list(self.batches))))).all()}
-            succeeded = {r[0]: int(r[1]) for r in (await conn.execute(
-                select(video_tasks.c.batch_job_id, func.sum(video_tasks.c.cost_credits))
-                .where(video_tasks.c.batch_job_id.in_(list(self.batches)),
-                       video_tasks.c.status == "succeeded")
-                .group_by(video_tasks.c.batch_job_id))).all()}
+            sums = {
+                r[0]: (int(r[1]), int(r[2]))
+                for r in (
+                    await conn.execute(
+                        select(
+                            credit_ledger.c.account_id,
+                            func.sum(credit_ledger.c.delta),
+                            func.sum(credit_ledger.c.frozen_delta),
+                        )
+                        .where(credit_ledger.c.account_id.in_(ids))
+                        .group_by(credit_ledger.c.account_id)
+                    )
+                ).all()
+            }
+            held = {
+                r[0]: int(r[1])
+                for r in (
+                    await conn.execute(
+                        select(
+                            batch_jobs.c.user_id,
+                            func.sum(batch_jobs.c.frozen_credits - batch_jobs.c.credits_refunded),
+                        )
+                        .where(batch_jobs.c.user_id.in_(ids), batch_jobs.c.settled_at.is_(None))
+                        .group_by(batch_jobs.c.user_id)
+                    )
+                ).all()
+            }
+            rows = {
+                r.id: r
+                for r in (
+                    await conn.execute(
+                        select(batch_jobs).where(batch_jobs.c.id.in_(list(self.batches)))
+                    )
+                ).all()
+            }
+            succeeded = {
+                r[0]: int(r[1])
+                for r in (
+                    await conn.execute(
+                        select(video_tasks.c.batch_job_id, func.sum(video_tasks.c.cost_credits))
+                        .where(
+                            video_tasks.c.batch_job_id.in_(list(self.batches)),
+                            video_tasks.c.status == "succeeded",
+                        )
+                        .group_by(video_tasks.c.batch_job_id)
+                    )
+                ).all()
+            }
             violations = await audit(conn)
         for acc, model in self.accounts.items():
             bal, frozen = await balance(self.engine, acc)

@@ -75,8 +75,7 @@ def independent_check(secret: str, r: Any, *, legacy: bool = True) -> dict[str, 
     assert expected in r.headers["webhook-signature"].split(" ")
     assert abs(int(r.headers["webhook-timestamp"]) - time.time()) < 60
     if legacy:
-        assert r.headers["x-webhook-signature"] == hmac.new(
-            key, r.body, hashlib.sha256).hexdigest()
+        assert r.headers["x-webhook-signature"] == hmac.new(key, r.body, hashlib.sha256).hexdigest()
     body: dict[str, Any] = json.loads(r.body)
     return body
 
@@ -100,8 +99,9 @@ async def test_three_failures_then_success_is_one_delivery_of_four_attempts(
 ) -> None:
     caller, secret = await customer(runtime.engine)
     receiver.statuses = [500, 500, 500]
-    created = await new_batch(runtime.engine, caller,
-                              {"items": items(2), "webhook_url": receiver.at("/hook")})
+    created = await new_batch(
+        runtime.engine, caller, {"items": items(2), "webhook_url": receiver.at("/hook")}
+    )
     started = utcnow()
     for n in range(1, 4):
         assert await deliver_due(runtime, owner="w1") == (0, 1)
@@ -141,8 +141,9 @@ async def test_out_of_attempts_is_failed_and_stays_failed(
     async with runtime_with(settings_factory, engine, webhook_retries=1) as rt:
         caller, _ = await customer(engine)
         receiver.default = 503
-        created = await new_batch(engine, caller,
-                                  {"items": items(1), "webhook_url": receiver.at("/hook")})
+        created = await new_batch(
+            engine, caller, {"items": items(1), "webhook_url": receiver.at("/hook")}
+        )
         # this batch was written with the default of 4 attempts; the row decides
         async with engine.begin() as conn:
             await conn.execute(update(webhook_deliveries).values(max_attempts=2))
@@ -168,8 +169,9 @@ async def test_private_address_is_refused_without_a_connection(
 ) -> None:
     caller, _ = await customer(strict_runtime.engine)
     url = receiver.at("/hook").replace("127.0.0.1", host)
-    created = await new_batch(strict_runtime.engine, caller,
-                              {"items": items(1), "webhook_url": url})
+    created = await new_batch(
+        strict_runtime.engine, caller, {"items": items(1), "webhook_url": url}
+    )
     assert await deliver_due(strict_runtime, owner="w") == (0, 1)
     assert receiver.seen == []
     (row,) = await deliveries(strict_runtime.engine, created.batch_id)
@@ -185,8 +187,9 @@ async def test_redirect_is_a_failed_attempt_and_not_followed(
     runtime: Any, receiver: Receiver
 ) -> None:
     caller, _ = await customer(runtime.engine)
-    created = await new_batch(runtime.engine, caller,
-                              {"items": items(1), "webhook_url": receiver.at("/redirect")})
+    created = await new_batch(
+        runtime.engine, caller, {"items": items(1), "webhook_url": receiver.at("/redirect")}
+    )
     assert await deliver_due(runtime, owner="w") == (0, 1)
     assert [r.path for r in receiver.seen] == ["/redirect"]  # /target never asked
     (row,) = await deliveries(runtime.engine, created.batch_id)
@@ -216,10 +219,12 @@ async def test_slow_receiver_times_out_and_delays_neither_settlement_nor_others(
         fast = await stack.enter_async_context(running_receiver())
         receiver.delay = 5.0
         caller, _ = await customer(engine)
-        slow_batch = await new_batch(engine, caller,
-                                     {"items": items(1), "webhook_url": receiver.at("/slow")})
-        fast_batch = await new_batch(engine, caller,
-                                     {"items": items(1), "webhook_url": fast.at("/fast")})
+        slow_batch = await new_batch(
+            engine, caller, {"items": items(1), "webhook_url": receiver.at("/slow")}
+        )
+        fast_batch = await new_batch(
+            engine, caller, {"items": items(1), "webhook_url": fast.at("/fast")}
+        )
         # both batches end (three events each: created, failed, refunded) before the clock
         # starts; then another batch, without a webhook, is worked while they are sent
         for batch in (slow_batch, fast_batch):
@@ -245,8 +250,9 @@ async def test_slow_receiver_times_out_and_delays_neither_settlement_nor_others(
         assert (await batch_row(engine, other.batch_id)).settled_at is not None
         slow_rows = await deliveries(engine, slow_batch.batch_id)
         assert len(slow_rows) == 3
-        assert all(r.last_error == "timeout: no answer within 0.3 s" and r.attempts == 1
-                   for r in slow_rows)
+        assert all(
+            r.last_error == "timeout: no answer within 0.3 s" and r.attempts == 1 for r in slow_rows
+        )
         assert len(receiver.seen) == 3  # each was sent, none answered in time
         fast_rows = await deliveries(engine, fast_batch.batch_id)
         assert all(r.delivered_at is not None for r in fast_rows)
@@ -254,15 +260,12 @@ async def test_slow_receiver_times_out_and_delays_neither_settlement_nor_others(
         await assert_audit_clean(engine)
 
 
-async def test_the_full_flow_through_the_worker(
-    runtime: Any, receiver: Receiver, sim: Any
-) -> None:
+async def test_the_full_flow_through_the_worker(runtime: Any, receiver: Receiver, sim: Any) -> None:
     caller, secret = await customer(runtime.engine)
     body = {
         "items": [
             {"prompt": "a city at night", "model": "sora-2", "metadata": {"sku": "A1"}},
-            {"prompt": "refused [sim:moderation]", "model": "sora-2",
-             "metadata": {"sku": "B2"}},
+            {"prompt": "refused [sim:moderation]", "model": "sora-2", "metadata": {"sku": "B2"}},
         ],
         "webhook_url": receiver.at("/hooks/vidbatch"),
         "metadata": {"campaign": "spring"},
@@ -283,8 +286,11 @@ async def test_the_full_flow_through_the_worker(
         assert r.headers["x-webhook-event"] == event["event"]
         assert r.headers["content-type"] == "application/json"
         events[event["event"]] = event
-    assert sorted(receiver.events()) == sorted(events) == [
-        "batch.completed", "batch.created", "batch.refunded", "batch.running"]
+    assert (
+        sorted(receiver.events())
+        == sorted(events)
+        == ["batch.completed", "batch.created", "batch.refunded", "batch.running"]
+    )
     for event in events.values():
         assert event["batch_id"] == created.batch_id and event["request_id"] == "flow-1"
         assert event["metadata"] == {"campaign": "spring"}
@@ -293,12 +299,21 @@ async def test_the_full_flow_through_the_worker(
     assert events["batch.created"]["ledger"] == {"reserved": 20, "settled": 0, "refunded": 0}
     completed = events["batch.completed"]
     assert completed["status"] == "partial"
-    assert completed["summary"] == {"total": 2, "succeeded": 1, "failed": 1, "cancelled": 0,
-                                    "pending": 0}
+    assert completed["summary"] == {
+        "total": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "pending": 0,
+    }
     assert completed["ledger"] == {"reserved": 20, "settled": 10, "refunded": 10}
     ok, bad = completed["items"]
-    assert (ok["index"], ok["status"], ok["metadata"], ok["error"]) == (0, "succeeded",
-                                                                         {"sku": "A1"}, None)
+    assert (ok["index"], ok["status"], ok["metadata"], ok["error"]) == (
+        0,
+        "succeeded",
+        {"sku": "A1"},
+        None,
+    )
     assert ok["video_url"] and ok["failure_type"] is None
     assert (bad["index"], bad["status"], bad["failure_type"]) == (1, "failed", "moderation")
     assert bad["video_url"] is None and bad["error"] and bad["metadata"] == {"sku": "B2"}
@@ -314,14 +329,18 @@ async def test_a_batch_where_nothing_succeeded_sends_failed_and_refunded(
     runtime: Any, receiver: Receiver, sim: Any
 ) -> None:
     caller, secret = await customer(runtime.engine)
-    created = await new_batch(runtime.engine, caller, {
-        "items": [{"prompt": "x [sim:error]"}, {"prompt": "y [sim:reject]"}],
-        "webhook_url": receiver.at("/hook")})
+    created = await new_batch(
+        runtime.engine,
+        caller,
+        {
+            "items": [{"prompt": "x [sim:error]"}, {"prompt": "y [sim:reject]"}],
+            "webhook_url": receiver.at("/hook"),
+        },
+    )
     await run_until_settled(runtime)
     while await deliver_due(runtime, owner="w") != (0, 0):
         pass
-    events = {e["event"]: e for e in (verify(r.body, r.headers, secret)
-                                      for r in receiver.seen)}
+    events = {e["event"]: e for e in (verify(r.body, r.headers, secret) for r in receiver.seen)}
     assert "batch.completed" not in events
     assert events["batch.failed"]["status"] == "failed"
     assert [i["status"] for i in events["batch.failed"]["items"]] == ["failed", "failed"]
@@ -344,11 +363,14 @@ async def test_rotation_signs_with_both_secrets_until_the_overlap_ends(
     # by hand too; the original's header follows the new secret only
     assert independent_check(new, r)["event"] == "batch.created"
     assert independent_check(old, r, legacy=False)["event"] == "batch.created"
-    assert r.headers["x-webhook-signature"] != hmac.new(
-        receiver_key(old), r.body, hashlib.sha256).hexdigest()
+    assert (
+        r.headers["x-webhook-signature"]
+        != hmac.new(receiver_key(old), r.body, hashlib.sha256).hexdigest()
+    )
     # with no overlap, the old secret no longer signs
-    newer = await account_svc.rotate_webhook_secret(runtime.engine, caller.key_id,
-                                                    overlap_seconds=0)
+    newer = await account_svc.rotate_webhook_secret(
+        runtime.engine, caller.key_id, overlap_seconds=0
+    )
     await new_batch(runtime.engine, caller, {"items": items(1), "webhook_url": receiver.at("/")})
     assert await deliver_due(runtime, owner="w") == (1, 0)
     last = receiver.seen[-1]
@@ -377,8 +399,10 @@ async def test_fallback_secret_and_unsigned_events(
             await rt.close()
     signed, unsigned = receiver.seen
     assert verify(signed.body, signed.headers, "plain-shared-secret")
-    assert signed.headers["x-webhook-signature"] == hmac.new(
-        b"plain-shared-secret", signed.body, hashlib.sha256).hexdigest()
+    assert (
+        signed.headers["x-webhook-signature"]
+        == hmac.new(b"plain-shared-secret", signed.body, hashlib.sha256).hexdigest()
+    )
     assert "webhook-signature" not in unsigned.headers
     assert "x-webhook-signature" not in unsigned.headers
     assert unsigned.headers["webhook-id"].startswith("evt_")
@@ -388,39 +412,55 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(
     runtime: Any, receiver: Receiver
 ) -> None:
     caller, _ = await customer(runtime.engine)
-    created = await new_batch(runtime.engine, caller,
-                              {"items": items(1), "webhook_url": receiver.at("/")})
+    created = await new_batch(
+        runtime.engine, caller, {"items": items(1), "webhook_url": receiver.at("/")}
+    )
     now = utcnow()
     async with runtime.engine.begin() as conn:
-        (stale,) = await claim(conn, owner="stale", now=now,
-                               lease_until=now + timedelta(seconds=60), limit=10)
+        (stale,) = await claim(
+            conn, owner="stale", now=now, lease_until=now + timedelta(seconds=60), limit=10
+        )
     # the stale worker hangs; its lease runs out and another worker delivers
     assert await deliver_due(runtime, owner="w") == (0, 0)  # still leased
     await make_due(runtime.engine)
     assert await deliver_due(runtime, owner="fresh") == (1, 0)
     from vidbatch.webhooks.delivery import Due, Outcome
 
-    due = Due(id=stale.id, event_id=stale.event_id, batch_id=stale.batch_id, url=stale.url,
-              event_type=stale.event_type, payload=stale.payload, attempts=stale.attempts,
-              max_attempts=stale.max_attempts, secrets=())
+    due = Due(
+        id=stale.id,
+        event_id=stale.event_id,
+        batch_id=stale.batch_id,
+        url=stale.url,
+        event_type=stale.event_type,
+        payload=stale.payload,
+        attempts=stale.attempts,
+        max_attempts=stale.max_attempts,
+        secrets=(),
+    )
     async with runtime.engine.begin() as conn:
-        outcome = await record(conn, due, Outcome(ok=False, status=500, error="HTTP 500"),
-                               owner="stale", now=utcnow(), rng=random.Random(1))
+        outcome = await record(
+            conn,
+            due,
+            Outcome(ok=False, status=500, error="HTTP 500"),
+            owner="stale",
+            now=utcnow(),
+            rng=random.Random(1),
+        )
     assert outcome == "lost"
     (row,) = await deliveries(runtime.engine, created.batch_id)
     assert row.delivered_at is not None and row.attempts == 1 and row.last_error is None
     assert (await batch_row(runtime.engine, created.batch_id)).webhook_status == "sent"
 
 
-async def test_concurrent_deliverers_send_each_event_once(
-    runtime: Any, receiver: Receiver
-) -> None:
+async def test_concurrent_deliverers_send_each_event_once(runtime: Any, receiver: Receiver) -> None:
     caller, _ = await customer(runtime.engine, credits=10_000)
     for _ in range(12):
-        await new_batch(runtime.engine, caller, {"items": items(1),
-                                                 "webhook_url": receiver.at("/")})
-    results = await asyncio.gather(*(deliver_due(runtime, owner=f"w{n}", limit=5)
-                                     for n in range(4)))
+        await new_batch(
+            runtime.engine, caller, {"items": items(1), "webhook_url": receiver.at("/")}
+        )
+    results = await asyncio.gather(
+        *(deliver_due(runtime, owner=f"w{n}", limit=5) for n in range(4))
+    )
     while await deliver_due(runtime, owner="last") != (0, 0):
         pass
     assert sum(sent for sent, _ in results) <= 12

@@ -21,8 +21,11 @@ from vidbatch.worker.round import Round, run_once
 async def retries_due_now(engine) -> None:
     """Make retried tasks due again at once (their backoff is seconds long)."""
     async with engine.begin() as conn:
-        await conn.execute(update(video_tasks).where(video_tasks.c.status == "pending")
-                           .values(next_attempt_at=utcnow()))
+        await conn.execute(
+            update(video_tasks)
+            .where(video_tasks.c.status == "pending")
+            .values(next_attempt_at=utcnow())
+        )
 
 
 async def test_outage_then_recovery_retries_without_failing(settings_factory, engine, sim):
@@ -80,8 +83,9 @@ async def test_rate_limited_submit_does_not_burn_attempts(settings_factory, engi
 
 async def test_provider_refusal_fails_at_once_with_its_reason(runtime, sim):
     caller = await new_account(runtime.engine, credits=100)
-    created = await new_batch(runtime.engine, caller,
-                              [{"prompt": "x [sim:reject]"}, {"prompt": "fine"}])
+    created = await new_batch(
+        runtime.engine, caller, [{"prompt": "x [sim:reject]"}, {"prompt": "fine"}]
+    )
     await run_until_settled(runtime)
     rows = await task_rows(runtime.engine, created.batch_id)
     assert rows[0].status == "failed" and rows[0].failure_type == "param_error"
@@ -95,8 +99,9 @@ async def test_provider_refusal_fails_at_once_with_its_reason(runtime, sim):
 async def test_ambiguous_create_fails_and_refunds_by_default(settings_factory, engine, sim):
     async with runtime_with(settings_factory, engine, provider_read_timeout=0.5) as rt:
         caller = await new_account(engine, credits=100)
-        created = await new_batch(engine, caller,
-                                  [{"prompt": "lost [sim:ambiguous]"}, {"prompt": "fine"}])
+        created = await new_batch(
+            engine, caller, [{"prompt": "lost [sim:ambiguous]"}, {"prompt": "fine"}]
+        )
         await run_until_settled(rt)
         rows = await task_rows(engine, created.batch_id)
         assert rows[0].status == "failed" and rows[0].failure_reason == "ambiguous_submit"
@@ -109,8 +114,10 @@ async def test_ambiguous_create_fails_and_refunds_by_default(settings_factory, e
 
 async def test_ambiguous_create_resubmits_under_retry_policy(settings_factory, engine, sim):
     async with runtime_with(
-        settings_factory, engine,
-        provider_read_timeout=0.5, ambiguous_submit="retry",
+        settings_factory,
+        engine,
+        provider_read_timeout=0.5,
+        ambiguous_submit="retry",
     ) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "flaky"}])
@@ -129,8 +136,7 @@ async def test_ambiguous_create_resubmits_under_retry_policy(settings_factory, e
         await assert_audit_clean(engine)
 
 
-async def test_task_that_never_finishes_times_out_and_is_refunded(settings_factory, engine,
-                                                                   sim):
+async def test_task_that_never_finishes_times_out_and_is_refunded(settings_factory, engine, sim):
     async with runtime_with(settings_factory, engine, max_poll_count=3) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "stuck [sim:hang]"}])
@@ -180,12 +186,21 @@ async def test_stale_worker_cannot_write_after_losing_its_lease(runtime, sim):
     created = await new_batch(runtime.engine, caller, items(1))
     now = utcnow()
     async with runtime.engine.begin() as conn:
-        (row,) = await claims.claim_for_submit(conn, created.batch_id, owner="A", now=now,
-                                               lease_until=now + timedelta(seconds=60), limit=1)
+        (row,) = await claims.claim_for_submit(
+            conn,
+            created.batch_id,
+            owner="A",
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            limit=1,
+        )
     # A hangs; its lease runs out and B's round rescues the task (policy: fail).
     async with runtime.engine.begin() as conn:
-        await conn.execute(update(video_tasks).where(video_tasks.c.id == row.id)
-                           .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        await conn.execute(
+            update(video_tasks)
+            .where(video_tasks.c.id == row.id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
     summary = await run_once(runtime, owner="B", deliver_webhooks=False)
     assert summary.dispatch["rescued"] == 1
     # A wakes up and reports its success: the fenced write finds nothing to change.
@@ -198,11 +213,12 @@ async def test_stale_worker_cannot_write_after_losing_its_lease(runtime, sim):
     await assert_audit_clean(runtime.engine)
 
 
-async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_factory, engine,
-                                                                      sim):
+async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_factory, engine, sim):
     async with runtime_with(
-        settings_factory, engine,
-        worker_max_claim=1, worker_max_start_tasks_per_batch=5,
+        settings_factory,
+        engine,
+        worker_max_claim=1,
+        worker_max_start_tasks_per_batch=5,
     ) as rt:
         caller = await new_account(engine, credits=10_000)
         other = await new_account(engine, credits=100, name="small")
@@ -218,8 +234,11 @@ async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_fa
 
 async def test_fleet_cap_is_never_exceeded(settings_factory, engine, sim):
     async with runtime_with(
-        settings_factory, engine,
-        provider_max_inflight=3, task_concurrency=4, worker_max_start_tasks_per_batch=50,
+        settings_factory,
+        engine,
+        provider_max_inflight=3,
+        task_concurrency=4,
+        worker_max_start_tasks_per_batch=50,
     ) as rt:
         sim.configure(max_running=3, gen_time=0.1)
         caller = await new_account(engine, credits=1000)
@@ -235,14 +254,22 @@ async def test_worker_trigger_endpoint(client, settings_factory, sim) -> None:
     assert (r.status_code, r.json()["error"]) == (401, "WORKER_UNAUTHORIZED")
     r = await client.post("/api/internal/batch-worker", headers={"x-worker-secret": "nope"})
     assert r.status_code == 401
-    r = await client.post("/api/internal/batch-worker",
-                          headers={"x-worker-secret": "test-worker-secret"})
+    r = await client.post(
+        "/api/internal/batch-worker", headers={"x-worker-secret": "test-worker-secret"}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) >= {"ok", "dispatch", "poll", "settle", "duration_ms"}
     assert set(body["dispatch"]) >= {"claimed", "frozen", "tasks_started"}
-    assert set(body["poll"]) >= {"scanned", "succeeded", "failed", "stillProcessing",
-                                 "transientErrors", "skippedBackoff", "maxPollReached"}
+    assert set(body["poll"]) >= {
+        "scanned",
+        "succeeded",
+        "failed",
+        "stillProcessing",
+        "transientErrors",
+        "skippedBackoff",
+        "maxPollReached",
+    }
     assert set(body["settle"]) >= {"scanned", "settled", "webhook_sent", "webhook_failed"}
 
 
@@ -255,27 +282,33 @@ async def test_worker_trigger_without_secret_configured(settings_factory, engine
     rt = await Runtime.open(settings, engine=engine)
     try:
         app = create_app(settings, runtime=rt)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
             r = await c.post("/api/internal/batch-worker", headers={"x-worker-secret": "x"})
         assert (r.status_code, r.json()["error"]) == (500, "MISSING_INTERNAL_WORKER_SECRET")
     finally:
         await rt.close()
 
 
-async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(settings_factory,
-                                                                            engine, sim):
+async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(
+    settings_factory, engine, sim
+):
     """We stop waiting for a task before the provider stops running it: under a cap, its
     slot stays taken until its deadline, so the provider never sees one task too many."""
     async with runtime_with(
-        settings_factory, engine,
-        provider_max_inflight=1, max_poll_count=2, max_wait_seconds=2,
+        settings_factory,
+        engine,
+        provider_max_inflight=1,
+        max_poll_count=2,
+        max_wait_seconds=2,
         poll_intervals="0.2,0.2,0.2",
     ) as rt:
         sim.configure(max_running=1, gen_time=0.1)  # the slow one runs 1 s upstream
         caller = await new_account(engine, credits=100)
-        created = await new_batch(engine, caller, [{"prompt": "long [sim:slow]"},
-                                                   {"prompt": "next"}])
+        created = await new_batch(
+            engine, caller, [{"prompt": "long [sim:slow]"}, {"prompt": "next"}]
+        )
         for _ in range(40):  # the first task times out after two polls (0.4 s)
             await run_once(rt, deliver_webhooks=False)
             rows = await task_rows(engine, created.batch_id)
@@ -303,8 +336,14 @@ async def test_a_task_back_to_waiting_after_a_cancel_is_cancelled_and_refunded(r
     created = await new_batch(runtime.engine, caller, items(1))
     now = utcnow()
     async with runtime.engine.begin() as conn:
-        (row,) = await claims.claim_for_submit(conn, created.batch_id, owner="A", now=now,
-                                               lease_until=now + timedelta(seconds=60), limit=1)
+        (row,) = await claims.claim_for_submit(
+            conn,
+            created.batch_id,
+            owner="A",
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            limit=1,
+        )
     await cancel_batch(runtime.engine, created.batch_id, account_id=caller.account_id)
     sim.configure(create_429_rate=1.0, retry_after=0)
     await Round(runtime, "A", random.Random(0)).submit(row)  # 429: back to pending
@@ -321,8 +360,14 @@ async def test_a_claimed_task_whose_lease_is_too_short_is_given_back_unsent(runt
     created = await new_batch(runtime.engine, caller, items(1))
     now = utcnow()
     async with runtime.engine.begin() as conn:  # claimed long ago: 1 s of lease left
-        (row,) = await claims.claim_for_submit(conn, created.batch_id, owner="A", now=now,
-                                               lease_until=now + timedelta(seconds=1), limit=1)
+        (row,) = await claims.claim_for_submit(
+            conn,
+            created.batch_id,
+            owner="A",
+            now=now,
+            lease_until=now + timedelta(seconds=1),
+            limit=1,
+        )
     await Round(runtime, "A", random.Random(0)).submit(row)
     (after,) = await task_rows(runtime.engine, created.batch_id)
     assert (after.status, after.attempts) == ("pending", 0)

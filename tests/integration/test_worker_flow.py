@@ -10,10 +10,18 @@ from vidbatch.services import accounts as account_svc
 from vidbatch.worker.round import run_once
 
 SEED_ITEMS = [
-    {"prompt": "A cinematic video of a city", "model": "sora-2", "aspect_ratio": "9:16",
-     "duration": 10},
-    {"prompt": "An anime style video", "model": "veo-flash", "aspect_ratio": "16:9",
-     "meta": {"firstFrameUrl": "https://example.com/first.jpg"}},
+    {
+        "prompt": "A cinematic video of a city",
+        "model": "sora-2",
+        "aspect_ratio": "9:16",
+        "duration": 10,
+    },
+    {
+        "prompt": "An anime style video",
+        "model": "veo-flash",
+        "aspect_ratio": "16:9",
+        "meta": {"firstFrameUrl": "https://example.com/first.jpg"},
+    },
 ]
 
 
@@ -41,8 +49,11 @@ async def test_polling_mode_settles_the_seed_batch(runtime, sim) -> None:
 
 async def test_batches_well_over_ten_items_finish_with_failures_refunded(runtime, sim) -> None:
     caller = await new_account(runtime.engine, credits=1000)
-    body = [*items(23), {"prompt": "bad [sim:moderation]", "model": "sora-2"},
-            {"prompt": "no url [sim:no-url]", "model": "sora-2"}]
+    body = [
+        *items(23),
+        {"prompt": "bad [sim:moderation]", "model": "sora-2"},
+        {"prompt": "no url [sim:no-url]", "model": "sora-2"},
+    ]
     created = await new_batch(runtime.engine, caller, body)
     await run_until_settled(runtime)
     batch = await batch_row(runtime.engine, created.batch_id)
@@ -56,8 +67,7 @@ async def test_batches_well_over_ten_items_finish_with_failures_refunded(runtime
 
 
 @pytest.mark.parametrize("webhook", [True])
-async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim,
-                                                   webhook) -> None:
+async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim, webhook) -> None:
     """The provider calls back to our real HTTP server; the next round settles."""
     import asyncio
     import socket
@@ -70,8 +80,7 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = settings_factory(app_url=f"http://127.0.0.1:{port}",
-                                callback_grace_seconds=60.0)
+    settings = settings_factory(app_url=f"http://127.0.0.1:{port}", callback_grace_seconds=60.0)
     rt = await Runtime.open(settings, engine=engine)
     app = create_app(settings, runtime=rt)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
@@ -84,8 +93,10 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
         created = await new_batch(engine, caller, SEED_ITEMS)
         await run_once(rt, deliver_webhooks=False)
         creates = [r for r in sim.requests() if r["path"].startswith("/v1/video/")]
-        assert all(r["body"]["webHook"].startswith(f"http://127.0.0.1:{port}/api/video/callback")
-                   for r in creates)
+        assert all(
+            r["body"]["webHook"].startswith(f"http://127.0.0.1:{port}/api/video/callback")
+            for r in creates
+        )
         for _ in range(200):
             rows = await task_rows(engine, created.batch_id)
             if all(r.status == "succeeded" for r in rows):
@@ -109,8 +120,11 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
 async def test_metrics_after_a_flow(client, runtime, sim) -> None:
     caller = await new_account(runtime.engine, credits=100)
     key = await account_svc.create_key(runtime.engine, caller.account_id)
-    created = await client.post("/api/v1/batches", headers={"x-api-key": key.api_key},
-                                json={"items": [*items(2), {"prompt": "x [sim:moderation]"}]})
+    created = await client.post(
+        "/api/v1/batches",
+        headers={"x-api-key": key.api_key},
+        json={"items": [*items(2), {"prompt": "x [sim:moderation]"}]},
+    )
     assert created.status_code == 200, created.text
     await run_until_settled(runtime)
     text = (await client.get("/metrics")).text

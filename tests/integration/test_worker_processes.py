@@ -26,26 +26,29 @@ BASE_URL_VARS = ("NEXT_PUBLIC_SITE_URL", "SITE_URL", "NEXT_PUBLIC_APP_URL", "APP
 
 def worker_env(db_url: str, sim: Any, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in BASE_URL_VARS}
-    env.update({
-        "DATABASE_URL": db_url,
-        "GRSAI_HOST": sim.url,
-        "GRSAI_API_KEY": "sk-test",
-        "VIDBATCH_CALLBACK_SECRET": "processes-test",
-        "VIDBATCH_POLL_INTERVALS": "0.05,0.05,0.05",
-        "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
-        "VIDBATCH_WORKER_IDLE_SECONDS": "0.1",
-        "BATCH_WORKER_MAX_START_TASKS_PER_BATCH": "20",
-        "BATCH_TASK_CONCURRENCY": "4",
-        "VIDBATCH_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "DATABASE_URL": db_url,
+            "GRSAI_HOST": sim.url,
+            "GRSAI_API_KEY": "sk-test",
+            "VIDBATCH_CALLBACK_SECRET": "processes-test",
+            "VIDBATCH_POLL_INTERVALS": "0.05,0.05,0.05",
+            "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
+            "VIDBATCH_WORKER_IDLE_SECONDS": "0.1",
+            "BATCH_WORKER_MAX_START_TASKS_PER_BATCH": "20",
+            "BATCH_TASK_CONCURRENCY": "4",
+            "VIDBATCH_LOG_LEVEL": "INFO",
+        }
+    )
     env.update(extra)
     return env
 
 
 def start_worker(env: dict[str, str], log_path: Any) -> subprocess.Popen[bytes]:
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "vidbatch", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidbatch", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:
@@ -92,8 +95,7 @@ async def test_workers_share_one_large_batch(pg_url, sim, tmp_path, n_workers):
         assert stats["tasks_created"] == 240
         assert set(stats["created_per_prompt"].values()) == {1}  # nothing submitted twice
         batch = await batch_row(engine, created.batch_id)
-        assert (batch.status, batch.credits_spent, batch.credits_refunded) == ("completed",
-                                                                               2400, 0)
+        assert (batch.status, batch.credits_spent, batch.credits_refunded) == ("completed", 2400, 0)
         owners = set()
         for i in range(n_workers):
             text = (tmp_path / f"w{i}.log").read_text()
@@ -114,9 +116,13 @@ async def test_killed_worker_is_taken_over_after_its_lease(pg_url, sim, tmp_path
         # Creates reach the provider but hang: the worker is stuck mid-round.
         sim.configure(create_hang_rate=1.0, hang_max=60.0)
         # A short lease (it must still outlast one provider call: 0.5 + 2.5 s).
-        env = worker_env(pg_url, sim, VIDBATCH_LEASE_SECONDS="4",
-                         VIDBATCH_PROVIDER_CONNECT_TIMEOUT="0.5",
-                         VIDBATCH_PROVIDER_READ_TIMEOUT="2.5")
+        env = worker_env(
+            pg_url,
+            sim,
+            VIDBATCH_LEASE_SECONDS="4",
+            VIDBATCH_PROVIDER_CONNECT_TIMEOUT="0.5",
+            VIDBATCH_PROVIDER_READ_TIMEOUT="2.5",
+        )
         first = start_worker(env, tmp_path / "a.log")
         procs.append(first)
 
@@ -127,8 +133,9 @@ async def test_killed_worker_is_taken_over_after_its_lease(pg_url, sim, tmp_path
         await wait_until(some_submitting, timeout=30)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        stuck = {r.id for r in await task_rows(engine, created.batch_id)
-                 if r.status == "submitting"}
+        stuck = {
+            r.id for r in await task_rows(engine, created.batch_id) if r.status == "submitting"
+        }
         sim.configure(create_hang_rate=0.0, gen_time=0.05)
         procs.append(start_worker(env, tmp_path / "b.log"))
 

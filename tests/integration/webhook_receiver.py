@@ -40,12 +40,14 @@ class Receiver:
         return self.url + path
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append(Received(
-            path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=await request.read(),
-            at=time.monotonic(),
-        ))
+        self.seen.append(
+            Received(
+                path=request.path,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=await request.read(),
+                at=time.monotonic(),
+            )
+        )
         if request.path == "/redirect":
             raise web.HTTPFound("/target")
         if self.delay:

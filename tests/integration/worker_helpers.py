@@ -17,8 +17,15 @@ from vidbatch.worker.round import run_once
 
 async def unsettled(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(batch_jobs)
-                                       .where(batch_jobs.c.settled_at.is_(None)))).scalar_one())
+        return int(
+            (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(batch_jobs)
+                    .where(batch_jobs.c.settled_at.is_(None))
+                )
+            ).scalar_one()
+        )
 
 
 async def run_until_settled(rt: Any, *, max_rounds: int = 200, pause: float = 0.02) -> int:
@@ -33,9 +40,15 @@ async def run_until_settled(rt: Any, *, max_rounds: int = 200, pause: float = 0.
 
 async def task_rows(engine: AsyncEngine, batch_id: str) -> list[Any]:
     async with engine.connect() as conn:
-        return list((await conn.execute(select(video_tasks)
-                                        .where(video_tasks.c.batch_job_id == batch_id)
-                                        .order_by(video_tasks.c.batch_index))).all())
+        return list(
+            (
+                await conn.execute(
+                    select(video_tasks)
+                    .where(video_tasks.c.batch_job_id == batch_id)
+                    .order_by(video_tasks.c.batch_index)
+                )
+            ).all()
+        )
 
 
 async def batch_row(engine: AsyncEngine, batch_id: str) -> Any:
@@ -44,8 +57,9 @@ async def batch_row(engine: AsyncEngine, batch_id: str) -> Any:
 
 
 @asynccontextmanager
-async def runtime_with(settings_factory: Any, engine: AsyncEngine,
-                       **overrides: Any) -> AsyncIterator[Runtime]:
+async def runtime_with(
+    settings_factory: Any, engine: AsyncEngine, **overrides: Any
+) -> AsyncIterator[Runtime]:
     """A runtime on the test's database with some settings changed, closed afterwards."""
     rt = await Runtime.open(settings_factory(**overrides), engine=engine)
     try:

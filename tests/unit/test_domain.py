@@ -97,16 +97,28 @@ def test_state_sets_partition() -> None:
 
 def test_public_item_status_hides_internal_states() -> None:
     assert set(PUBLIC_ITEM_STATUS.values()) == {
-        "pending", "running", "succeeded", "failed", "cancelled"}
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+    }
     assert PUBLIC_ITEM_STATUS["queued"] == "pending"
     assert PUBLIC_ITEM_STATUS["submitting"] == PUBLIC_ITEM_STATUS["processing"] == "running"
 
 
 ALLOWED_MOVES = {
-    ("pending", "submitting"), ("pending", "cancelled"), ("pending", "failed"),
-    ("queued", "submitting"), ("queued", "cancelled"), ("queued", "failed"),
-    ("submitting", "processing"), ("submitting", "pending"), ("submitting", "failed"),
-    ("processing", "succeeded"), ("processing", "failed"),
+    ("pending", "submitting"),
+    ("pending", "cancelled"),
+    ("pending", "failed"),
+    ("queued", "submitting"),
+    ("queued", "cancelled"),
+    ("queued", "failed"),
+    ("submitting", "processing"),
+    ("submitting", "pending"),
+    ("submitting", "failed"),
+    ("processing", "succeeded"),
+    ("processing", "failed"),
 }
 
 

@@ -38,8 +38,11 @@ def _set(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 
 # Every variable, a non-default value, and what the settings object must hold for it.
 ORIGINAL_ENV: dict[str, tuple[str, str, Any]] = {
-    "DATABASE_URL": ("postgresql://u@db.example/vb", "database_url",
-                     "postgresql://u@db.example/vb"),
+    "DATABASE_URL": (
+        "postgresql://u@db.example/vb",
+        "database_url",
+        "postgresql://u@db.example/vb",
+    ),
     "INTERNAL_WORKER_SECRET": ("s3cret", "internal_worker_secret", "s3cret"),
     "BATCH_WORKER_MAX_CLAIM": ("7", "worker_max_claim", 7),
     "BATCH_WORKER_MAX_START_TASKS_PER_BATCH": ("11", "worker_max_start_tasks_per_batch", 11),
@@ -79,8 +82,11 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
     "VIDBATCH_WORKER_IDLE_SECONDS": ("0.5", "worker_idle_seconds", 0.5),
     "VIDBATCH_LOG_FORMAT": ("json", "log_format", "json"),
     "VIDBATCH_LOG_LEVEL": ("DEBUG", "log_level", "DEBUG"),
-    "VIDBATCH_MODEL_CATALOG": ('{"sora-2": {"price_credits": 12}}', "model_catalog",
-                               '{"sora-2": {"price_credits": 12}}'),
+    "VIDBATCH_MODEL_CATALOG": (
+        '{"sora-2": {"price_credits": 12}}',
+        "model_catalog",
+        '{"sora-2": {"price_credits": 12}}',
+    ),
 }
 
 
@@ -210,11 +216,16 @@ def test_public_base_url_unset_or_empty_means_polling(monkeypatch: pytest.Monkey
 def test_catalog_reprices_and_adds_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "VIDBATCH_MODEL_CATALOG",
-        json.dumps({
-            "sora-2": {"price_credits": 12, "duration_prices": {"15": 18}},
-            "veo-flash-4k": {"family": "veo", "provider_model": "veo3.1-fast-4k",
-                             "price_credits": 90},
-        }),
+        json.dumps(
+            {
+                "sora-2": {"price_credits": 12, "duration_prices": {"15": 18}},
+                "veo-flash-4k": {
+                    "family": "veo",
+                    "provider_model": "veo3.1-fast-4k",
+                    "price_credits": 90,
+                },
+            }
+        ),
     )
     catalog = load_settings().catalog
     sora = catalog.get("sora-2")

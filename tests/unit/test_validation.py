@@ -24,8 +24,9 @@ CATALOG = default_catalog()
 
 
 def validate(body: Any, *, max_items: int = 100, allow_private: bool = False) -> BatchSpec:
-    return validate_batch(body, catalog=CATALOG, max_items=max_items,
-                          allow_private_webhooks=allow_private)
+    return validate_batch(
+        body, catalog=CATALOG, max_items=max_items, allow_private_webhooks=allow_private
+    )
 
 
 def one(item: dict[str, Any], **body: Any) -> BatchSpec:
@@ -50,8 +51,9 @@ def test_body_must_be_an_object(body: Any) -> None:
     assert problems(body) == [(None, "body")]
 
 
-@pytest.mark.parametrize("body", [{}, {"items": []}, {"items": None}, {"items": {"prompt": "x"}},
-                                  {"items": "x"}])
+@pytest.mark.parametrize(
+    "body", [{}, {"items": []}, {"items": None}, {"items": {"prompt": "x"}}, {"items": "x"}]
+)
 def test_items_must_be_a_non_empty_list(body: Any) -> None:
     assert problems(body) == [(None, "items")]
 
@@ -91,9 +93,15 @@ def test_model_defaults_to_sora_and_must_be_known() -> None:
 
 
 def test_prices_follow_the_catalog() -> None:
-    spec = validate({"items": [{"prompt": "a", "model": "sora-2"},
-                               {"prompt": "b", "model": "veo-flash"},
-                               {"prompt": "c", "model": "veo-pro"}]})
+    spec = validate(
+        {
+            "items": [
+                {"prompt": "a", "model": "sora-2"},
+                {"prompt": "b", "model": "veo-flash"},
+                {"prompt": "c", "model": "veo-pro"},
+            ]
+        }
+    )
     assert [i.cost_credits for i in spec.items] == [10, 50, 250]
     assert (spec.total_credits, spec.cost_per_video) == (310, None)
     assert one({"prompt": "a"}).cost_per_video == 10
@@ -140,11 +148,20 @@ def test_reference_url_accepted(url: str) -> None:
     assert one({"prompt": "x", "reference_url": url}).items[0].reference_url == url
 
 
-@pytest.mark.parametrize("url", [
-    "ftp://example.com/a.jpg", "javascript:alert(1)", "file:///etc/passwd", "example.com/a.jpg",
-    "https://", "", 42, ["https://example.com"],
-    "https://example.com/" + "a" * (MAX_URL - len("https://example.com/") + 1),
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "example.com/a.jpg",
+        "https://",
+        "",
+        42,
+        ["https://example.com"],
+        "https://example.com/" + "a" * (MAX_URL - len("https://example.com/") + 1),
+    ],
+)
 def test_reference_url_refused(url: Any) -> None:
     assert item_problems({"prompt": "x", "reference_url": url}) == [(0, "reference_url")]
 
@@ -159,24 +176,31 @@ def test_url_length_limit_is_inclusive() -> None:
 
 
 def test_meta_accepted() -> None:
-    meta = {"firstFrameUrl": "https://e.com/1.jpg", "lastFrameUrl": "https://e.com/2.jpg",
-            "urls": ["https://e.com/a.jpg", "https://e.com/b.jpg", "https://e.com/c.jpg"]}
+    meta = {
+        "firstFrameUrl": "https://e.com/1.jpg",
+        "lastFrameUrl": "https://e.com/2.jpg",
+        "urls": ["https://e.com/a.jpg", "https://e.com/b.jpg", "https://e.com/c.jpg"],
+    }
     assert one({"prompt": "x", "model": "veo-flash", "meta": meta}).items[0].meta == meta
     assert one({"prompt": "x", "meta": {}}).items[0].meta is None
 
 
-@pytest.mark.parametrize(("meta", "fields"), [
-    ("https://e.com/1.jpg", ["meta"]),
-    ({"firstFrame": "https://e.com/1.jpg"}, ["meta.firstFrame"]),
-    ({"firstFrameUrl": "ftp://e.com/1.jpg"}, ["meta.firstFrameUrl"]),
-    ({"lastFrameUrl": "https://e.com/2.jpg"}, ["meta.lastFrameUrl"]),
-    ({"urls": "https://e.com/a.jpg"}, ["meta.urls"]),
-    ({"urls": ["https://e.com/a.jpg"] * 4}, ["meta.urls"]),
-    ({"urls": ["https://e.com/a.jpg", "nope"]}, ["meta.urls[1]"]),
-])
+@pytest.mark.parametrize(
+    ("meta", "fields"),
+    [
+        ("https://e.com/1.jpg", ["meta"]),
+        ({"firstFrame": "https://e.com/1.jpg"}, ["meta.firstFrame"]),
+        ({"firstFrameUrl": "ftp://e.com/1.jpg"}, ["meta.firstFrameUrl"]),
+        ({"lastFrameUrl": "https://e.com/2.jpg"}, ["meta.lastFrameUrl"]),
+        ({"urls": "https://e.com/a.jpg"}, ["meta.urls"]),
+        ({"urls": ["https://e.com/a.jpg"] * 4}, ["meta.urls"]),
+        ({"urls": ["https://e.com/a.jpg", "nope"]}, ["meta.urls[1]"]),
+    ],
+)
 def test_meta_refused(meta: Any, fields: list[str]) -> None:
     assert item_problems({"prompt": "x", "model": "veo-pro", "meta": meta}) == [
-        (0, f) for f in fields]
+        (0, f) for f in fields
+    ]
 
 
 # --- metadata ----------------------------------------------------------------------------
@@ -192,8 +216,7 @@ def test_item_metadata_up_to_4kb() -> None:
 
 
 def test_batch_metadata_up_to_4kb() -> None:
-    assert one({"prompt": "x"}, metadata={"campaign": "spring"}).metadata == {
-        "campaign": "spring"}
+    assert one({"prompt": "x"}, metadata={"campaign": "spring"}).metadata == {"campaign": "spring"}
     assert problems({"items": [{"prompt": "x"}], "metadata": "spring"}) == [(None, "metadata")]
     big = {"k": "x" * MAX_METADATA_BYTES}
     assert problems({"items": [{"prompt": "x"}], "metadata": big}) == [(None, "metadata")]
@@ -207,38 +230,53 @@ def test_public_https_webhook_accepted() -> None:
     assert spec.webhook_url == "https://hooks.example.com/vidbatch"
 
 
-@pytest.mark.parametrize("url", [
-    "http://hooks.example.com/h",       # not https
-    "https://127.0.0.1/h",              # loopback
-    "https://localhost:8443/h",
-    "https://api.localhost/h",
-    "https://10.1.2.3/h",               # private
-    "https://192.168.0.10/h",
-    "https://172.16.5.4/h",
-    "https://169.254.169.254/latest",   # link-local (cloud metadata)
-    "https://[::1]/h",
-    "https://[fe80::1]/h",
-    "https://0.0.0.0/h",
-    "ftp://hooks.example.com/h",
-    "not a url",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example.com/h",  # not https
+        "https://127.0.0.1/h",  # loopback
+        "https://localhost:8443/h",
+        "https://api.localhost/h",
+        "https://10.1.2.3/h",  # private
+        "https://192.168.0.10/h",
+        "https://172.16.5.4/h",
+        "https://169.254.169.254/latest",  # link-local (cloud metadata)
+        "https://[::1]/h",
+        "https://[fe80::1]/h",
+        "https://0.0.0.0/h",
+        "ftp://hooks.example.com/h",
+        "not a url",
+    ],
+)
 def test_webhook_url_refused(url: str) -> None:
     assert problems({"items": [{"prompt": "x"}], "webhook_url": url}) == [(None, "webhook_url")]
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/h", "https://10.0.0.5/h",
-                                 "http://localhost/h"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9000/h", "https://10.0.0.5/h", "http://localhost/h"]
+)
 def test_private_webhooks_allowed_when_configured(url: str) -> None:
     spec = validate({"items": [{"prompt": "x"}], "webhook_url": url}, allow_private=True)
     assert spec.webhook_url == url
     assert check_webhook_url("ftp://127.0.0.1/h", allow_private=True) is not None
 
 
-@pytest.mark.parametrize(("host", "private"), [
-    ("localhost", True), ("LOCALHOST", True), ("x.localhost", True), ("127.0.0.2", True),
-    ("10.0.0.1", True), ("[::1]", True), ("169.254.1.1", True), ("100.64.0.1", True),
-    ("8.8.8.8", False), ("2001:4860:4860::8888", False), ("example.com", False),
-])
+@pytest.mark.parametrize(
+    ("host", "private"),
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("x.localhost", True),
+        ("127.0.0.2", True),
+        ("10.0.0.1", True),
+        ("[::1]", True),
+        ("169.254.1.1", True),
+        ("100.64.0.1", True),
+        ("8.8.8.8", False),
+        ("2001:4860:4860::8888", False),
+        ("example.com", False),
+    ],
+)
 def test_is_private_host(host: str, private: bool) -> None:
     assert is_private_host(host) is private
 
@@ -253,15 +291,25 @@ def test_several_problems_are_reported_together_with_index_and_field() -> None:
             {"prompt": "fine"},
             {"prompt": "", "model": "sora-3"},
             "not an item",
-            {"prompt": "x", "duration": 12, "aspect_ratio": "4:3",
-             "reference_url": "ftp://e.com/x"},
+            {
+                "prompt": "x",
+                "duration": 12,
+                "aspect_ratio": "4:3",
+                "reference_url": "ftp://e.com/x",
+            },
         ],
     }
     with pytest.raises(InvalidInput) as err:
         validate(body)
     assert [(d.index, d.field) for d in err.value.details] == [
-        (None, "webhook_url"), (1, "prompt"), (1, "model"), (2, "item"), (3, "aspect_ratio"),
-        (3, "duration"), (3, "reference_url")]
+        (None, "webhook_url"),
+        (1, "prompt"),
+        (1, "model"),
+        (2, "item"),
+        (3, "aspect_ratio"),
+        (3, "duration"),
+        (3, "reference_url"),
+    ]
     assert err.value.code == "INVALID_PAYLOAD"
     assert "and 6 more" in err.value.message
     assert all(d.message for d in err.value.details)
@@ -284,8 +332,18 @@ def test_fingerprint_ignores_request_id_and_key_order() -> None:
     assert request_fingerprint(a) != request_fingerprint({"items": [{"prompt": "y"}]})
 
 
-@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1",
-                                     "::ffff:10.0.0.1", "::1", "fe80::1", "169.254.169.254"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "::127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::1",
+        "fe80::1",
+        "169.254.169.254",
+    ],
+)
 def test_ipv4_hidden_in_ipv6_is_not_public(address: str) -> None:
     from vidbatch.domain.validation import is_private_host, non_public_address
 

@@ -27,7 +27,7 @@ PLAIN_SECRET = "the original's plain shared secret"
 def receiver_key(secret: str) -> bytes:
     """A receiver's reading of the documented key rule, written without vidbatch."""
     if secret.startswith("whsec_"):
-        rest = secret[len("whsec_"):]
+        rest = secret[len("whsec_") :]
         try:
             return base64.b64decode(rest, validate=True)
         except ValueError:
@@ -39,20 +39,22 @@ def receiver_accepts(secret: str, headers: dict[str, str], body: bytes) -> bool:
     """Standard Webhooks verification done by hand: hmac + base64, nothing else."""
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = base64.b64encode(
-        hmac.new(receiver_key(secret), signed, hashlib.sha256).digest()).decode()
+        hmac.new(receiver_key(secret), signed, hashlib.sha256).digest()
+    ).decode()
     return any(
         hmac.compare_digest(entry.split(",", 1)[1], expected)
-        for entry in headers["webhook-signature"].split(" ") if entry.startswith("v1,")
+        for entry in headers["webhook-signature"].split(" ")
+        if entry.startswith("v1,")
     )
 
 
 def signed(secrets: list[str], body: bytes, *, at: int | None = None) -> dict[str, str]:
-    return signature_headers(secrets, "evt_123", at if at is not None else int(time.time()),
-                             body)
+    return signature_headers(secrets, "evt_123", at if at is not None else int(time.time()), body)
 
 
-BODY = encode_body({"event": "batch.completed", "batch_id": "b1", "summary": {"total": 2},
-                    "note": "crème brûlée"})
+BODY = encode_body(
+    {"event": "batch.completed", "batch_id": "b1", "summary": {"total": 2}, "note": "crème brûlée"}
+)
 
 
 @pytest.mark.parametrize("secret", [B64_SECRET, URLSAFE_SECRET, PLAIN_SECRET])
@@ -66,7 +68,7 @@ def test_signature_verifies_with_the_helper_and_by_hand(secret: str) -> None:
 
 def test_key_bytes_follow_the_documented_rule() -> None:
     assert key_bytes(B64_SECRET) == RAW_KEY
-    assert key_bytes(URLSAFE_SECRET) == URLSAFE_SECRET[len("whsec_"):].encode()
+    assert key_bytes(URLSAFE_SECRET) == URLSAFE_SECRET[len("whsec_") :].encode()
     assert key_bytes(PLAIN_SECRET) == PLAIN_SECRET.encode()
     rotated = new_webhook_secret()
     assert rotated.startswith("whsec_") and len(key_bytes(rotated)) == 32
@@ -119,8 +121,7 @@ def test_wrong_secret_is_refused() -> None:
     assert not receiver_accepts(PLAIN_SECRET, headers, BODY)
 
 
-@pytest.mark.parametrize(
-    "drop", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+@pytest.mark.parametrize("drop", ["webhook-id", "webhook-timestamp", "webhook-signature"])
 def test_missing_header_is_refused(drop: str) -> None:
     headers = signed([B64_SECRET], BODY)
     del headers[drop]
@@ -145,8 +146,10 @@ def test_rotation_signs_with_both_secrets_and_each_verifies() -> None:
         assert receiver_accepts(secret, headers, BODY)
     assert verify(BODY, headers, [new_webhook_secret(), old])  # a list: any one may match
     # the original's header follows the current secret only
-    assert headers["x-webhook-signature"] == hmac.new(
-        receiver_key(new), BODY, hashlib.sha256).hexdigest()
+    assert (
+        headers["x-webhook-signature"]
+        == hmac.new(receiver_key(new), BODY, hashlib.sha256).hexdigest()
+    )
 
 
 def test_unknown_signature_versions_are_ignored() -> None:
@@ -174,16 +177,32 @@ def test_retry_delays_grow_with_jitter_and_a_cap() -> None:
     assert next_delay(1, rng, retry_after=10**9) == CAP
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-    "100.64.0.1", "224.0.0.1", "255.255.255.255", "::1", "fe80::1%eth0", "fc00::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.64.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "fe80::1%eth0",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::",
+    ],
+)
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert refused_address(address)
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111",
-                                     "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert not refused_address(address)

@@ -31,10 +31,12 @@ from vidbatch.services import admin as svc
 TAG = "admin"
 ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 BatchStatus = Literal["queued", "processing", "completed", "partial", "failed", "cancelled"]
-TaskStatus = Literal["pending", "queued", "submitting", "processing", "succeeded", "failed",
-                     "cancelled"]
-EventType = Literal["batch.created", "batch.running", "batch.completed", "batch.failed",
-                    "batch.refunded"]
+TaskStatus = Literal[
+    "pending", "queued", "submitting", "processing", "succeeded", "failed", "cancelled"
+]
+EventType = Literal[
+    "batch.created", "batch.running", "batch.completed", "batch.failed", "batch.refunded"
+]
 
 admin_bearer = HTTPBearer(
     scheme_name="AdminToken",
@@ -50,18 +52,23 @@ async def require_admin(
     """Let the operator in; see the module docstring for the answers to everyone else."""
     expected = request.app.state.settings.admin_token
     if not expected:
-        raise ApiError(404, "ADMIN_DISABLED",
-                       "the admin API is disabled on this server (VIDBATCH_ADMIN_TOKEN unset)")
+        raise ApiError(
+            404,
+            "ADMIN_DISABLED",
+            "the admin API is disabled on this server (VIDBATCH_ADMIN_TOKEN unset)",
+        )
     presented = credentials.credentials.strip() if credentials else ""
     if presented and hmac.compare_digest(presented.encode(), expected.encode()):
         return
     api_key = (request.headers.get("x-api-key") or "").strip()
     if presented.startswith(accounts.KEY_PREFIX) or api_key.startswith(accounts.KEY_PREFIX):
-        raise ApiError(403, "ADMIN_FORBIDDEN",
-                       "a customer API key cannot use the admin API")
-    raise ApiError(401, "ADMIN_UNAUTHORIZED", "missing or wrong admin token "
-                   "(Authorization: Bearer <VIDBATCH_ADMIN_TOKEN>)",
-                   headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(403, "ADMIN_FORBIDDEN", "a customer API key cannot use the admin API")
+    raise ApiError(
+        401,
+        "ADMIN_UNAUTHORIZED",
+        "missing or wrong admin token (Authorization: Bearer <VIDBATCH_ADMIN_TOKEN>)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -244,7 +251,8 @@ class Resent(BaseModel):
 class ResendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event_type: EventType | None = Field(
-        None, description="default: the final event (completed/failed), else the latest")
+        None, description="default: the final event (completed/failed), else the latest"
+    )
 
 
 class Cancelled(BaseModel):
@@ -258,7 +266,8 @@ class Cancelled(BaseModel):
 class RetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_moderation: bool = Field(
-        False, description="also retry items refused by moderation (likely refused again)")
+        False, description="also retry items refused by moderation (likely refused again)"
+    )
 
 
 class Retried(BaseModel):
@@ -293,7 +302,8 @@ class AdjustIn(BaseModel):
     credits: int = Field(..., description="credits to add (+N) or remove (−N); not 0")
     reason: str = Field(..., min_length=1, max_length=500, description="kept in the ledger")
     idempotency_key: str | None = Field(
-        None, max_length=128, description="makes a retried adjustment post once")
+        None, max_length=128, description="makes a retried adjustment post once"
+    )
 
 
 class AdjustEntry(BaseModel):
@@ -321,7 +331,8 @@ class Key(BaseModel):
     is_active: bool
     rate_limit_per_min: int
     webhook_secret_rotation_ends_at: str | None = Field(
-        ..., description="until then webhooks are also signed with the previous secret")
+        ..., description="until then webhooks are also signed with the previous secret"
+    )
     created_at: str | None
     revoked_at: str | None
     last_seen_at: str | None
@@ -358,8 +369,11 @@ class RateLimitIn(BaseModel):
 class RotateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     overlap_seconds: int = Field(
-        86400, ge=0, le=30 * 86400,
-        description="how long webhooks are also signed with the previous secret")
+        86400,
+        ge=0,
+        le=30 * 86400,
+        description="how long webhooks are also signed with the previous secret",
+    )
 
 
 class Rotated(BaseModel):
@@ -378,37 +392,57 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@router.get("/batches", summary="Every account's batches, newest first, with ledger "
-            "reconciliation", response_model=AdminBatchPage, responses=_errors(400))
+@router.get(
+    "/batches",
+    summary="Every account's batches, newest first, with ledger reconciliation",
+    response_model=AdminBatchPage,
+    responses=_errors(400),
+)
 async def list_batches(
     request: Request,
     account_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[BatchStatus | None, Query()] = None,
-    created_from: Annotated[datetime | None, Query(
-        alias="from", description="created at or after (ISO 8601; UTC if no zone)")] = None,
-    created_to: Annotated[datetime | None, Query(
-        alias="to", description="created before (ISO 8601; UTC if no zone)")] = None,
+    created_from: Annotated[
+        datetime | None,
+        Query(alias="from", description="created at or after (ISO 8601; UTC if no zone)"),
+    ] = None,
+    created_to: Annotated[
+        datetime | None, Query(alias="to", description="created before (ISO 8601; UTC if no zone)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512,
-                                        description="`next_cursor` of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+    ] = None,
 ) -> dict[str, Any]:
     async with runtime_of(request).engine.connect() as conn:
         page, nxt = await svc.list_batches(
-            conn, account_id=account_id, status=status, created_from=_utc(created_from),
-            created_to=_utc(created_to), limit=limit,
-            cursor=decode_cursor(cursor) if cursor else None)
+            conn,
+            account_id=account_id,
+            status=status,
+            created_from=_utc(created_from),
+            created_to=_utc(created_to),
+            limit=limit,
+            cursor=decode_cursor(cursor) if cursor else None,
+        )
     return {"ok": True, "batches": page, "next_cursor": encode_cursor(*nxt) if nxt else None}
 
 
-@router.get("/batches/{batch_id}", summary="One batch: figures, counts, webhook state",
-            response_model=AdminBatchDetail)
+@router.get(
+    "/batches/{batch_id}",
+    summary="One batch: figures, counts, webhook state",
+    response_model=AdminBatchDetail,
+)
 async def get_batch(request: Request, batch_id: ID) -> dict[str, Any]:
     async with runtime_of(request).engine.connect() as conn:
         return {"ok": True, **await svc.batch_detail(conn, batch_id)}
 
 
-@router.get("/batches/{batch_id}/tasks", summary="A page of a batch's tasks, in index order",
-            response_model=AdminTaskPage, responses=_errors(400))
+@router.get(
+    "/batches/{batch_id}/tasks",
+    summary="A page of a batch's tasks, in index order",
+    response_model=AdminTaskPage,
+    responses=_errors(400),
+)
 async def list_tasks(
     request: Request,
     batch_id: ID,
@@ -417,34 +451,50 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
     async with runtime_of(request).engine.connect() as conn:
-        tasks, total = await svc.list_tasks(conn, batch_id, status=status, limit=limit,
-                                            offset=offset)
-    return {"ok": True, "batch_id": batch_id, "tasks": tasks, "total": total, "limit": limit,
-            "offset": offset}
+        tasks, total = await svc.list_tasks(
+            conn, batch_id, status=status, limit=limit, offset=offset
+        )
+    return {
+        "ok": True,
+        "batch_id": batch_id,
+        "tasks": tasks,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
-@router.get("/batches/{batch_id}/billing", summary="A batch's ledger entries and totals",
-            response_model=Billing)
+@router.get(
+    "/batches/{batch_id}/billing",
+    summary="A batch's ledger entries and totals",
+    response_model=Billing,
+)
 async def get_billing(request: Request, batch_id: ID) -> dict[str, Any]:
     async with runtime_of(request).engine.connect() as conn:
         return {"ok": True, **await svc.billing(conn, batch_id)}
 
 
-@router.get("/batches/{batch_id}/webhooks",
-            summary="A batch's webhook events: attempts, errors, state",
-            response_model=DeliveryList)
+@router.get(
+    "/batches/{batch_id}/webhooks",
+    summary="A batch's webhook events: attempts, errors, state",
+    response_model=DeliveryList,
+)
 async def list_webhooks(
     request: Request,
     batch_id: ID,
     include_payload: Annotated[bool, Query(description="add each event's body")] = False,
 ) -> dict[str, Any]:
     async with runtime_of(request).engine.connect() as conn:
-        rows = await svc.list_deliveries(conn, batch_id, limit=100,
-                                         include_payload=include_payload)
+        rows = await svc.list_deliveries(conn, batch_id, limit=100, include_payload=include_payload)
         batch = await batches.get_batch_row(conn, batch_id)
-    return {"ok": True, "batch_id": batch_id, "webhook_status": batch.webhook_status,
-            "webhook_attempts": batch.webhook_attempts,
-            "webhook_last_error": batch.webhook_last_error, "deliveries": rows}
+    return {
+        "ok": True,
+        "batch_id": batch_id,
+        "webhook_status": batch.webhook_status,
+        "webhook_attempts": batch.webhook_attempts,
+        "webhook_last_error": batch.webhook_last_error,
+        "deliveries": rows,
+    }
 
 
 @router.post(
@@ -453,15 +503,19 @@ async def list_webhooks(
     description="Re-arms one event (by default the final one — `batch.completed` or "
     "`batch.failed` — else the latest): attempts start again from zero and it is due now. "
     "It keeps its `webhook-id`, so a receiver that processed it already can tell.",
-    response_model=Resent, responses=_errors(400, 409),
+    response_model=Resent,
+    responses=_errors(400, 409),
 )
 async def resend_webhook(
     request: Request, batch_id: ID, body: ResendIn | None = None
 ) -> dict[str, Any]:
     rt = runtime_of(request)
     delivery = await svc.resend_webhook(
-        rt.engine, batch_id, event_type=body.event_type if body else None,
-        max_attempts=rt.settings.webhook_retries + 1)
+        rt.engine,
+        batch_id,
+        event_type=body.event_type if body else None,
+        max_attempts=rt.settings.webhook_retries + 1,
+    )
     return {"ok": True, "delivery": delivery}
 
 
@@ -470,14 +524,21 @@ async def resend_webhook(
     summary="Cancel a batch",
     description="Items not yet submitted are cancelled and refunded at once; running ones "
     "finish and are charged only if they succeed. 400 `BATCH_ALREADY_ENDED` once settled.",
-    response_model=Cancelled, responses=_errors(400),
+    response_model=Cancelled,
+    responses=_errors(400),
 )
 async def cancel_batch(request: Request, batch_id: ID) -> dict[str, Any]:
     rt = runtime_of(request)
-    done = await batches.cancel_batch(rt.engine, batch_id, account_id=None,
-                                      webhook_max_attempts=rt.settings.webhook_retries + 1)
-    return {"ok": True, "batch_id": done.batch_id, "status": done.status,
-            "cancelled_items": done.cancelled_items, "credits_refunded": done.credits_refunded}
+    done = await batches.cancel_batch(
+        rt.engine, batch_id, account_id=None, webhook_max_attempts=rt.settings.webhook_retries + 1
+    )
+    return {
+        "ok": True,
+        "batch_id": done.batch_id,
+        "status": done.status,
+        "cancelled_items": done.cancelled_items,
+        "credits_refunded": done.credits_refunded,
+    }
 
 
 @router.post(
@@ -489,16 +550,21 @@ async def cancel_batch(request: Request, batch_id: ID) -> dict[str, Any]:
     "Items keep their index, parameters and metadata. Asking again returns the same child. "
     "409 `BATCH_NOT_SETTLED` before the batch has ended, 409 `NOTHING_TO_RETRY` without "
     "failed items, 402 `INSUFFICIENT_CREDITS` when the account cannot pay.",
-    response_model=Retried, responses=_errors(400, 402, 409),
+    response_model=Retried,
+    responses=_errors(400, 402, 409),
 )
 async def retry_failed(
     request: Request, batch_id: ID, body: RetryIn | None = None
 ) -> dict[str, Any]:
     rt = runtime_of(request)
     return await svc.retry_failed(
-        rt.engine, batch_id, include_moderation=bool(body and body.include_moderation),
-        catalog=rt.settings.catalog, allow_private_webhooks=rt.settings.allow_private_webhooks,
-        webhook_max_attempts=rt.settings.webhook_retries + 1)
+        rt.engine,
+        batch_id,
+        include_moderation=bool(body and body.include_moderation),
+        catalog=rt.settings.catalog,
+        allow_private_webhooks=rt.settings.allow_private_webhooks,
+        webhook_max_attempts=rt.settings.webhook_retries + 1,
+    )
 
 
 # --- accounts and keys -------------------------------------------------------------------
@@ -510,33 +576,52 @@ async def list_accounts(request: Request) -> dict[str, Any]:
         return {"ok": True, "accounts": await svc.list_accounts(conn)}
 
 
-@router.post("/accounts/{account_id}/adjust", summary="Correct an account's credits by hand",
-             description="A ledger entry of type `adjustment` with its reason; available "
-             "credits never go below zero (402).",
-             response_model=Adjusted, responses=_errors(400, 402))
+@router.post(
+    "/accounts/{account_id}/adjust",
+    summary="Correct an account's credits by hand",
+    description="A ledger entry of type `adjustment` with its reason; available "
+    "credits never go below zero (402).",
+    response_model=Adjusted,
+    responses=_errors(400, 402),
+)
 async def adjust_account(request: Request, account_id: ID, body: AdjustIn) -> dict[str, Any]:
-    return await svc.adjust(runtime_of(request).engine, account_id, body.credits,
-                            reason=body.reason, idempotency_key=body.idempotency_key)
+    return await svc.adjust(
+        runtime_of(request).engine,
+        account_id,
+        body.credits,
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+    )
 
 
-@router.get("/accounts/{account_id}/keys", summary="An account's API keys (never the keys)",
-            response_model=KeyList)
+@router.get(
+    "/accounts/{account_id}/keys",
+    summary="An account's API keys (never the keys)",
+    response_model=KeyList,
+)
 async def list_keys(request: Request, account_id: ID) -> dict[str, Any]:
     async with runtime_of(request).engine.connect() as conn:
         return {"ok": True, "keys": await svc.list_keys(conn, account_id)}
 
 
-@router.post("/accounts/{account_id}/keys", summary="Create an API key",
-             description="The key and its webhook signing secret are in this answer only.",
-             response_model=NewKeyOut, responses=_errors(400))
+@router.post(
+    "/accounts/{account_id}/keys",
+    summary="Create an API key",
+    description="The key and its webhook signing secret are in this answer only.",
+    response_model=NewKeyOut,
+    responses=_errors(400),
+)
 async def create_key(
     request: Request, account_id: ID, body: NewKeyIn | None = None
 ) -> dict[str, Any]:
     rt = runtime_of(request)
     body = body or NewKeyIn()
     new = await accounts.create_key(
-        rt.engine, account_id, name=body.name,
-        rate_limit_per_min=body.rate_limit_per_min or rt.settings.default_rate_limit_per_min)
+        rt.engine,
+        account_id,
+        name=body.name,
+        rate_limit_per_min=body.rate_limit_per_min or rt.settings.default_rate_limit_per_min,
+    )
     async with rt.engine.connect() as conn:
         key = await svc.get_key(conn, new.key_id)
     return {"ok": True, "key": key, "api_key": new.api_key, "webhook_secret": new.webhook_secret}
@@ -553,15 +638,21 @@ async def activate_key(request: Request, key_id: ID) -> dict[str, Any]:
     return await _set_key(request, key_id, active=True)
 
 
-@router.post("/keys/{key_id}/deactivate",
-             summary="Deactivate (revoke) an API key: its requests answer 403",
-             response_model=KeyOut)
+@router.post(
+    "/keys/{key_id}/deactivate",
+    summary="Deactivate (revoke) an API key: its requests answer 403",
+    response_model=KeyOut,
+)
 async def deactivate_key(request: Request, key_id: ID) -> dict[str, Any]:
     return await _set_key(request, key_id, active=False)
 
 
-@router.post("/keys/{key_id}/rate-limit", summary="Set an API key's requests per minute",
-             response_model=KeyOut, responses=_errors(400))
+@router.post(
+    "/keys/{key_id}/rate-limit",
+    summary="Set an API key's requests per minute",
+    response_model=KeyOut,
+    responses=_errors(400),
+)
 async def set_rate_limit(request: Request, key_id: ID, body: RateLimitIn) -> dict[str, Any]:
     return await _set_key(request, key_id, rate_limit_per_min=body.rate_limit_per_min)
 
@@ -572,7 +663,8 @@ async def set_rate_limit(request: Request, key_id: ID, body: RateLimitIn) -> dic
     description="The new secret is in this answer only. For `overlap_seconds` (default one "
     "day) webhooks carry a second `webhook-signature` entry made with the previous secret, "
     "so the receiver can switch without missing an event.",
-    response_model=Rotated, responses=_errors(400),
+    response_model=Rotated,
+    responses=_errors(400),
 )
 async def rotate_webhook_secret(
     request: Request, key_id: ID, body: RotateIn | None = None
@@ -582,5 +674,9 @@ async def rotate_webhook_secret(
     secret = await accounts.rotate_webhook_secret(rt.engine, key_id, overlap_seconds=overlap)
     async with rt.engine.connect() as conn:
         key = await svc.get_key(conn, key_id)
-    return {"ok": True, "key_id": key_id, "webhook_secret": secret,
-            "previous_secret_valid_until": key["webhook_secret_rotation_ends_at"]}
+    return {
+        "ok": True,
+        "key_id": key_id,
+        "webhook_secret": secret,
+        "previous_secret_valid_until": key["webhook_secret_rotation_ends_at"],
+    }

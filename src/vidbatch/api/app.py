@@ -63,16 +63,31 @@ class BodyLimit:
     async def _too_large(self, scope: Scope, send: Send) -> None:
         import json
 
-        rid = request_id.from_headers(
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        ) or request_id.generate()
-        body = json.dumps({"ok": False, "error": "PAYLOAD_TOO_LARGE",
-                           "message": f"request body over {self.limit} bytes",
-                           "request_id": rid}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"x-request-id", rid.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        rid = (
+            request_id.from_headers(
+                {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            )
+            or request_id.generate()
+        )
+        body = json.dumps(
+            {
+                "ok": False,
+                "error": "PAYLOAD_TOO_LARGE",
+                "message": f"request body over {self.limit} bytes",
+                "request_id": rid,
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", rid.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -73,12 +73,18 @@ async def provider_callback(
                 # otherwise recording it will see callback_at and do the same.
                 await conn.execute(
                     update(video_tasks)
-                    .where(video_tasks.c.id == task_id,
-                           video_tasks.c.status.in_(("pending", "queued", "submitting",
-                                                     "processing")))
-                    .values(callback_at=now, next_attempt_at=case(
-                        (video_tasks.c.status == "processing", now),
-                        else_=video_tasks.c.next_attempt_at)))
+                    .where(
+                        video_tasks.c.id == task_id,
+                        video_tasks.c.status.in_(("pending", "queued", "submitting", "processing")),
+                    )
+                    .values(
+                        callback_at=now,
+                        next_attempt_at=case(
+                            (video_tasks.c.status == "processing", now),
+                            else_=video_tasks.c.next_attempt_at,
+                        ),
+                    )
+                )
         metrics.labels("early").inc()
         return {**answer, "status": task.status, "deferred": True}
 
@@ -97,19 +103,31 @@ async def provider_callback(
             metrics.labels("unconfirmed").inc()
             return {**answer, "status": "processing", "deferred": True}
     async with rt.engine.begin() as conn:
-        await conn.execute(update(video_tasks).where(video_tasks.c.id == task_id)
-                           .values(callback_at=now))
+        await conn.execute(
+            update(video_tasks).where(video_tasks.c.id == task_id).values(callback_at=now)
+        )
         applied = await tasks.apply_result(
-            conn, task_id, result, now=now, require_https=rt.settings.require_https_video_url)
+            conn, task_id, result, now=now, require_https=rt.settings.require_https_video_url
+        )
         # Wake the workers only when this was the batch's last live task: it can settle.
         # (Waking them on every callback costs each worker a round for nothing.)
-        batch_done = (applied.applied and applied.outcome != "running"
-                      and not await tasks.batch_has_live_tasks(conn, task.batch_job_id))
+        batch_done = (
+            applied.applied
+            and applied.outcome != "running"
+            and not await tasks.batch_has_live_tasks(conn, task.batch_job_id)
+        )
         if batch_done:
             await notify_work(conn)
     metrics.labels(applied.outcome if applied.applied else "stale").inc()
-    log.info("provider callback", extra={"task_id": task_id, "batch_id": task.batch_job_id,
-                                         "action": "callback", "outcome": applied.outcome})
+    log.info(
+        "provider callback",
+        extra={
+            "task_id": task_id,
+            "batch_id": task.batch_job_id,
+            "action": "callback",
+            "outcome": applied.outcome,
+        },
+    )
     worker = getattr(request.app.state, "worker", None)
     if worker is not None and batch_done:
         worker.wake()

@@ -58,8 +58,15 @@ TASKS_PER_PAGE = 25
 BATCHES_PER_PAGE = 50
 ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 BATCH_STATUSES = ("queued", "processing", "completed", "partial", "failed", "cancelled")
-TASK_STATUSES = ("pending", "queued", "submitting", "processing", "succeeded", "failed",
-                 "cancelled")
+TASK_STATUSES = (
+    "pending",
+    "queued",
+    "submitting",
+    "processing",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 #: Every response of the dashboard: no framing, no caching of operator data, only our own
 #: scripts and styles; videos may come from the provider's host.
 SECURITY_HEADERS = {
@@ -79,8 +86,7 @@ SECURITY_HEADERS = {
 
 def session_key(admin_token: str) -> bytes:
     """The key that signs sessions, derived from the admin token."""
-    return hmac.new(admin_token.encode(), b"vidbatch dashboard session v1",
-                    hashlib.sha256).digest()
+    return hmac.new(admin_token.encode(), b"vidbatch dashboard session v1", hashlib.sha256).digest()
 
 
 def _sign(admin_token: str, purpose: str, body: str) -> str:
@@ -101,8 +107,10 @@ def valid_session(admin_token: str, value: str, *, now: datetime) -> bool:
     if not (expires.isdigit() and nonce and signature):
         return False
     expected = _sign(admin_token, "session", body)
-    return (hmac.compare_digest(signature.encode(), expected.encode())
-            and int(expires) > now.timestamp())
+    return (
+        hmac.compare_digest(signature.encode(), expected.encode())
+        and int(expires) > now.timestamp()
+    )
 
 
 def csrf_token(admin_token: str, session: str) -> str:
@@ -117,8 +125,9 @@ def _pack_flash(admin_token: str, kind: str, text: str) -> str:
 
 def _unpack_flash(admin_token: str, value: str) -> tuple[str, str] | None:
     body, _, signature = value.rpartition(".")
-    if not body or not hmac.compare_digest(signature.encode(),
-                                           _sign(admin_token, "flash", body).encode()):
+    if not body or not hmac.compare_digest(
+        signature.encode(), _sign(admin_token, "flash", body).encode()
+    ):
         return None
     try:
         kind, text = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -150,8 +159,13 @@ def progress(counts: dict[str, int], total: int | None = None) -> dict[str, Any]
     ended = parts["succeeded"] + parts["failed"] + parts["cancelled"]
     widths = {k: round(100 * v / whole, 2) if whole else 0.0 for k, v in parts.items()}
     label = ", ".join(f"{v} {k}" for k, v in parts.items() if v) or "no tasks"
-    return {**parts, "total": whole, "ended": ended, "widths": widths,
-            "label": f"{ended} of {whole} ended: {label}"}
+    return {
+        **parts,
+        "total": whole,
+        "ended": ended,
+        "widths": widths,
+        "label": f"{ended} of {whole} ended: {label}",
+    }
 
 
 def counter_values(counter: Any) -> dict[str, float]:
@@ -171,13 +185,17 @@ def provider_figures(metrics: Metrics) -> dict[str, Any]:
     def rate(values: dict[str, float], is_error: Callable[[str], bool]) -> dict[str, Any]:
         total = int(sum(values.values()))
         errors = int(sum(v for outcome, v in values.items() if is_error(outcome)))
-        return {"total": total, "errors": errors,
-                "rate": round(100 * errors / total, 1) if total else None,
-                "by_outcome": {k: int(v) for k, v in sorted(values.items())}}
+        return {
+            "total": total,
+            "errors": errors,
+            "rate": round(100 * errors / total, 1) if total else None,
+            "by_outcome": {k: int(v) for k, v in sorted(values.items())},
+        }
 
-    return {"submits": rate(counter_values(metrics.submits), lambda o: o != "ok"),
-            "polls": rate(counter_values(metrics.polls),
-                          lambda o: o in ("transient", "not_found"))}
+    return {
+        "submits": rate(counter_values(metrics.submits), lambda o: o != "ok"),
+        "polls": rate(counter_values(metrics.polls), lambda o: o in ("transient", "not_found")),
+    }
 
 
 def age(since: datetime | None, now: datetime) -> str:
@@ -213,9 +231,12 @@ def _signed(value: int | None) -> str:
     return "—" if value is None else f"{value:+d}" if value else "0"
 
 
-_env = Environment(loader=PackageLoader("vidbatch.api", "templates"),
-                   autoescape=select_autoescape(["html"]), trim_blocks=True,
-                   lstrip_blocks=True)
+_env = Environment(
+    loader=PackageLoader("vidbatch.api", "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 _env.filters.update(when=_when, excerpt=_excerpt, playable=_playable, signed=_signed)
 templates = Jinja2Templates(env=_env)
 
@@ -291,8 +312,14 @@ Checked = Annotated[Operator, Depends(checked)]
 # --- responses ---------------------------------------------------------------------------
 
 
-def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
-           operator: Operator | None = None) -> HTMLResponse:
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    operator: Operator | None = None,
+) -> HTMLResponse:
     """A page, with the flash message left by the previous action (read once)."""
     flash = None
     raw = request.cookies.get(FLASH_COOKIE)
@@ -300,8 +327,11 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
     if raw and token:
         flash = _unpack_flash(token, raw)
     response = templates.TemplateResponse(
-        request, name, {"operator": operator, "flash": flash, "path": request.url.path,
-                        **context}, status_code=status)
+        request,
+        name,
+        {"operator": operator, "flash": flash, "path": request.url.path, **context},
+        status_code=status,
+    )
     if raw:
         response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH)
     return response
@@ -310,16 +340,24 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
 def redirect(request: Request, url: str, *, flash: tuple[str, str] | None = None) -> Response:
     response = RedirectResponse(url, status_code=303)
     if flash is not None:
-        response.set_cookie(FLASH_COOKIE, _pack_flash(_admin_token(request), *flash),
-                            max_age=120, path=COOKIE_PATH, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            FLASH_COOKIE,
+            _pack_flash(_admin_token(request), *flash),
+            max_age=120,
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
     return response
 
 
-def message_page(request: Request, status: int, title: str, text: str,
-                 operator: Operator | None = None) -> HTMLResponse:
-    return render(request, "message.html", {"title": title, "text": text}, status=status,
-                  operator=operator)
+def message_page(
+    request: Request, status: int, title: str, text: str, operator: Operator | None = None
+) -> HTMLResponse:
+    return render(
+        request, "message.html", {"title": title, "text": text}, status=status, operator=operator
+    )
 
 
 class PageRoute(APIRoute):
@@ -334,41 +372,54 @@ class PageRoute(APIRoute):
                 response = await handler(request)
             except _AdminDisabled:
                 response = message_page(
-                    request, 404, "Dashboard disabled",
+                    request,
+                    404,
+                    "Dashboard disabled",
                     "The operator dashboard is disabled on this server: "
-                    "VIDBATCH_ADMIN_TOKEN is not set.")
+                    "VIDBATCH_ADMIN_TOKEN is not set.",
+                )
             except _SignInRequired:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query
-                                             else "")
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 if request.method != "GET":
                     target = request.headers.get("referer", "") or "/admin"
                     target = target.split(str(request.base_url).rstrip("/"), 1)[-1]
-                response = redirect(request, "/admin/login?" + urlencode(
-                    {"next": safe_next(target), "expired": "1"}))
+                response = redirect(
+                    request,
+                    "/admin/login?" + urlencode({"next": safe_next(target), "expired": "1"}),
+                )
                 response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
             except _CsrfRefused:
                 response = message_page(
-                    request, 403, "Request refused",
+                    request,
+                    403,
+                    "Request refused",
                     "This form did not carry a valid CSRF token. Go back, reload the page "
-                    "and try again.")
+                    "and try again.",
+                )
             except RequestValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: "
-                    f"{e.get('msg', 'invalid')}" for e in exc.errors())
+                    f"{e.get('msg', 'invalid')}"
+                    for e in exc.errors()
+                )
                 response = message_page(request, 400, "Invalid request", problems)
             except NotFound as exc:
                 response = message_page(request, 404, "Not found", exc.message)
             except VidbatchError as exc:
                 status = status_for(exc)
                 if status == 500:
-                    log.error("dashboard error", extra={"action": "dashboard",
-                                                        "code": exc.code})
-                response = message_page(request, status, "Not possible",
-                                        exc.message if status != 500 else "Internal error.")
+                    log.error("dashboard error", extra={"action": "dashboard", "code": exc.code})
+                response = message_page(
+                    request,
+                    status,
+                    "Not possible",
+                    exc.message if status != 500 else "Internal error.",
+                )
             except Exception:
                 log.exception("dashboard page failed", extra={"action": "dashboard"})
-                response = message_page(request, 500, "Internal error",
-                                        "Something went wrong; the error is in the log.")
+                response = message_page(
+                    request, 500, "Internal error", "Something went wrong; the error is in the log."
+                )
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             if not request.url.path.startswith("/admin/static/"):
@@ -392,10 +443,16 @@ async def login_form(
     signed_out: Annotated[str | None, Query(max_length=5)] = None,
 ) -> Response:
     _admin_token(request)
-    notice = ("You have signed out." if signed_out else
-              "Your session has expired or is not valid: sign in again." if expired else None)
-    return render(request, "login.html", {"next": safe_next(next_url), "notice": notice,
-                                          "error": None})
+    notice = (
+        "You have signed out."
+        if signed_out
+        else "Your session has expired or is not valid: sign in again."
+        if expired
+        else None
+    )
+    return render(
+        request, "login.html", {"next": safe_next(next_url), "notice": notice, "error": None}
+    )
 
 
 @router.post("/login")
@@ -407,12 +464,22 @@ async def login(
     expected = _admin_token(request)
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         log.info("dashboard sign-in refused", extra={"action": "dashboard_login"})
-        return render(request, "login.html", {"next": safe_next(next_url), "notice": None,
-                                              "error": "Wrong token."}, status=401)
+        return render(
+            request,
+            "login.html",
+            {"next": safe_next(next_url), "notice": None, "error": "Wrong token."},
+            status=401,
+        )
     response = redirect(request, safe_next(next_url))
-    response.set_cookie(SESSION_COOKIE, new_session(expected, now=utcnow()),
-                        max_age=SESSION_SECONDS, path=COOKIE_PATH, httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+    response.set_cookie(
+        SESSION_COOKIE,
+        new_session(expected, now=utcnow()),
+        max_age=SESSION_SECONDS,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     log.info("dashboard sign-in", extra={"action": "dashboard_login"})
     return response
 
@@ -430,8 +497,9 @@ async def static(request: Request, name: Annotated[str, Path(max_length=100)]) -
     if name not in STATIC:
         return Response("not found", status_code=404, media_type="text/plain")
     data, media, _ = STATIC[name]
-    return Response(data, media_type=media,
-                    headers={"Cache-Control": "public, max-age=86400, immutable"})
+    return Response(
+        data, media_type=media, headers={"Cache-Control": "public, max-age=86400, immutable"}
+    )
 
 
 # --- overview ----------------------------------------------------------------------------
@@ -449,23 +517,40 @@ async def overview(request: Request, operator: Signed) -> Response:
         recent_counts = await svc.task_counts_by_batch(conn, [b["batch_id"] for b in recent])
         names = {a["account_id"]: a["name"] for a in await svc.list_accounts(conn)}
     peak = max([s + f for _, s, f in buckets] + [1])
-    return render(request, "overview.html", {
-        "counts": {s: counts.get(s, 0) for s in TASK_STATUSES},
-        "total_tasks": sum(counts.values()),
-        "in_flight": counts.get("submitting", 0) + counts.get("processing", 0),
-        "waiting": counts.get("pending", 0) + counts.get("queued", 0),
-        "buckets": [{"start": start, "end": start + timedelta(minutes=10), "succeeded": s,
-                     "failed": f, "width": round(100 * (s + f) / peak, 2)}
-                    for start, s, f in buckets],
-        "completed_last_hour": sum(s + f for _, s, f in buckets),
-        "oldest_waiting": oldest, "oldest_age": age(oldest, now),
-        "provider": provider_figures(rt.metrics),
-        "recent": [{**b, "progress": progress(recent_counts.get(b["batch_id"], {}),
-                                              b["total_count"]),
-                    "account_name": names.get(b["account_id"], b["account_id"])}
-                   for b in recent],
-        "now": now,
-    }, operator=operator)
+    return render(
+        request,
+        "overview.html",
+        {
+            "counts": {s: counts.get(s, 0) for s in TASK_STATUSES},
+            "total_tasks": sum(counts.values()),
+            "in_flight": counts.get("submitting", 0) + counts.get("processing", 0),
+            "waiting": counts.get("pending", 0) + counts.get("queued", 0),
+            "buckets": [
+                {
+                    "start": start,
+                    "end": start + timedelta(minutes=10),
+                    "succeeded": s,
+                    "failed": f,
+                    "width": round(100 * (s + f) / peak, 2),
+                }
+                for start, s, f in buckets
+            ],
+            "completed_last_hour": sum(s + f for _, s, f in buckets),
+            "oldest_waiting": oldest,
+            "oldest_age": age(oldest, now),
+            "provider": provider_figures(rt.metrics),
+            "recent": [
+                {
+                    **b,
+                    "progress": progress(recent_counts.get(b["batch_id"], {}), b["total_count"]),
+                    "account_name": names.get(b["account_id"], b["account_id"]),
+                }
+                for b in recent
+            ],
+            "now": now,
+        },
+        operator=operator,
+    )
 
 
 # --- batches -----------------------------------------------------------------------------
@@ -499,26 +584,48 @@ async def batch_list(
     first, last = _day(created_from, "from"), _day(created_to, "to")
     async with runtime_of(request).engine.connect() as conn:
         page, nxt = await svc.list_batches(
-            conn, account_id=account or None, status=status or None,
+            conn,
+            account_id=account or None,
+            status=status or None,
             created_from=_midnight(first) if first else None,
             created_to=_midnight(last) + timedelta(days=1) if last else None,
-            limit=BATCHES_PER_PAGE, cursor=decode_cursor(cursor) if cursor else None)
+            limit=BATCHES_PER_PAGE,
+            cursor=decode_cursor(cursor) if cursor else None,
+        )
         counts = await svc.task_counts_by_batch(conn, [b["batch_id"] for b in page])
         account_list = await svc.list_accounts(conn)
     names = {a["account_id"]: a["name"] for a in account_list}
-    filters = {"account": account or "", "status": status or "",
-               "from": created_from or "", "to": created_to or ""}
+    filters = {
+        "account": account or "",
+        "status": status or "",
+        "from": created_from or "",
+        "to": created_to or "",
+    }
     next_url = None
     if nxt:
         next_url = "/admin/batches?" + urlencode(
-            {**{k: v for k, v in filters.items() if v}, "cursor": encode_cursor(*nxt)})
-    return render(request, "batches.html", {
-        "batches": [{**b, "progress": progress(counts.get(b["batch_id"], {}), b["total_count"]),
-                     "account_name": names.get(b["account_id"], b["account_id"])}
-                    for b in page],
-        "accounts": account_list, "filters": filters, "statuses": BATCH_STATUSES,
-        "next_url": next_url, "paged": bool(cursor),
-    }, operator=operator)
+            {**{k: v for k, v in filters.items() if v}, "cursor": encode_cursor(*nxt)}
+        )
+    return render(
+        request,
+        "batches.html",
+        {
+            "batches": [
+                {
+                    **b,
+                    "progress": progress(counts.get(b["batch_id"], {}), b["total_count"]),
+                    "account_name": names.get(b["account_id"], b["account_id"]),
+                }
+                for b in page
+            ],
+            "accounts": account_list,
+            "filters": filters,
+            "statuses": BATCH_STATUSES,
+            "next_url": next_url,
+            "paged": bool(cursor),
+        },
+        operator=operator,
+    )
 
 
 def _progress_json(detail: dict[str, Any]) -> dict[str, Any]:
@@ -545,8 +652,9 @@ async def batch_page(
     offset = (page - 1) * TASKS_PER_PAGE
     async with runtime_of(request).engine.connect() as conn:
         detail = await svc.batch_detail(conn, batch_id)
-        tasks, total = await svc.list_tasks(conn, batch_id, status=status or None,
-                                            limit=TASKS_PER_PAGE, offset=offset)
+        tasks, total = await svc.list_tasks(
+            conn, batch_id, status=status or None, limit=TASKS_PER_PAGE, offset=offset
+        )
         bill = await svc.billing(conn, batch_id)
         deliveries = await svc.list_deliveries(conn, batch_id, limit=100)
         account = await accounts.get_account(conn, detail["account_id"])
@@ -556,16 +664,29 @@ async def batch_page(
         query = {"page": n, **({"status": status} if status else {})}
         return f"/admin/batches/{batch_id}?{urlencode(query)}#tasks"
 
-    return render(request, "batch.html", {
-        "b": detail, "live": _progress_json(detail), "tasks": tasks, "total": total,
-        "page": page, "pages": pages, "task_status": status or "", "statuses": TASK_STATUSES,
-        "prev_url": page_url(page - 1) if page > 1 else None,
-        "next_url": page_url(page + 1) if page < pages else None,
-        "billing": bill, "deliveries": deliveries, "account_name": account["name"],
-        "can_cancel": detail["settled_at"] is None,
-        "can_retry": detail["settled_at"] is not None and detail["task_counts"].get("failed"),
-        "can_resend": bool(deliveries),
-    }, operator=operator)
+    return render(
+        request,
+        "batch.html",
+        {
+            "b": detail,
+            "live": _progress_json(detail),
+            "tasks": tasks,
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "task_status": status or "",
+            "statuses": TASK_STATUSES,
+            "prev_url": page_url(page - 1) if page > 1 else None,
+            "next_url": page_url(page + 1) if page < pages else None,
+            "billing": bill,
+            "deliveries": deliveries,
+            "account_name": account["name"],
+            "can_cancel": detail["settled_at"] is None,
+            "can_retry": detail["settled_at"] is not None and detail["task_counts"].get("failed"),
+            "can_resend": bool(deliveries),
+        },
+        operator=operator,
+    )
 
 
 @router.get("/batches/{batch_id}/progress")
@@ -596,17 +717,21 @@ BATCH_ACTIONS = {
         "Cancel this batch?",
         "Items not yet submitted are cancelled and their credits refunded at once; items "
         "already running finish and are charged only if they succeed.",
-        "Cancel the batch", danger=True),
+        "Cancel the batch",
+        danger=True,
+    ),
     "retry-failed": BatchAction(
         "Retry the failed items?",
         "The failed items become a new batch of the same account, priced and reserved anew "
         "(charged separately). This batch's figures do not change.",
-        "Retry failed items"),
+        "Retry failed items",
+    ),
     "resend-webhook": BatchAction(
         "Resend the webhook?",
         "The batch's final event (or its latest) is sent again now, with a fresh count of "
         "attempts and its original webhook-id.",
-        "Resend webhook"),
+        "Resend webhook",
+    ),
 }
 
 
@@ -618,26 +743,42 @@ def _action(name: str) -> BatchAction:
 
 @router.get("/batches/{batch_id}/{action}")
 async def confirm_batch_action(
-    request: Request, operator: Signed, batch_id: ID,
+    request: Request,
+    operator: Signed,
+    batch_id: ID,
     action: Annotated[str, Path(max_length=20)],
 ) -> Response:
     what = _action(action)
     async with runtime_of(request).engine.connect() as conn:
         detail = await svc.batch_detail(conn, batch_id)
-    return render(request, "confirm.html", {
-        "title": what.title, "text": what.text, "button": what.button, "danger": what.danger,
-        "action_url": f"/admin/batches/{batch_id}/{action}",
-        "back_url": f"/admin/batches/{batch_id}", "hidden": {},
-        "with_moderation_choice": action == "retry-failed",
-        "facts": [("Batch", batch_id), ("Status", detail["status"]),
-                  ("Items", str(detail["total_count"])),
-                  ("Failed items", str(detail["task_counts"].get("failed", 0)))],
-    }, operator=operator)
+    return render(
+        request,
+        "confirm.html",
+        {
+            "title": what.title,
+            "text": what.text,
+            "button": what.button,
+            "danger": what.danger,
+            "action_url": f"/admin/batches/{batch_id}/{action}",
+            "back_url": f"/admin/batches/{batch_id}",
+            "hidden": {},
+            "with_moderation_choice": action == "retry-failed",
+            "facts": [
+                ("Batch", batch_id),
+                ("Status", detail["status"]),
+                ("Items", str(detail["total_count"])),
+                ("Failed items", str(detail["task_counts"].get("failed", 0))),
+            ],
+        },
+        operator=operator,
+    )
 
 
 @router.post("/batches/{batch_id}/{action}")
 async def batch_action(
-    request: Request, operator: Checked, batch_id: ID,
+    request: Request,
+    operator: Checked,
+    batch_id: ID,
     action: Annotated[str, Path(max_length=20)],
     include_moderation: Annotated[str, Form(max_length=5)] = "",
 ) -> Response:
@@ -647,24 +788,35 @@ async def batch_action(
     webhook_attempts = rt.settings.webhook_retries + 1
     try:
         if action == "cancel":
-            done = await batches.cancel_batch(rt.engine, batch_id, account_id=None,
-                                              webhook_max_attempts=webhook_attempts)
-            text = (f"Batch cancelled: {done.cancelled_items} item(s) cancelled, "
-                    f"{done.credits_refunded} credits refunded so far.")
+            done = await batches.cancel_batch(
+                rt.engine, batch_id, account_id=None, webhook_max_attempts=webhook_attempts
+            )
+            text = (
+                f"Batch cancelled: {done.cancelled_items} item(s) cancelled, "
+                f"{done.credits_refunded} credits refunded so far."
+            )
         elif action == "retry-failed":
             retried = await svc.retry_failed(
-                rt.engine, batch_id, include_moderation=include_moderation == "yes",
+                rt.engine,
+                batch_id,
+                include_moderation=include_moderation == "yes",
                 catalog=rt.settings.catalog,
                 allow_private_webhooks=rt.settings.allow_private_webhooks,
-                webhook_max_attempts=webhook_attempts)
+                webhook_max_attempts=webhook_attempts,
+            )
             again = " (it existed already)" if retried["idempotent_replay"] else ""
-            return redirect(request, f"/admin/batches/{retried['batch_id']}", flash=(
-                "ok", f"Retry batch {retried['batch_id']} created{again}: "
-                f"{retried['total_count']} item(s), {retried['required_credits']} credits "
-                f"reserved; {retried['excluded_moderation']} left out (moderation)."))
+            return redirect(
+                request,
+                f"/admin/batches/{retried['batch_id']}",
+                flash=(
+                    "ok",
+                    f"Retry batch {retried['batch_id']} created{again}: "
+                    f"{retried['total_count']} item(s), {retried['required_credits']} credits "
+                    f"reserved; {retried['excluded_moderation']} left out (moderation).",
+                ),
+            )
         else:
-            delivery = await svc.resend_webhook(rt.engine, batch_id,
-                                                max_attempts=webhook_attempts)
+            delivery = await svc.resend_webhook(rt.engine, batch_id, max_attempts=webhook_attempts)
             text = f"Webhook event {delivery['event_type']} will be sent again now."
     except NotFound:
         raise
@@ -682,17 +834,25 @@ async def account_list(request: Request, operator: Signed) -> Response:
     async with runtime_of(request).engine.connect() as conn:
         items = await svc.list_accounts(conn)
         keys = {a["account_id"]: await svc.list_keys(conn, a["account_id"]) for a in items}
-    return render(request, "accounts.html", {
-        "accounts": [{**a, "keys": keys[a["account_id"]],
-                      "adjust_key": secrets.token_urlsafe(12)} for a in items],
-        "default_rate_limit": runtime_of(request).settings.default_rate_limit_per_min,
-    }, operator=operator)
+    return render(
+        request,
+        "accounts.html",
+        {
+            "accounts": [
+                {**a, "keys": keys[a["account_id"]], "adjust_key": secrets.token_urlsafe(12)}
+                for a in items
+            ],
+            "default_rate_limit": runtime_of(request).settings.default_rate_limit_per_min,
+        },
+        operator=operator,
+    )
 
 
 def _shown_once(request: Request) -> dict[str, tuple[float, dict[str, Any]]]:
     """New keys waiting to be shown, by one-time ticket (in this process's memory only)."""
     store: dict[str, tuple[float, dict[str, Any]]] | None = getattr(
-        request.app.state, "dashboard_new_keys", None)
+        request.app.state, "dashboard_new_keys", None
+    )
     if store is None:
         store = {}
         request.app.state.dashboard_new_keys = store
@@ -717,7 +877,9 @@ def _positive_int(value: str, field: str, *, allow_empty: bool = False) -> int |
 
 @router.post("/accounts/{account_id}/keys")
 async def create_key(
-    request: Request, operator: Checked, account_id: ID,
+    request: Request,
+    operator: Checked,
+    account_id: ID,
     name: Annotated[str, Form(max_length=200)] = "default",
     rate_limit_per_min: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
@@ -726,8 +888,11 @@ async def create_key(
     try:
         limit = _positive_int(rate_limit_per_min, "Rate limit", allow_empty=True)
         new = await accounts.create_key(
-            rt.engine, account_id, name=name.strip() or "default",
-            rate_limit_per_min=limit or rt.settings.default_rate_limit_per_min)
+            rt.engine,
+            account_id,
+            name=name.strip() or "default",
+            rate_limit_per_min=limit or rt.settings.default_rate_limit_per_min,
+        )
     except NotFound:
         raise
     except VidbatchError as exc:
@@ -735,29 +900,40 @@ async def create_key(
     async with rt.engine.connect() as conn:
         key = await svc.get_key(conn, new.key_id)
     ticket = secrets.token_urlsafe(24)
-    _shown_once(request)[ticket] = (time.monotonic(), {
-        "key": key, "api_key": new.api_key, "webhook_secret": new.webhook_secret})
-    log.info("dashboard key created", extra={"action": "dashboard_create_key",
-                                             "key_id": new.key_id})
+    _shown_once(request)[ticket] = (
+        time.monotonic(),
+        {"key": key, "api_key": new.api_key, "webhook_secret": new.webhook_secret},
+    )
+    log.info(
+        "dashboard key created", extra={"action": "dashboard_create_key", "key_id": new.key_id}
+    )
     return redirect(request, f"/admin/keys/new/{ticket}")
 
 
 @router.get("/keys/new/{ticket}")
 async def new_key(
-    request: Request, operator: Signed, ticket: Annotated[str, Path(max_length=64)],
+    request: Request,
+    operator: Signed,
+    ticket: Annotated[str, Path(max_length=64)],
 ) -> Response:
     shown = _shown_once(request).pop(ticket, None)
     if shown is None:
         return message_page(
-            request, 410, "Already shown",
+            request,
+            410,
+            "Already shown",
             "A new key and its webhook secret are shown once only. If they were not saved, "
-            "deactivate that key and create another.", operator=operator)
+            "deactivate that key and create another.",
+            operator=operator,
+        )
     return render(request, "key_created.html", shown[1], operator=operator)
 
 
 @router.post("/keys/{key_id}/{change}")
 async def change_key(
-    request: Request, operator: Checked, key_id: ID,
+    request: Request,
+    operator: Checked,
+    key_id: ID,
     change: Annotated[str, Path(max_length=20)],
     rate_limit_per_min: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
@@ -787,7 +963,9 @@ async def change_key(
 
 @router.post("/accounts/{account_id}/adjust")
 async def adjust_credits(
-    request: Request, operator: Checked, account_id: ID,
+    request: Request,
+    operator: Checked,
+    account_id: ID,
     credits: Annotated[str, Form(max_length=12)] = "",
     reason: Annotated[str, Form(max_length=500)] = "",
     idempotency_key: Annotated[str, Form(max_length=128)] = "",
@@ -800,32 +978,58 @@ async def adjust_credits(
     try:
         amount = int(credits.strip())
     except ValueError:
-        return redirect(request, back, flash=("error", "Credits: a whole number, e.g. 500 "
-                                                       "or -200."))
+        return redirect(
+            request, back, flash=("error", "Credits: a whole number, e.g. 500 or -200.")
+        )
     if amount == 0 or not reason.strip():
-        return redirect(request, back, flash=(
-            "error", "Give a number of credits other than 0 and a reason."))
+        return redirect(
+            request, back, flash=("error", "Give a number of credits other than 0 and a reason.")
+        )
     if confirmed != "yes":
-        return render(request, "confirm.html", {
-            "title": f"{'Add' if amount > 0 else 'Remove'} {abs(amount)} credits?",
-            "text": "The correction is written to the ledger with its reason.",
-            "button": "Adjust credits", "danger": amount < 0,
-            "action_url": f"/admin/accounts/{account_id}/adjust", "back_url": back,
-            "hidden": {"credits": str(amount), "reason": reason.strip(),
-                       "idempotency_key": idempotency_key, "confirmed": "yes"},
-            "with_moderation_choice": False,
-            "facts": [("Account", f"{account['name']} ({account_id})"),
-                      ("Balance now", str(account["balance_credits"])),
-                      ("Balance after", str(account["balance_credits"] + amount)),
-                      ("Reason", reason.strip())],
-        }, operator=operator)
+        return render(
+            request,
+            "confirm.html",
+            {
+                "title": f"{'Add' if amount > 0 else 'Remove'} {abs(amount)} credits?",
+                "text": "The correction is written to the ledger with its reason.",
+                "button": "Adjust credits",
+                "danger": amount < 0,
+                "action_url": f"/admin/accounts/{account_id}/adjust",
+                "back_url": back,
+                "hidden": {
+                    "credits": str(amount),
+                    "reason": reason.strip(),
+                    "idempotency_key": idempotency_key,
+                    "confirmed": "yes",
+                },
+                "with_moderation_choice": False,
+                "facts": [
+                    ("Account", f"{account['name']} ({account_id})"),
+                    ("Balance now", str(account["balance_credits"])),
+                    ("Balance after", str(account["balance_credits"] + amount)),
+                    ("Reason", reason.strip()),
+                ],
+            },
+            operator=operator,
+        )
     try:
-        done = await svc.adjust(rt.engine, account_id, amount, reason=reason.strip(),
-                                idempotency_key=idempotency_key or None)
+        done = await svc.adjust(
+            rt.engine,
+            account_id,
+            amount,
+            reason=reason.strip(),
+            idempotency_key=idempotency_key or None,
+        )
     except NotFound:
         raise
     except VidbatchError as exc:
         return redirect(request, back, flash=("error", exc.message))
-    return redirect(request, back, flash=(
-        "ok", f"{account['name']}: {amount:+d} credits ({reason.strip()}); balance now "
-        f"{done['account']['balance_credits']}."))
+    return redirect(
+        request,
+        back,
+        flash=(
+            "ok",
+            f"{account['name']}: {amount:+d} credits ({reason.strip()}); balance now "
+            f"{done['account']['balance_credits']}.",
+        ),
+    )

@@ -57,8 +57,9 @@ async def authenticate(
     unknown, revoked or inactive key (or account)."""
     presented = (api_key or "").strip() or (credentials.credentials.strip() if credentials else "")
     if not presented:
-        raise ApiError(401, "MISSING_API_KEY",
-                       "an API key is required (x-api-key or Authorization: Bearer)")
+        raise ApiError(
+            401, "MISSING_API_KEY", "an API key is required (x-api-key or Authorization: Bearer)"
+        )
     async with runtime_of(request).engine.connect() as conn:
         identity = await accounts.verify_key(conn, presented)
     if identity is None:

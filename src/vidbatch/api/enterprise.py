@@ -41,8 +41,10 @@ id one is generated and the request is not idempotent.
 """
 
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The batch was accepted (or this repeats an earlier request)",
-          "headers": success_headers()},
+    200: {
+        "description": "The batch was accepted (or this repeats an earlier request)",
+        "headers": success_headers(),
+    },
     **error_responses(400, 401, 402, 403, 409, 413, 422, 429),
 }
 
@@ -105,9 +107,7 @@ def parse_json_body(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise invalid("the body is not valid UTF-8") from None
     try:
-        body = json.loads(
-            text, parse_constant=_reject_constant, parse_float=_finite_float
-        )
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise invalid("the body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN, huge numbers
@@ -160,15 +160,14 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
             idempotency_key = None  # it is echoed in the x-request-id header
         if idempotency_key is None and problem is None:
             reason = "must be a string of 1 to 128 printable ASCII characters"
-            problem = InvalidInput(f"request_id {reason}",
-                                   details=[FieldError(field="request_id", message=reason)])
+            problem = InvalidInput(
+                f"request_id {reason}", details=[FieldError(field="request_id", message=reason)]
+            )
     if idempotency_key is not None:
         request.state.request_id = idempotency_key
     rid: str = request.state.request_id
 
-    fingerprint = (
-        request_fingerprint(body) if problem is None and isinstance(body, dict) else None
-    )
+    fingerprint = request_fingerprint(body) if problem is None and isinstance(body, dict) else None
     if idempotency_key is not None and fingerprint is not None:
         try:
             async with rt.engine.connect() as conn:

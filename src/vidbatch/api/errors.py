@@ -45,7 +45,11 @@ class ApiError(Exception):
     """An HTTP error with the original's body shape, raised by routers."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(message)
@@ -92,8 +96,9 @@ def status_for(exc: VidbatchError) -> int:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.code, exc.message, headers=exc.headers,
-                              **exc.extra)
+        return error_response(
+            request, exc.status, exc.code, exc.message, headers=exc.headers, **exc.extra
+        )
 
     @app.exception_handler(VidbatchError)
     async def _vidbatch_error(request: Request, exc: VidbatchError) -> JSONResponse:
@@ -105,25 +110,32 @@ def install(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
-        return error_response(request, status, exc.code, exc.message, details=details,
-                              headers=headers, **exc.extra)
+        return error_response(
+            request, status, exc.code, exc.message, details=details, headers=headers, **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"index": None, "field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "request",
-             "message": e.get("msg", "invalid")}
+            {
+                "index": None,
+                "field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "request",
+                "message": e.get("msg", "invalid"),
+            }
             for e in exc.errors()
         ]
-        return error_response(request, 400, "INVALID_PAYLOAD", "invalid request",
-                              details=details)
+        return error_response(request, 400, "INVALID_PAYLOAD", "invalid request", details=details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
-        return error_response(request, exc.status_code,
-                              codes.get(exc.status_code, f"HTTP_{exc.status_code}"),
-                              str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(
+            request,
+            exc.status_code,
+            codes.get(exc.status_code, f"HTTP_{exc.status_code}"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

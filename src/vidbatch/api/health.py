@@ -45,8 +45,15 @@ async def metrics(request: Request) -> Response:
                     select(video_tasks.c.status, func.count()).group_by(video_tasks.c.status)
                 )
             ).all()
-        for status in ("pending", "queued", "submitting", "processing", "succeeded", "failed",
-                       "cancelled"):
+        for status in (
+            "pending",
+            "queued",
+            "submitting",
+            "processing",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ):
             rt.metrics.tasks.labels(status).set(0)
         for status, n in rows:
             rt.metrics.tasks.labels(status).set(n)

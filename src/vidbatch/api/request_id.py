@@ -6,8 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-HEADER_ALIASES = ("x-request-id", "request-id", "idempotency-key", "x-idempotency-key",
-                  "x-requestid")
+HEADER_ALIASES = (
+    "x-request-id",
+    "request-id",
+    "idempotency-key",
+    "x-idempotency-key",
+    "x-requestid",
+)
 MAX_LEN = 128
 
 

@@ -48,14 +48,22 @@ _ERROR_TEXT = {
 }
 
 _RATE_HEADERS = {
-    "X-RateLimit-Limit": {"description": "requests allowed per minute for this key",
-                          "schema": {"type": "integer"}},
-    "X-RateLimit-Remaining": {"description": "requests left in the current minute",
-                              "schema": {"type": "integer"}},
-    "X-RateLimit-Reset": {"description": "epoch seconds when the minute's budget renews",
-                          "schema": {"type": "integer"}},
-    "x-request-id": {"description": "the request id (yours, or generated)",
-                     "schema": {"type": "string"}},
+    "X-RateLimit-Limit": {
+        "description": "requests allowed per minute for this key",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "requests left in the current minute",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "epoch seconds when the minute's budget renews",
+        "schema": {"type": "integer"},
+    },
+    "x-request-id": {
+        "description": "the request id (yours, or generated)",
+        "schema": {"type": "string"},
+    },
 }
 
 
@@ -66,8 +74,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         entry: dict[str, Any] = {"model": ErrorResponse, "description": _ERROR_TEXT[status]}
         if status == 429:
             entry["headers"] = {
-                "Retry-After": {"description": "seconds until the next minute",
-                                "schema": {"type": "integer"}},
+                "Retry-After": {
+                    "description": "seconds until the next minute",
+                    "schema": {"type": "integer"},
+                },
                 **_RATE_HEADERS,
             }
         out[status] = entry
@@ -100,7 +110,8 @@ class BatchItemIn(BaseModel):
 
     prompt: str = Field(..., min_length=1, max_length=4000)
     model: str = Field(
-        "sora-2", description="`sora-2`, `veo-flash` or `veo-pro` (or an operator-added model)",
+        "sora-2",
+        description="`sora-2`, `veo-flash` or `veo-pro` (or an operator-added model)",
     )
     aspect_ratio: Literal["9:16", "16:9"] | None = None
     duration: int | None = Field(
@@ -109,7 +120,8 @@ class BatchItemIn(BaseModel):
         "a duration sent with a Veo model is ignored.",
     )
     reference_url: str | None = Field(
-        None, max_length=2048,
+        None,
+        max_length=2048,
         description="http(s) URL of a reference image (Veo: used when `meta` has none)",
     )
     meta: ItemMeta | None = None
@@ -159,10 +171,18 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 EXAMPLE_BODY = {
     "items": [
-        {"prompt": "A cinematic video of a city", "model": "sora-2",
-         "aspect_ratio": "9:16", "duration": 10},
-        {"prompt": "An anime style video", "model": "veo-flash", "aspect_ratio": "16:9",
-         "meta": {"firstFrameUrl": "https://example.com/first.jpg"}},
+        {
+            "prompt": "A cinematic video of a city",
+            "model": "sora-2",
+            "aspect_ratio": "9:16",
+            "duration": 10,
+        },
+        {
+            "prompt": "An anime style video",
+            "model": "veo-flash",
+            "aspect_ratio": "16:9",
+            "meta": {"firstFrameUrl": "https://example.com/first.jpg"},
+        },
     ],
     "webhook_url": "https://example.com/hooks/vidbatch",
 }

@@ -181,11 +181,22 @@ async def list_items(
     async with runtime_of(request).engine.connect() as conn:
         row = await batches.get_batch_row(conn, batch_id, auth.account_id)
         rows, total = await batches.list_items(
-            conn, row.id, statuses=_TASK_STATUSES[status] if status else None,
-            limit=limit, offset=offset,
+            conn,
+            row.id,
+            statuses=_TASK_STATUSES[status] if status else None,
+            limit=limit,
+            offset=offset,
         )
-    return JSONResponse({"ok": True, "batch_id": row.id, "items": [item_view(r) for r in rows],
-                         "total": total, "limit": limit, "offset": offset})
+    return JSONResponse(
+        {
+            "ok": True,
+            "batch_id": row.id,
+            "items": [item_view(r) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+    )
 
 
 @router.post(
@@ -201,12 +212,20 @@ async def list_items(
 async def cancel_batch(request: Request, auth: LimitedKey, batch_id: str) -> JSONResponse:
     rt = runtime_of(request)
     done = await batches.cancel_batch(
-        rt.engine, batch_id, account_id=auth.account_id,
+        rt.engine,
+        batch_id,
+        account_id=auth.account_id,
         webhook_max_attempts=rt.settings.webhook_retries + 1,
     )
-    return JSONResponse({"ok": True, "batch_id": done.batch_id, "status": done.status,
-                         "cancelled_items": done.cancelled_items,
-                         "credits_refunded": done.credits_refunded})
+    return JSONResponse(
+        {
+            "ok": True,
+            "batch_id": done.batch_id,
+            "status": done.status,
+            "cancelled_items": done.cancelled_items,
+            "credits_refunded": done.credits_refunded,
+        }
+    )
 
 
 RESULT_FIELDS = ("index", "item_id", "status", "video_url", "error", "failure_type", "metadata")
@@ -219,8 +238,7 @@ def _result_line(row: Any) -> dict[str, Any]:
 
 def _jsonl(rows: list[Any]) -> bytes:
     return "".join(
-        json.dumps(_result_line(r), ensure_ascii=False, separators=(",", ":")) + "\n"
-        for r in rows
+        json.dumps(_result_line(r), ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows
     ).encode()
 
 
@@ -232,8 +250,9 @@ def _csv(rows: list[Any], *, header: bool) -> bytes:
     for row in rows:
         line = _result_line(row)
         meta = line["metadata"]
-        line["metadata"] = (json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
-                            if meta is not None else "")
+        line["metadata"] = (
+            json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta is not None else ""
+        )
         writer.writerow(["" if line[f] is None else line[f] for f in RESULT_FIELDS])
     return out.getvalue().encode()
 
@@ -246,8 +265,11 @@ def _csv(rows: list[Any], *, header: bool) -> bytes:
     "failure_type, metadata` (CSV: `metadata` as JSON text).",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "One line per item", "headers": success_headers(),
-              "content": {"application/x-ndjson": {}, "text/csv": {}}},
+        200: {
+            "description": "One line per item",
+            "headers": success_headers(),
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+        },
         **BATCH_ERRORS,
     },
 )
@@ -285,7 +307,8 @@ async def results(
         media_type = "application/x-ndjson"
         filename = f"batch-{owned_id}.jsonl"
     return StreamingResponse(
-        lines(), media_type=media_type,
+        lines(),
+        media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
@@ -303,8 +326,9 @@ async def results(
 async def balance(request: Request, auth: LimitedKey) -> JSONResponse:
     async with runtime_of(request).engine.connect() as conn:
         got = await credits.balance(conn, auth.account_id)
-    return JSONResponse({"ok": True, "available": got.available, "reserved": got.reserved,
-                         "total": got.total})
+    return JSONResponse(
+        {"ok": True, "available": got.available, "reserved": got.reserved, "total": got.total}
+    )
 
 
 @router.get(
@@ -337,5 +361,6 @@ async def ledger(
             limit=limit,
             offset=offset,
         )
-    return JSONResponse({"ok": True, "entries": entries, "total": total, "limit": limit,
-                         "offset": offset})
+    return JSONResponse(
+        {"ok": True, "entries": entries, "total": total, "limit": limit, "offset": offset}
+    )

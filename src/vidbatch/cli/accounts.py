@@ -10,8 +10,9 @@ from vidbatch.cli.common import call, fail, non_negative, positive, print_json, 
 from vidbatch.services import accounts as svc
 from vidbatch.settings import Settings
 
-accounts_app = typer.Typer(help="Create accounts, top up and adjust their credits, look at them.",
-                           no_args_is_help=True)
+accounts_app = typer.Typer(
+    help="Create accounts, top up and adjust their credits, look at them.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 console = Console()
 
@@ -30,8 +31,9 @@ def create(
     settings = settings_from(ctx)
     non_negative(credits)
     limit = _rate_limit(settings, rate_limit)
-    account_id, key = call(settings, lambda e: svc.create_account(
-        e, name, credits=credits, rate_limit_per_min=limit))
+    account_id, key = call(
+        settings, lambda e: svc.create_account(e, name, credits=credits, rate_limit_per_min=limit)
+    )
     if not as_json:
         console.print(f"account  {account_id}  ({name}, {credits} credits)")
     _show_new_key(key, as_json)
@@ -47,8 +49,14 @@ def _rate_limit(settings: Settings, rate_limit: int | None) -> int:
 def _show_new_key(key: svc.NewKey, as_json: bool) -> None:
     """The only time a key and its webhook secret are shown."""
     if as_json:
-        print_json({"account_id": key.account_id, "key_id": key.key_id,
-                    "api_key": key.api_key, "webhook_secret": key.webhook_secret})
+        print_json(
+            {
+                "account_id": key.account_id,
+                "key_id": key.key_id,
+                "api_key": key.api_key,
+                "webhook_secret": key.webhook_secret,
+            }
+        )
         return
     console.print(f"key id   {key.key_id}")
     console.print(f"API key  [bold]{key.api_key}[/bold]")
@@ -69,8 +77,10 @@ def topup(
     settings = settings_from(ctx)
     positive(credits)
     entry = call(settings, lambda e: svc.topup(e, account_id, credits, key=key))
-    typer.echo(f"added {credits} credits; balance {entry['balance_after']}, "
-               f"available {entry['balance_after'] - entry['frozen_after']}")
+    typer.echo(
+        f"added {credits} credits; balance {entry['balance_after']}, "
+        f"available {entry['balance_after'] - entry['frozen_after']}"
+    )
 
 
 @accounts_app.command("adjust")
@@ -113,23 +123,37 @@ def show(
 
 
 @accounts_app.command("list")
-def list_(ctx: typer.Context,
-          as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+def list_(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")
+) -> None:
     """List accounts with their credits."""
     settings = settings_from(ctx)
 
     rows = read(settings, lambda conn: svc.list_accounts(conn))
     if as_json:
-        print_json([{"account_id": r["id"], "name": r["name"],
-                     "balance_credits": r["balance_credits"],
-                     "frozen_credits": r["frozen_credits"],
-                     "available_credits": r["available_credits"]} for r in rows])
+        print_json(
+            [
+                {
+                    "account_id": r["id"],
+                    "name": r["name"],
+                    "balance_credits": r["balance_credits"],
+                    "frozen_credits": r["frozen_credits"],
+                    "available_credits": r["available_credits"],
+                }
+                for r in rows
+            ]
+        )
         return
     table = Table("account_id", "name", "balance", "frozen", "available")
     table.columns[0].overflow = "fold"
     for r in rows:
-        table.add_row(r["id"], r["name"], str(r["balance_credits"]), str(r["frozen_credits"]),
-                      str(r["available_credits"]))
+        table.add_row(
+            r["id"],
+            r["name"],
+            str(r["balance_credits"]),
+            str(r["frozen_credits"]),
+            str(r["available_credits"]),
+        )
     console.print(table)
 
 
@@ -144,8 +168,9 @@ def key_create(
     """Create an API key; it is printed once, never again."""
     settings = settings_from(ctx)
     limit = _rate_limit(settings, rate_limit)
-    key = call(settings, lambda e: svc.create_key(
-        e, account_id, name=name, rate_limit_per_min=limit))
+    key = call(
+        settings, lambda e: svc.create_key(e, account_id, name=name, rate_limit_per_min=limit)
+    )
     _show_new_key(key, as_json)
 
 
@@ -166,9 +191,15 @@ def key_list(
     for column in table.columns[:2]:
         column.overflow = "fold"  # ids are for copying: wrap them, never cut them
     for r in rows:
-        table.add_row(r["id"], r["account_id"], r["name"], r["key_prefix"] + "…",
-                      "yes" if r["is_active"] else "no", str(r["rate_limit_per_min"]),
-                      str(r["last_seen_at"] or "-"))
+        table.add_row(
+            r["id"],
+            r["account_id"],
+            r["name"],
+            r["key_prefix"] + "…",
+            "yes" if r["is_active"] else "no",
+            str(r["rate_limit_per_min"]),
+            str(r["last_seen_at"] or "-"),
+        )
     console.print(table)
 
 

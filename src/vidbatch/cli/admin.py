@@ -16,10 +16,12 @@ from vidbatch.db.schema import BATCH_STATUSES
 from vidbatch.services import admin as svc
 from vidbatch.services import batches as batch_svc
 
-batches_app = typer.Typer(help="List and inspect batches; cancel them; retry failed items.",
-                          no_args_is_help=True)
-webhooks_app = typer.Typer(help="Customer webhook deliveries: list their attempts, resend.",
-                           no_args_is_help=True)
+batches_app = typer.Typer(
+    help="List and inspect batches; cancel them; retry failed items.", no_args_is_help=True
+)
+webhooks_app = typer.Typer(
+    help="Customer webhook deliveries: list their attempts, resend.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -28,7 +30,8 @@ def batches_list(
     ctx: typer.Context,
     account: str | None = typer.Option(None, "--account", help="Only this account's batches."),
     status: str | None = typer.Option(
-        None, "--status", help=f"Only batches in this status ({', '.join(BATCH_STATUSES)})."),
+        None, "--status", help=f"Only batches in this status ({', '.join(BATCH_STATUSES)})."
+    ),
     limit: int = typer.Option(50, "--limit", help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
@@ -46,15 +49,33 @@ def batches_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("batch_id", "account_id", "status", "items", "ok/failed", "reserved",
-                  "charged", "refunded", "ledger", "created")
+    table = Table(
+        "batch_id",
+        "account_id",
+        "status",
+        "items",
+        "ok/failed",
+        "reserved",
+        "charged",
+        "refunded",
+        "ledger",
+        "created",
+    )
     for column in table.columns[:2]:
         column.overflow = "fold"  # ids are for copying: wrap them, never cut them
     for b in rows:
-        table.add_row(b["batch_id"], b["account_id"], b["status"], str(b["total_count"]),
-                      f"{b['success_count']}/{b['failed_count']}", str(b["reserved"]),
-                      str(b["charged"]), str(b["refunded"]),
-                      "ok" if b["reconciled"] else "MISMATCH", b["created_at"] or "-")
+        table.add_row(
+            b["batch_id"],
+            b["account_id"],
+            b["status"],
+            str(b["total_count"]),
+            f"{b['success_count']}/{b['failed_count']}",
+            str(b["reserved"]),
+            str(b["charged"]),
+            str(b["refunded"]),
+            "ok" if b["reconciled"] else "MISMATCH",
+            b["created_at"] or "-",
+        )
     console.print(table)
 
 
@@ -76,14 +97,21 @@ def batches_show(
 
 
 @batches_app.command("cancel")
-def batches_cancel(ctx: typer.Context,
-                   batch_id: str = typer.Argument(..., help="Batch id.")) -> None:
+def batches_cancel(
+    ctx: typer.Context, batch_id: str = typer.Argument(..., help="Batch id.")
+) -> None:
     """Cancel a batch: items not submitted yet are refunded at once; running ones finish."""
     settings = settings_from(ctx)
-    done = call(settings, lambda e: batch_svc.cancel_batch(
-        e, batch_id, account_id=None, webhook_max_attempts=settings.webhook_retries + 1))
-    typer.echo(f"batch {done.batch_id} {done.status}: {done.cancelled_items} item(s) "
-               f"cancelled, {done.credits_refunded} credits refunded in all")
+    done = call(
+        settings,
+        lambda e: batch_svc.cancel_batch(
+            e, batch_id, account_id=None, webhook_max_attempts=settings.webhook_retries + 1
+        ),
+    )
+    typer.echo(
+        f"batch {done.batch_id} {done.status}: {done.cancelled_items} item(s) "
+        f"cancelled, {done.credits_refunded} credits refunded in all"
+    )
 
 
 @batches_app.command("retry-failed")
@@ -91,32 +119,46 @@ def batches_retry_failed(
     ctx: typer.Context,
     batch_id: str = typer.Argument(..., help="A settled batch's id."),
     include_moderation: bool = typer.Option(
-        False, "--include-moderation", help="Also retry items refused by moderation."),
+        False, "--include-moderation", help="Also retry items refused by moderation."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Retry a settled batch's failed items as a new batch, reserved and charged anew."""
     settings = settings_from(ctx)
-    out = call(settings, lambda e: svc.retry_failed(
-        e, batch_id, include_moderation=include_moderation, catalog=settings.catalog,
-        allow_private_webhooks=settings.allow_private_webhooks,
-        webhook_max_attempts=settings.webhook_retries + 1))
+    out = call(
+        settings,
+        lambda e: svc.retry_failed(
+            e,
+            batch_id,
+            include_moderation=include_moderation,
+            catalog=settings.catalog,
+            allow_private_webhooks=settings.allow_private_webhooks,
+            webhook_max_attempts=settings.webhook_retries + 1,
+        ),
+    )
     if as_json:
         print_json(out)
         return
     again = " (it existed already)" if out["idempotent_replay"] else ""
-    skipped = (f"; {out['excluded_moderation']} moderation failure(s) left out"
-               if out["excluded_moderation"] else "")
-    typer.echo(f"batch {out['batch_id']} retries item(s) "
-               f"{', '.join(map(str, out['retried_indices']))} of {batch_id}{again}; "
-               f"{out['required_credits']} credits reserved{skipped}")
+    skipped = (
+        f"; {out['excluded_moderation']} moderation failure(s) left out"
+        if out["excluded_moderation"]
+        else ""
+    )
+    typer.echo(
+        f"batch {out['batch_id']} retries item(s) "
+        f"{', '.join(map(str, out['retried_indices']))} of {batch_id}{again}; "
+        f"{out['required_credits']} credits reserved{skipped}"
+    )
 
 
 @webhooks_app.command("list")
 def webhooks_list(
     ctx: typer.Context,
     batch_id: str | None = typer.Argument(None, help="Only this batch's events."),
-    limit: int = typer.Option(50, "--limit", help="At most this many (latest first "
-                              "without a batch)."),
+    limit: int = typer.Option(
+        50, "--limit", help="At most this many (latest first without a batch)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """Webhook events with their attempts, last status and error."""
@@ -127,13 +169,20 @@ def webhooks_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("batch_id", "event", "state", "attempts", "last status", "last error",
-                  "next attempt")
+    table = Table(
+        "batch_id", "event", "state", "attempts", "last status", "last error", "next attempt"
+    )
     table.columns[0].overflow = "fold"
     for d in rows:
-        table.add_row(d["batch_id"], d["event_type"], d["state"],
-                      f"{d['attempts']}/{d['max_attempts']}", str(d["last_status"] or "-"),
-                      d["last_error"] or "-", d["next_attempt_at"] or "-")
+        table.add_row(
+            d["batch_id"],
+            d["event_type"],
+            d["state"],
+            f"{d['attempts']}/{d['max_attempts']}",
+            str(d["last_status"] or "-"),
+            d["last_error"] or "-",
+            d["next_attempt_at"] or "-",
+        )
     console.print(table)
 
 
@@ -142,11 +191,18 @@ def webhooks_resend(
     ctx: typer.Context,
     batch_id: str = typer.Argument(..., help="Batch id."),
     event: str | None = typer.Option(
-        None, "--event", help="This event (e.g. batch.created); default: the final one."),
+        None, "--event", help="This event (e.g. batch.created); default: the final one."
+    ),
 ) -> None:
     """Send a batch's webhook event again: due now, attempts counted from zero."""
     settings = settings_from(ctx)
-    out = call(settings, lambda e: svc.resend_webhook(
-        e, batch_id, event_type=event, max_attempts=settings.webhook_retries + 1))
-    typer.echo(f"{out['event_type']} of batch {batch_id} will be sent again "
-               f"(event {out['event_id']}, up to {out['max_attempts']} attempts)")
+    out = call(
+        settings,
+        lambda e: svc.resend_webhook(
+            e, batch_id, event_type=event, max_attempts=settings.webhook_retries + 1
+        ),
+    )
+    typer.echo(
+        f"{out['event_type']} of batch {batch_id} will be sent again "
+        f"(event {out['event_id']}, up to {out['max_attempts']} attempts)"
+    )

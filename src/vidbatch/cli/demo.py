@@ -23,19 +23,33 @@ from rich.table import Table
 from vidbatch.cli.common import fail
 
 SEED_ITEMS: list[dict[str, Any]] = [
-    {"prompt": "A cinematic video of a city", "model": "sora-2", "aspect_ratio": "9:16",
-     "duration": 10},
-    {"prompt": "An anime style video", "model": "veo-flash", "aspect_ratio": "16:9",
-     "meta": {"firstFrameUrl": "https://example.com/first.jpg"}},
+    {
+        "prompt": "A cinematic video of a city",
+        "model": "sora-2",
+        "aspect_ratio": "9:16",
+        "duration": 10,
+    },
+    {
+        "prompt": "An anime style video",
+        "model": "veo-flash",
+        "aspect_ratio": "16:9",
+        "meta": {"firstFrameUrl": "https://example.com/first.jpg"},
+    },
 ]
 MORE_ITEMS: list[dict[str, Any]] = [
-    {"prompt": "Waves rolling onto a beach at sunset", "model": "sora-2", "duration": 15,
-     "metadata": {"sku": "beach-15"}},
-    {"prompt": "A paper plane over a city, pro quality", "model": "veo-pro",
-     "aspect_ratio": "16:9"},
+    {
+        "prompt": "Waves rolling onto a beach at sunset",
+        "model": "sora-2",
+        "duration": 15,
+        "metadata": {"sku": "beach-15"},
+    },
+    {
+        "prompt": "A paper plane over a city, pro quality",
+        "model": "veo-pro",
+        "aspect_ratio": "16:9",
+    },
     {"prompt": "A fox running through snow", "model": "sora-2", "aspect_ratio": "16:9"},
-    {"prompt": "Something the provider's moderation refuses [sim:moderation]",
-     "model": "sora-2"},
+    {"prompt": "Something the provider's moderation refuses [sim:moderation]", "model": "sora-2"},
 ]
 CANCELLED_ITEMS: list[dict[str, Any]] = [
     {"prompt": f"A timelapse of clouds, part {i}", "model": "sora-2"} for i in range(8)
@@ -44,8 +58,7 @@ CANCELLED_ITEMS: list[dict[str, Any]] = [
 
 def demo(
     port: int = typer.Option(0, "--port", help="API port (0 = any free port)."),
-    gen_time: float = typer.Option(2.0, "--gen-time",
-                                   help="Simulated generation time in seconds."),
+    gen_time: float = typer.Option(2.0, "--gen-time", help="Simulated generation time in seconds."),
     keep: bool = typer.Option(False, "--keep", help="Keep the demo's database afterwards."),
     timeout: float = typer.Option(90.0, "--timeout", help="Give up after this many seconds."),
 ) -> None:
@@ -60,8 +73,11 @@ def demo(
         console.print("[yellow]interrupted: everything the demo started has stopped[/yellow]")
         raise typer.Exit(130) from None
     except OSError as exc:
-        fail(f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
-             "choose another with --port, or --port 0 for any free one", 1)
+        fail(
+            f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+            "choose another with --port, or --port 0 for any free one",
+            1,
+        )
     finally:
         if keep:
             console.print(f"database kept at {workdir / 'demo.db'}")
@@ -70,8 +86,9 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-async def _demo(console: Console, workdir: Path, port: int, gen_time: float,
-                timeout: float) -> bool:
+async def _demo(
+    console: Console, workdir: Path, port: int, gen_time: float, timeout: float
+) -> bool:
     from vidbatch.api.app import create_app
     from vidbatch.embedded import EmbeddedServer, bind
     from vidbatch.providers.simulator import SimulatorConfig
@@ -85,9 +102,14 @@ async def _demo(console: Console, workdir: Path, port: int, gen_time: float,
     api_sock = bind("127.0.0.1", port)
     api_port = api_sock.getsockname()[1]
     api_sock.close()
-    sim_config = SimulatorConfig(seed=7, gen_time=gen_time, gen_time_mode="uniform",
-                                 gen_time_min=gen_time * 0.5, gen_time_max=gen_time * 1.5,
-                                 callback_interval=0.5)
+    sim_config = SimulatorConfig(
+        seed=7,
+        gen_time=gen_time,
+        gen_time_mode="uniform",
+        gen_time_min=gen_time * 0.5,
+        gen_time_max=gen_time * 1.5,
+        callback_interval=0.5,
+    )
     async with EmbeddedServer(create_simulator(sim_config)) as sim:
         settings = Settings(
             database_url=f"sqlite:///{workdir / 'demo.db'}",
@@ -108,12 +130,14 @@ async def _demo(console: Console, workdir: Path, port: int, gen_time: float,
         try:
             app = create_app(settings, runtime=rt, run_worker=True)
             async with EmbeddedServer(app, port=api_port) as api:
-                console.print(f"[bold]vidbatch demo[/bold]  API {api.url}  "
-                              f"simulator {sim.url}  database {workdir / 'demo.db'}")
-                _, key = await create_account(rt.engine, "Demo Studio", credits=2_000,
-                                             rate_limit_per_min=10_000)
-                console.print(f"account 'Demo Studio' with 2000 credits, "
-                              f"API key {key.key_prefix}…")
+                console.print(
+                    f"[bold]vidbatch demo[/bold]  API {api.url}  "
+                    f"simulator {sim.url}  database {workdir / 'demo.db'}"
+                )
+                _, key = await create_account(
+                    rt.engine, "Demo Studio", credits=2_000, rate_limit_per_min=10_000
+                )
+                console.print(f"account 'Demo Studio' with 2000 credits, API key {key.key_prefix}…")
                 batches = await _submit(console, api.url, key.api_key)
                 ok = await _follow(console, api.url, key.api_key, batches, timeout)
                 async with rt.engine.connect() as conn:
@@ -126,8 +150,9 @@ async def _demo(console: Console, workdir: Path, port: int, gen_time: float,
 
 def _client(url: str, api_key: str) -> aiohttp.ClientSession:
     """A session on the demo's API, authenticated as the demo's customer."""
-    return aiohttp.ClientSession(base_url=url, headers={"x-api-key": api_key},
-                                 timeout=aiohttp.ClientTimeout(total=30))
+    return aiohttp.ClientSession(
+        base_url=url, headers={"x-api-key": api_key}, timeout=aiohttp.ClientTimeout(total=30)
+    )
 
 
 async def _json(request: Any) -> Any:
@@ -139,24 +164,36 @@ async def _json(request: Any) -> Any:
 
 async def _submit(console: Console, url: str, api_key: str) -> list[str]:
     async with _client(url, api_key) as http:
-        body = await _json(http.post("/api/enterprise/video-batch",
-                                     json={"items": SEED_ITEMS + MORE_ITEMS}))
-        console.print(f"batch 1: {body['total_count']} items, {body['required_credits']} "
-                      f"credits frozen, {body['available_credits']} left available")
-        body2 = await _json(http.post("/api/v1/batches",
-                                      json={"items": CANCELLED_ITEMS,
-                                            "request_id": "demo-cancelled-batch"}))
+        body = await _json(
+            http.post("/api/enterprise/video-batch", json={"items": SEED_ITEMS + MORE_ITEMS})
+        )
+        console.print(
+            f"batch 1: {body['total_count']} items, {body['required_credits']} "
+            f"credits frozen, {body['available_credits']} left available"
+        )
+        body2 = await _json(
+            http.post(
+                "/api/v1/batches",
+                json={"items": CANCELLED_ITEMS, "request_id": "demo-cancelled-batch"},
+            )
+        )
         console.print(f"batch 2: {body2['total_count']} items (to be cancelled half-way)")
         return [body["batch_id"], body2["batch_id"]]
 
 
-async def _follow(console: Console, url: str, api_key: str, batches: list[str],
-                  timeout: float) -> bool:
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"),
-                        TextColumn("{task.fields[counts]}"), console=console)
-    bars = {b: progress.add_task(f"batch {n + 1}", total=1, counts="")
-            for n, b in enumerate(batches)}
+async def _follow(
+    console: Console, url: str, api_key: str, batches: list[str], timeout: float
+) -> bool:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[counts]}"),
+        console=console,
+    )
+    bars = {
+        b: progress.add_task(f"batch {n + 1}", total=1, counts="") for n, b in enumerate(batches)
+    }
     cancelled = False
     started = time.monotonic()
     async with _client(url, api_key) as http:
@@ -165,13 +202,19 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
                 done = 0
                 for batch_id in batches:
                     view = await _json(http.get(f"/api/v1/batches/{batch_id}"))
-                    ended = view["succeeded_count"] + view["failed_count"] + view.get(
-                        "cancelled_count", 0)
-                    counts = (f"succeeded {view['succeeded_count']}  failed "
-                              f"{view['failed_count']}  cancelled "
-                              f"{view.get('cancelled_count', 0)}  status {view['status']}")
-                    progress.update(bars[batch_id], total=view["total_count"], completed=ended,
-                                    counts=counts)
+                    ended = (
+                        view["succeeded_count"]
+                        + view["failed_count"]
+                        + view.get("cancelled_count", 0)
+                    )
+                    counts = (
+                        f"succeeded {view['succeeded_count']}  failed "
+                        f"{view['failed_count']}  cancelled "
+                        f"{view.get('cancelled_count', 0)}  status {view['status']}"
+                    )
+                    progress.update(
+                        bars[batch_id], total=view["total_count"], completed=ended, counts=counts
+                    )
                     if view["completed_at"]:
                         done += 1
                 second = await _json(http.get(f"/api/v1/batches/{batches[1]}"))
@@ -180,8 +223,7 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
                     async with http.post(f"/api/v1/batches/{batches[1]}/cancel") as r:
                         if r.status == 200:
                             refunded = (await r.json())["credits_refunded"]
-                            console.print(f"batch 2 cancelled: {refunded} "
-                                          "credits refunded at once")
+                            console.print(f"batch 2 cancelled: {refunded} credits refunded at once")
                     cancelled = True
                 if done == len(batches):
                     return True
@@ -190,31 +232,40 @@ async def _follow(console: Console, url: str, api_key: str, batches: list[str],
     return False
 
 
-async def _report(console: Console, url: str, api_key: str, batches: list[str],
-                  violations: list[Any]) -> None:
+async def _report(
+    console: Console, url: str, api_key: str, batches: list[str], violations: list[Any]
+) -> None:
     console.print()  # below the live progress bars
     async with _client(url, api_key) as http:
         for n, batch_id in enumerate(batches, 1):
             view = await _json(http.get(f"/api/v1/batches/{batch_id}"))
-            items = (await _json(http.get(f"/api/v1/batches/{batch_id}/items?limit=100")))[
-                "items"]
+            items = (await _json(http.get(f"/api/v1/batches/{batch_id}/items?limit=100")))["items"]
             table = Table(title=f"batch {n} — {view['status']}", title_justify="left")
             for col in ("item", "model", "status", "video URL", "failure"):
                 table.add_column(col, overflow="fold")
             for item in items:
                 failure = ""
                 if item["status"] not in ("succeeded",):
-                    failure = " ".join(x for x in (item.get("failure_type") or "",
-                                                   item.get("error") or "") if x)
-                table.add_row(str(item["index"]), item["model"] or "", item["status"],
-                              item["video_url"] or "", failure)
+                    failure = " ".join(
+                        x for x in (item.get("failure_type") or "", item.get("error") or "") if x
+                    )
+                table.add_row(
+                    str(item["index"]),
+                    item["model"] or "",
+                    item["status"],
+                    item["video_url"] or "",
+                    failure,
+                )
             console.print(table)
-            console.print(f"credits: reserved {view['credits_reserved']}  charged "
-                          f"{view['credits_settled']}  refunded {view['credits_refunded']}")
+            console.print(
+                f"credits: reserved {view['credits_reserved']}  charged "
+                f"{view['credits_settled']}  refunded {view['credits_refunded']}"
+            )
     if violations:
         console.print(f"[red]audit: {len(violations)} violation(s)[/red]")
         for v in violations:
             console.print(f"  {v}")
     else:
-        console.print("[green]audit: clean[/green] (ledger, balances and every settled batch "
-                      "reconcile)")
+        console.print(
+            "[green]audit: clean[/green] (ledger, balances and every settled batch reconcile)"
+        )

@@ -58,8 +58,9 @@ def root(
     database_url: str | None = typer.Option(
         None, "--database-url", help="Overrides DATABASE_URL (default sqlite:///vidbatch.db)."
     ),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Every option can also be set in the environment; see the README's configuration table."""
     ctx.ensure_object(dict)["database_url"] = database_url
@@ -106,8 +107,9 @@ def db_current(ctx: typer.Context) -> None:
 
 
 @app.command("audit")
-def audit_cmd(ctx: typer.Context,
-              as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+def audit_cmd(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")
+) -> None:
     """Check every money invariant; exit 1 and list the violations if any."""
     from vidbatch.cli.common import print_json, read
     from vidbatch.services.audit import audit

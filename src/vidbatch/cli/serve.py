@@ -15,11 +15,13 @@ from vidbatch.logs import setup_logging
 
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", "--host", envvar="VIDBATCH_HOST",
-                             help="Address to listen on."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", envvar="VIDBATCH_HOST", help="Address to listen on."
+    ),
     port: int = typer.Option(8000, "--port", envvar="VIDBATCH_PORT", help="Port to listen on."),
-    no_worker: bool = typer.Option(False, "--no-worker",
-                                   help="Serve the API only; run `vidbatch worker` elsewhere."),
+    no_worker: bool = typer.Option(
+        False, "--no-worker", help="Serve the API only; run `vidbatch worker` elsewhere."
+    ),
 ) -> None:
     """Serve the HTTP API (and, unless --no-worker, the worker loop in the same process)."""
     import uvicorn
@@ -36,8 +38,9 @@ def serve(
 
     run(check)
     app = create_app(settings, run_worker=not no_worker)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            lifespan="on")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+    )
     server = uvicorn.Server(config)
     try:
         server.run()

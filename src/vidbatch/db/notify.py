@@ -62,6 +62,8 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("listen connection lost; retrying",
-                            extra={"action": "listen", "error": type(exc).__name__})
+                log.warning(
+                    "listen connection lost; retrying",
+                    extra={"action": "listen", "error": type(exc).__name__},
+                )
             await asyncio.sleep(1.0)

@@ -154,8 +154,10 @@ def _validate_item(
         if spec.durations:
             if duration is None:
                 duration = spec.default_duration
-            elif isinstance(duration, bool) or not isinstance(duration, int | float) or (
-                int(duration) != duration or int(duration) not in spec.durations
+            elif (
+                isinstance(duration, bool)
+                or not isinstance(duration, int | float)
+                or (int(duration) != duration or int(duration) not in spec.durations)
             ):
                 allowed = " or ".join(str(d) for d in spec.durations)
                 err("duration", f"must be {allowed} seconds for {spec.name}")
@@ -225,8 +227,10 @@ def validate_batch(
     """Validate a parsed request body; raise InvalidInput (or TooManyItems) listing every
     problem, each with its item index and field."""
     if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object with an 'items' list",
-                           details=[FieldError(field="body", message="must be a JSON object")])
+        raise InvalidInput(
+            "the body must be a JSON object with an 'items' list",
+            details=[FieldError(field="body", message="must be a JSON object")],
+        )
     items = body.get("items")
     if not isinstance(items, list) or not items:
         raise InvalidInput(
@@ -251,8 +255,9 @@ def validate_batch(
         or len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES
     ):
         errors.append(
-            FieldError(field="metadata", message=f"must be an object of at most "
-                       f"{MAX_METADATA_BYTES} bytes")
+            FieldError(
+                field="metadata", message=f"must be an object of at most {MAX_METADATA_BYTES} bytes"
+            )
         )
     specs = [_validate_item(i, raw, catalog, errors) for i, raw in enumerate(items)]
     if errors:

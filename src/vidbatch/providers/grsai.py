@@ -383,8 +383,10 @@ class GrsAIClient:
             )
         if status in (502, 504):
             # A gateway answered for GrsAI: the create may have reached it and been stored.
-            raise after_send(f"provider gateway error HTTP {status}: {_message_from(text)}",
-                             failure_type="network")
+            raise after_send(
+                f"provider gateway error HTTP {status}: {_message_from(text)}",
+                failure_type="network",
+            )
         if status >= 500:
             raise ProviderTransient(
                 f"provider error HTTP {status}: {_message_from(text)}",

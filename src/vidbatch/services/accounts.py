@@ -96,7 +96,10 @@ async def create_account(
         )
         if credits:
             await ledger.topup(
-                conn, account_id, credits, key=f"opening:{account_id}",
+                conn,
+                account_id,
+                credits,
+                key=f"opening:{account_id}",
                 description="opening credits",
             )
         key = await _insert_key(conn, account_id, key_name, rate_limit_per_min)
@@ -160,20 +163,30 @@ async def list_accounts(conn: AsyncConnection) -> list[dict[str, Any]]:
     return out
 
 
-async def topup(engine: AsyncEngine, account_id: str, credits: int, *, key: str | None = None,
-                description: str | None = None) -> dict[str, Any]:
+async def topup(
+    engine: AsyncEngine,
+    account_id: str,
+    credits: int,
+    *,
+    key: str | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
     """Add purchased credits; ``key`` makes a retried top-up post once."""
     async with engine.begin() as conn:
         await get_account(conn, account_id)
         posting = await ledger.topup(
-            conn, account_id, credits, key=f"topup:{key or new_id()}",
+            conn,
+            account_id,
+            credits,
+            key=f"topup:{key or new_id()}",
             description=description or "top-up",
         )
         return posting.entry
 
 
-async def adjust(engine: AsyncEngine, account_id: str, credits: int, *, reason: str,
-                 key: str | None = None) -> dict[str, Any]:
+async def adjust(
+    engine: AsyncEngine, account_id: str, credits: int, *, reason: str, key: str | None = None
+) -> dict[str, Any]:
     """A manual credit correction with its reason (never below zero available)."""
     async with engine.begin() as conn:
         await get_account(conn, account_id)
@@ -302,8 +315,11 @@ async def rotate_webhook_secret(
     """
     from datetime import timedelta
 
-    if (isinstance(overlap_seconds, bool) or not isinstance(overlap_seconds, int)
-            or not 0 <= overlap_seconds <= 30 * 86400):
+    if (
+        isinstance(overlap_seconds, bool)
+        or not isinstance(overlap_seconds, int)
+        or not 0 <= overlap_seconds <= 30 * 86400
+    ):
         raise InvalidInput("overlap_seconds must be a whole number from 0 to 2592000 (30 days)")
     secret = new_webhook_secret()
     keys = enterprise_api_keys
@@ -316,7 +332,8 @@ async def rotate_webhook_secret(
                 webhook_secret=secret,
                 webhook_secret_previous=keys.c.webhook_secret if overlap_seconds else None,
                 webhook_secret_previous_expires_at=(
-                    now + timedelta(seconds=overlap_seconds) if overlap_seconds else None),
+                    now + timedelta(seconds=overlap_seconds) if overlap_seconds else None
+                ),
             )
         )
         if result.rowcount == 0:

@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 #: Events that end a batch's story; ``resend`` re-arms one of these by default.
 FINAL_EVENTS = ("batch.completed", "batch.failed")
 #: The order events happen in, to tell the last one when two share a timestamp.
-EVENT_ORDER = {"batch.created": 0, "batch.running": 1, "batch.completed": 2,
-               "batch.failed": 2, "batch.refunded": 3}
+EVENT_ORDER = {
+    "batch.created": 0,
+    "batch.running": 1,
+    "batch.completed": 2,
+    "batch.failed": 2,
+    "batch.refunded": 3,
+}
 
 
 # --- money ---------------------------------------------------------------------------------
@@ -51,8 +56,12 @@ class LedgerFigures:
         return self.charged
 
     def as_dict(self) -> dict[str, int]:
-        return {"reserved": self.reserved, "charged": self.charged,
-                "refunded": self.refunded, "net": self.net}
+        return {
+            "reserved": self.reserved,
+            "charged": self.charged,
+            "refunded": self.refunded,
+            "net": self.net,
+        }
 
 
 async def ledger_figures(conn: AsyncConnection, batch_ids: list[str]) -> dict[str, LedgerFigures]:
@@ -77,8 +86,9 @@ async def ledger_figures(conn: AsyncConnection, batch_ids: list[str]) -> dict[st
 
 def batch_summary(row: Any, figures: LedgerFigures) -> dict[str, Any]:
     """One batch as the operator's list shows it, its figures next to the ledger's."""
-    own = LedgerFigures(reserved=row.frozen_credits, charged=row.credits_spent,
-                        refunded=row.credits_refunded)
+    own = LedgerFigures(
+        reserved=row.frozen_credits, charged=row.credits_spent, refunded=row.credits_refunded
+    )
     return {
         "batch_id": row.id,
         "account_id": row.user_id,
@@ -122,8 +132,14 @@ async def list_batches(
 ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
     """A page of every account's batches, newest first, and the cursor of the next page."""
     rows = await batches.list_batches(
-        conn, account_id=account_id, status=status, limit=limit + 1, cursor=cursor,
-        created_from=created_from, created_to=created_to)
+        conn,
+        account_id=account_id,
+        status=status,
+        limit=limit + 1,
+        cursor=cursor,
+        created_from=created_from,
+        created_to=created_to,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     figures = await ledger_figures(conn, [r.id for r in rows])
@@ -149,8 +165,7 @@ async def batch_detail(conn: AsyncConnection, batch_id: str) -> dict[str, Any]:
         (
             await conn.execute(
                 select(video_tasks.c.failure_type, func.count())
-                .where(video_tasks.c.batch_job_id == batch_id,
-                       video_tasks.c.status == "failed")
+                .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.status == "failed")
                 .group_by(video_tasks.c.failure_type)
             )
         ).all()
@@ -158,26 +173,31 @@ async def batch_detail(conn: AsyncConnection, batch_id: str) -> dict[str, Any]:
     children = list(
         (
             await conn.execute(
-                select(batch_jobs.c.id).where(batch_jobs.c.parent_batch_id == batch_id)
+                select(batch_jobs.c.id)
+                .where(batch_jobs.c.parent_batch_id == batch_id)
                 .order_by(batch_jobs.c.created_at)
             )
         ).scalars()
     )
     detail = batch_summary(row, figures)
-    detail.update({
-        "task_counts": {status: int(n) for status, n in sorted(counts.items())},
-        "failure_types": {str(k or "unknown"): int(n) for k, n in sorted(
-            failures.items(), key=lambda kv: str(kv[0]))},
-        "child_batch_ids": children,
-        "metadata": row.metadata,
-        "webhook_url": row.webhook_url,
-        "webhook_attempts": row.webhook_attempts,
-        "webhook_last_error": row.webhook_last_error,
-        "webhook_last_sent_at": iso(row.webhook_last_sent_at),
-        "cancel_requested_at": iso(row.cancel_requested_at),
-        "settled_at": iso(row.settled_at),
-        "updated_at": iso(row.updated_at),
-    })
+    detail.update(
+        {
+            "task_counts": {status: int(n) for status, n in sorted(counts.items())},
+            "failure_types": {
+                str(k or "unknown"): int(n)
+                for k, n in sorted(failures.items(), key=lambda kv: str(kv[0]))
+            },
+            "child_batch_ids": children,
+            "metadata": row.metadata,
+            "webhook_url": row.webhook_url,
+            "webhook_attempts": row.webhook_attempts,
+            "webhook_last_error": row.webhook_last_error,
+            "webhook_last_sent_at": iso(row.webhook_last_sent_at),
+            "cancel_requested_at": iso(row.cancel_requested_at),
+            "settled_at": iso(row.settled_at),
+            "updated_at": iso(row.updated_at),
+        }
+    )
     return detail
 
 
@@ -207,13 +227,18 @@ def task_view(row: Any) -> dict[str, Any]:
 
 
 async def list_tasks(
-    conn: AsyncConnection, batch_id: str, *, status: str | None = None, limit: int = 100,
+    conn: AsyncConnection,
+    batch_id: str,
+    *,
+    status: str | None = None,
+    limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of a batch's tasks in index order (NotFound for an unknown batch)."""
     await batches.get_batch_row(conn, batch_id)
     rows, total = await batches.list_items(
-        conn, batch_id, statuses=(status,) if status else None, limit=limit, offset=offset)
+        conn, batch_id, statuses=(status,) if status else None, limit=limit, offset=offset
+    )
     return [task_view(r) for r in rows], total
 
 
@@ -222,7 +247,8 @@ async def billing(conn: AsyncConnection, batch_id: str) -> dict[str, Any]:
     row = await batches.get_batch_row(conn, batch_id)
     entries = (
         await conn.execute(
-            select(credit_ledger).where(credit_ledger.c.batch_id == batch_id)
+            select(credit_ledger)
+            .where(credit_ledger.c.batch_id == batch_id)
             .order_by(credit_ledger.c.id)
         )
     ).all()
@@ -247,9 +273,12 @@ async def billing(conn: AsyncConnection, batch_id: str) -> dict[str, Any]:
             }
             for e in entries
         ],
-        "totals": {**figures.as_dict(), "entries": len(entries),
-                   "balance_delta": sum(int(e.delta) for e in entries),
-                   "frozen_delta": sum(int(e.frozen_delta) for e in entries)},
+        "totals": {
+            **figures.as_dict(),
+            "entries": len(entries),
+            "balance_delta": sum(int(e.delta) for e in entries),
+            "frozen_delta": sum(int(e.frozen_delta) for e in entries),
+        },
         "batch": {k: summary[k] for k in ("reserved", "charged", "refunded", "net", "held")},
         "reconciled": summary["reconciled"],
     }
@@ -265,8 +294,15 @@ def delivery_view(row: Any, *, include_payload: bool = False) -> dict[str, Any]:
         "batch_id": row.batch_id,
         "event_type": row.event_type,
         "url": row.url,
-        "state": ("delivered" if row.delivered_at else "failed" if row.failed_at
-                  else "retrying" if row.attempts else "pending"),
+        "state": (
+            "delivered"
+            if row.delivered_at
+            else "failed"
+            if row.failed_at
+            else "retrying"
+            if row.attempts
+            else "pending"
+        ),
         "attempts": row.attempts,
         "max_attempts": row.max_attempts,
         "last_status": row.last_status,
@@ -282,7 +318,10 @@ def delivery_view(row: Any, *, include_payload: bool = False) -> dict[str, Any]:
 
 
 async def list_deliveries(
-    conn: AsyncConnection, batch_id: str | None = None, *, limit: int = 50,
+    conn: AsyncConnection,
+    batch_id: str | None = None,
+    *,
+    limit: int = 50,
     include_payload: bool = False,
 ) -> list[dict[str, Any]]:
     """A batch's webhook events in the order they happened, or the latest of all batches."""
@@ -299,7 +338,11 @@ async def list_deliveries(
 
 
 async def resend_webhook(
-    engine: AsyncEngine, batch_id: str, *, max_attempts: int, event_type: str | None = None,
+    engine: AsyncEngine,
+    batch_id: str,
+    *,
+    max_attempts: int,
+    event_type: str | None = None,
 ) -> dict[str, Any]:
     """Send one of a batch's events again, due now with a fresh count of attempts: the
     given ``event_type``, else its final event (completed or failed), else its latest.
@@ -318,19 +361,29 @@ async def resend_webhook(
                 raise NoWebhookEvents(f"batch {batch_id} has no {event_type} event")
         if not rows:
             raise NoWebhookEvents(
-                f"batch {batch_id} has no webhook events (it was created without a webhook_url)")
+                f"batch {batch_id} has no webhook events (it was created without a webhook_url)"
+            )
         final = [r for r in rows if r.event_type in FINAL_EVENTS]
-        target = max(final or rows,
-                     key=lambda r: (r.created_at, EVENT_ORDER.get(r.event_type, 9)))
+        target = max(final or rows, key=lambda r: (r.created_at, EVENT_ORDER.get(r.event_type, 9)))
         await conn.execute(
-            update(wd).where(wd.c.id == target.id).values(
-                attempts=0, max_attempts=max_attempts, next_attempt_at=now, delivered_at=None,
-                failed_at=None, lease_owner=None, lease_expires_at=None)
+            update(wd)
+            .where(wd.c.id == target.id)
+            .values(
+                attempts=0,
+                max_attempts=max_attempts,
+                next_attempt_at=now,
+                delivered_at=None,
+                failed_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
         )
         await refresh_batch_status(conn, batch_id)
         row = (await conn.execute(select(wd).where(wd.c.id == target.id))).one()
-    log.info("webhook re-armed", extra={"batch_id": batch_id, "action": "webhook_resend",
-                                        "event": row.event_type})
+    log.info(
+        "webhook re-armed",
+        extra={"batch_id": batch_id, "action": "webhook_resend", "event": row.event_type},
+    )
     return delivery_view(row)
 
 
@@ -359,13 +412,13 @@ async def retry_failed(
         if parent.settled_at is None:
             raise BatchNotSettled(
                 f"batch {batch_id} is still {parent.status}: retry its failed items once it "
-                "has settled")
+                "has settled"
+            )
         failed = list(
             (
                 await conn.execute(
                     select(video_tasks)
-                    .where(video_tasks.c.batch_job_id == batch_id,
-                           video_tasks.c.status == "failed")
+                    .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.status == "failed")
                     .order_by(video_tasks.c.batch_index)
                 )
             ).all()
@@ -387,43 +440,75 @@ async def retry_failed(
         idempotency_key = f"admin-retry:{batch_id}:{variant}"
         fingerprint = request_fingerprint({"retry_of": batch_id, "items": variant})
         replay = await batches.find_replay(conn, caller, idempotency_key, fingerprint)
-    chosen = eligible if replay is not None else [
-        t for t in eligible if t.batch_index not in retried]
+    chosen = (
+        eligible if replay is not None else [t for t in eligible if t.batch_index not in retried]
+    )
     if not chosen:
-        why = (f" ({skipped} refused by moderation: pass include_moderation to retry them)"
-               if skipped else "")
+        why = (
+            f" ({skipped} refused by moderation: pass include_moderation to retry them)"
+            if skipped
+            else ""
+        )
         raise NothingToRetry(f"batch {batch_id} has no failed items to retry{why}")
     indices = [t.batch_index for t in chosen]
     if replay is None:
         body: dict[str, Any] = {
             "items": [
-                {k: v for k, v in {
-                    "prompt": t.prompt, "model": t.model, "aspect_ratio": t.aspect_ratio,
-                    "duration": t.duration, "reference_url": t.reference_url, "meta": t.meta,
-                    "metadata": t.metadata,
-                }.items() if v is not None}
+                {
+                    k: v
+                    for k, v in {
+                        "prompt": t.prompt,
+                        "model": t.model,
+                        "aspect_ratio": t.aspect_ratio,
+                        "duration": t.duration,
+                        "reference_url": t.reference_url,
+                        "meta": t.meta,
+                        "metadata": t.metadata,
+                    }.items()
+                    if v is not None
+                }
                 for t in chosen
             ],
             "metadata": parent.metadata,
         }
         if parent.webhook_url:
             body["webhook_url"] = parent.webhook_url
-        spec = validate_batch(body, catalog=catalog, max_items=len(chosen),
-                              allow_private_webhooks=allow_private_webhooks)
+        spec = validate_batch(
+            body,
+            catalog=catalog,
+            max_items=len(chosen),
+            allow_private_webhooks=allow_private_webhooks,
+        )
         spec = BatchSpec(
-            items=[replace(item, index=index) for item, index in zip(spec.items, indices,
-                                                                       strict=True)],
-            webhook_url=spec.webhook_url, metadata=spec.metadata,
+            items=[
+                replace(item, index=index) for item, index in zip(spec.items, indices, strict=True)
+            ],
+            webhook_url=spec.webhook_url,
+            metadata=spec.metadata,
         )
         created = await batches.create_batch(
-            engine, caller, spec, request_id=f"retry-of-{batch_id}",
-            idempotency_key=idempotency_key, fingerprint=fingerprint, source="admin-retry",
-            parent_batch_id=batch_id, webhook_max_attempts=webhook_max_attempts)
+            engine,
+            caller,
+            spec,
+            request_id=f"retry-of-{batch_id}",
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            source="admin-retry",
+            parent_batch_id=batch_id,
+            webhook_max_attempts=webhook_max_attempts,
+        )
     else:
         created = replay
-    log.info("failed items retried", extra={"batch_id": created.batch_id, "action": "retry",
-                                            "parent_batch_id": batch_id,
-                                            "items": len(indices), "replay": created.replay})
+    log.info(
+        "failed items retried",
+        extra={
+            "batch_id": created.batch_id,
+            "action": "retry",
+            "parent_batch_id": batch_id,
+            "items": len(indices),
+            "replay": created.replay,
+        },
+    )
     return {
         "ok": True,
         "batch_id": created.batch_id,
@@ -481,22 +566,29 @@ async def get_key(conn: AsyncConnection, key_id: str) -> dict[str, Any]:
 
 
 async def adjust(
-    engine: AsyncEngine, account_id: str, credits: int, *, reason: str,
+    engine: AsyncEngine,
+    account_id: str,
+    credits: int,
+    *,
+    reason: str,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """A manual correction; the entry and the account's credits after it."""
-    entry = await accounts.adjust(engine, account_id, credits, reason=reason,
-                                  key=idempotency_key)
+    entry = await accounts.adjust(engine, account_id, credits, reason=reason, key=idempotency_key)
     async with engine.connect() as conn:
         account = await accounts.get_account(conn, account_id)
     return {
         "ok": True,
-        "entry": {"id": entry["id"], "type": entry["type"], "delta": entry["delta"],
-                  "balance_after": entry["balance_after"], "description": entry["description"],
-                  "created_at": iso(entry["created_at"])},
+        "entry": {
+            "id": entry["id"],
+            "type": entry["type"],
+            "delta": entry["delta"],
+            "balance_after": entry["balance_after"],
+            "description": entry["description"],
+            "created_at": iso(entry["created_at"]),
+        },
         "account": account_view(account),
     }
-
 
 
 # --- the dashboard's figures -------------------------------------------------------------------
@@ -506,7 +598,8 @@ async def task_status_counts(conn: AsyncConnection) -> dict[str, int]:
     """Every task by status, as they are now."""
     rows = (
         await conn.execute(
-            select(video_tasks.c.status, func.count()).group_by(video_tasks.c.status))
+            select(video_tasks.c.status, func.count()).group_by(video_tasks.c.status)
+        )
     ).all()
     return {str(status): int(n) for status, n in rows}
 
@@ -531,7 +624,11 @@ async def task_counts_by_batch(
 
 
 async def completed_per_bucket(
-    conn: AsyncConnection, *, now: datetime, buckets: int = 6, bucket_seconds: int = 600,
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    buckets: int = 6,
+    bucket_seconds: int = 600,
 ) -> list[tuple[datetime, int, int]]:
     """Tasks that ended in each of the last ``buckets`` periods (oldest first), from
     ``video_tasks.completed_at``: (bucket start, succeeded, failed). Cancelled tasks are
@@ -553,8 +650,9 @@ async def completed_per_bucket(
             select(*columns).where(vt.c.completed_at >= starts[0], vt.c.completed_at < now)
         )
     ).one()
-    return [(start, int(row[2 * i] or 0), int(row[2 * i + 1] or 0))
-            for i, start in enumerate(starts)]
+    return [
+        (start, int(row[2 * i] or 0), int(row[2 * i + 1] or 0)) for i, start in enumerate(starts)
+    ]
 
 
 async def oldest_waiting_task(conn: AsyncConnection) -> datetime | None:
@@ -563,8 +661,9 @@ async def oldest_waiting_task(conn: AsyncConnection) -> datetime | None:
 
     value = (
         await conn.execute(
-            select(func.min(video_tasks.c.created_at))
-            .where(video_tasks.c.status.in_(sorted(TASK_WAITING)))
+            select(func.min(video_tasks.c.created_at)).where(
+                video_tasks.c.status.in_(sorted(TASK_WAITING))
+            )
         )
     ).scalar_one_or_none()
     return value if isinstance(value, datetime) else None

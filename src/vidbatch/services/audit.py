@@ -69,23 +69,36 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
     for acc_id, balance, frozen, ledger_delta, ledger_frozen, held in rows:
         subject = f"account {acc_id}"
         if balance != ledger_delta:
-            out.append(Violation("balance == Σ ledger", subject,
-                                 f"balance {balance}, ledger says {ledger_delta}"))
+            out.append(
+                Violation(
+                    "balance == Σ ledger", subject, f"balance {balance}, ledger says {ledger_delta}"
+                )
+            )
         if frozen != ledger_frozen:
-            out.append(Violation("frozen == Σ ledger frozen", subject,
-                                 f"frozen {frozen}, ledger says {ledger_frozen}"))
+            out.append(
+                Violation(
+                    "frozen == Σ ledger frozen",
+                    subject,
+                    f"frozen {frozen}, ledger says {ledger_frozen}",
+                )
+            )
         if frozen != held:
-            out.append(Violation("frozen == Σ unsettled reservations", subject,
-                                 f"frozen {frozen}, unsettled batches hold {held}"))
+            out.append(
+                Violation(
+                    "frozen == Σ unsettled reservations",
+                    subject,
+                    f"frozen {frozen}, unsettled batches hold {held}",
+                )
+            )
         if balance - frozen < 0 or frozen < 0:
-            out.append(Violation("available >= 0", subject,
-                                 f"balance {balance}, frozen {frozen}"))
+            out.append(Violation("available >= 0", subject, f"balance {balance}, frozen {frozen}"))
 
     task_sums = (
         select(
             video_tasks.c.batch_job_id,
-            func.sum(case((video_tasks.c.status == "succeeded", video_tasks.c.cost_credits),
-                          else_=0)).label("succeeded_cost"),
+            func.sum(
+                case((video_tasks.c.status == "succeeded", video_tasks.c.cost_credits), else_=0)
+            ).label("succeeded_cost"),
             func.sum(case((video_tasks.c.status.in_(TASK_LIVE), 1), else_=0)).label("live"),
             func.sum(video_tasks.c.cost_credits).label("total_cost"),
         )
@@ -96,10 +109,12 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
         select(
             credit_ledger.c.batch_id,
             func.sum(credit_ledger.c.delta).label("delta"),
-            func.sum(case((credit_ledger.c.type == "reserve", credit_ledger.c.frozen_delta),
-                          else_=0)).label("reserved"),
-            func.sum(case((credit_ledger.c.type == "refund", -credit_ledger.c.frozen_delta),
-                          else_=0)).label("refunded"),
+            func.sum(
+                case((credit_ledger.c.type == "reserve", credit_ledger.c.frozen_delta), else_=0)
+            ).label("reserved"),
+            func.sum(
+                case((credit_ledger.c.type == "refund", -credit_ledger.c.frozen_delta), else_=0)
+            ).label("refunded"),
         )
         .where(credit_ledger.c.batch_id.is_not(None))
         .group_by(credit_ledger.c.batch_id)
@@ -124,33 +139,74 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
             .outerjoin(batch_ledger, batch_ledger.c.batch_id == batch_jobs.c.id)
         )
     ).all()
-    for (bid, settled_at, reserved, spent, refunded, succ_cost, live, total_cost,
-         l_delta, l_reserved, l_refunded) in batch_rows:
+    for (
+        bid,
+        settled_at,
+        reserved,
+        spent,
+        refunded,
+        succ_cost,
+        live,
+        total_cost,
+        l_delta,
+        l_reserved,
+        l_refunded,
+    ) in batch_rows:
         subject = f"batch {bid}"
         if l_reserved != reserved:
-            out.append(Violation("reserve entry == reservation", subject,
-                                 f"reserved {reserved}, ledger reserved {l_reserved}"))
+            out.append(
+                Violation(
+                    "reserve entry == reservation",
+                    subject,
+                    f"reserved {reserved}, ledger reserved {l_reserved}",
+                )
+            )
         if total_cost != reserved:
-            out.append(Violation("reservation == Σ item prices", subject,
-                                 f"reserved {reserved}, items cost {total_cost}"))
+            out.append(
+                Violation(
+                    "reservation == Σ item prices",
+                    subject,
+                    f"reserved {reserved}, items cost {total_cost}",
+                )
+            )
         if l_refunded != refunded:
-            out.append(Violation("refunded == Σ refund entries", subject,
-                                 f"refunded {refunded}, ledger refunded {l_refunded}"))
+            out.append(
+                Violation(
+                    "refunded == Σ refund entries",
+                    subject,
+                    f"refunded {refunded}, ledger refunded {l_refunded}",
+                )
+            )
         if settled_at is None:
             if spent:
-                out.append(Violation("unsettled batch charged nothing", subject,
-                                     f"credits_spent {spent}"))
+                out.append(
+                    Violation("unsettled batch charged nothing", subject, f"credits_spent {spent}")
+                )
             continue
         if spent + refunded != reserved:
-            out.append(Violation("charged + refunded == reserved", subject,
-                                 f"{spent} + {refunded} != {reserved}"))
+            out.append(
+                Violation(
+                    "charged + refunded == reserved", subject, f"{spent} + {refunded} != {reserved}"
+                )
+            )
         if spent != succ_cost:
-            out.append(Violation("charged == Σ price of succeeded", subject,
-                                 f"charged {spent}, succeeded items cost {succ_cost}"))
+            out.append(
+                Violation(
+                    "charged == Σ price of succeeded",
+                    subject,
+                    f"charged {spent}, succeeded items cost {succ_cost}",
+                )
+            )
         if -l_delta != spent:
-            out.append(Violation("ledger charge == charged", subject,
-                                 f"ledger charged {-l_delta}, batch says {spent}"))
+            out.append(
+                Violation(
+                    "ledger charge == charged",
+                    subject,
+                    f"ledger charged {-l_delta}, batch says {spent}",
+                )
+            )
         if live:
-            out.append(Violation("settled batch has no live task", subject,
-                                 f"{live} task(s) still live"))
+            out.append(
+                Violation("settled batch has no live task", subject, f"{live} task(s) still live")
+            )
     return out

@@ -191,8 +191,12 @@ async def create_batch(
         return replay
     log.info(
         "batch created",
-        extra={"batch_id": batch_id, "action": "create", "items": len(spec.items),
-               "request_id": request_id},
+        extra={
+            "batch_id": batch_id,
+            "action": "create",
+            "items": len(spec.items),
+            "request_id": request_id,
+        },
     )
     return Created(
         batch_id=batch_id,
@@ -206,9 +210,7 @@ async def create_batch(
     )
 
 
-async def get_batch_row(
-    conn: AsyncConnection, batch_id: str, account_id: str | None = None
-) -> Any:
+async def get_batch_row(conn: AsyncConnection, batch_id: str, account_id: str | None = None) -> Any:
     """The batch row; another account's batch is NotFound exactly like a missing one."""
     query = select(batch_jobs).where(batch_jobs.c.id == batch_id)
     if account_id is not None:
@@ -336,8 +338,10 @@ async def cancel_batch(
         marked = await conn.execute(
             update(batch_jobs)
             .where(batch_jobs.c.id == batch_id, batch_jobs.c.settled_at.is_(None))
-            .values(cancel_requested_at=func.coalesce(batch_jobs.c.cancel_requested_at, now),
-                    updated_at=now)
+            .values(
+                cancel_requested_at=func.coalesce(batch_jobs.c.cancel_requested_at, now),
+                updated_at=now,
+            )
         )
         if marked.rowcount != 1:
             row = await get_batch_row(conn, batch_id, account_id)
@@ -382,8 +386,15 @@ async def cancel_batch(
                 select(batch_jobs.c.credits_refunded).where(batch_jobs.c.id == batch_id)
             )
         ).scalar_one()
-    log.info("batch cancelled", extra={"batch_id": batch_id, "action": "cancel",
-                                       "items": len(cancelled), "refunded": amount})
+    log.info(
+        "batch cancelled",
+        extra={
+            "batch_id": batch_id,
+            "action": "cancel",
+            "items": len(cancelled),
+            "refunded": amount,
+        },
+    )
     return Cancelled(
         batch_id=batch_id,
         status=done.status if done else "cancelled",

@@ -125,14 +125,10 @@ async def enqueue(
         else sqlite.insert(webhook_deliveries)
     )
     result = await conn.execute(
-        insert.values(**values).on_conflict_do_nothing(
-            index_elements=["batch_id", "event_type"]
-        )
+        insert.values(**values).on_conflict_do_nothing(index_elements=["batch_id", "event_type"])
     )
     if result.rowcount:
         await conn.execute(
-            batch_jobs.update()
-            .where(batch_jobs.c.id == batch_id)
-            .values(webhook_status="pending")
+            batch_jobs.update().where(batch_jobs.c.id == batch_id).values(webhook_status="pending")
         )
     return bool(result.rowcount)

@@ -117,11 +117,14 @@ async def post(
         return _repeat(existing, type, delta, frozen_delta, key)
 
 
-def _repeat(existing: dict[str, Any], type: str, delta: int, frozen_delta: int,
-            key: str) -> Posting:
+def _repeat(
+    existing: dict[str, Any], type: str, delta: int, frozen_delta: int, key: str
+) -> Posting:
     """The earlier entry for a repeated key — refused when it asked for something else."""
     if (existing["type"], existing["delta"], existing["frozen_delta"]) != (
-        type, delta, frozen_delta
+        type,
+        delta,
+        frozen_delta,
     ):
         raise IdempotencyKeyReused(
             f"idempotency key {key!r} was already used for a {existing['type']} of "
@@ -196,9 +199,7 @@ async def topup(
     )
 
 
-async def reserve(
-    conn: AsyncConnection, account_id: str, amount: int, *, batch_id: str
-) -> Posting:
+async def reserve(conn: AsyncConnection, account_id: str, amount: int, *, batch_id: str) -> Posting:
     """Freeze ``amount`` of the account's available credits for a batch (once per batch)."""
     if amount < 0:
         raise InvalidInput("a reservation cannot be negative")

@@ -64,8 +64,7 @@ async def settle_batch(
                 func.sum(case((video_tasks.c.status == "failed", 1), else_=0)),
                 func.sum(case((video_tasks.c.status == "cancelled", 1), else_=0)),
                 func.sum(
-                    case((video_tasks.c.status == "succeeded", video_tasks.c.cost_credits),
-                         else_=0)
+                    case((video_tasks.c.status == "succeeded", video_tasks.c.cost_credits), else_=0)
                 ),
             ).where(video_tasks.c.batch_job_id == batch_id)
         )

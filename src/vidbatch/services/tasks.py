@@ -38,8 +38,10 @@ class Fence:
 def _fenced(task_id: str, status: str, fence: Fence | None) -> list[Any]:
     where = [video_tasks.c.id == task_id, video_tasks.c.status == status]
     if fence is not None:
-        where += [video_tasks.c.lease_owner == fence.owner,
-                  video_tasks.c.lease_token == fence.token]
+        where += [
+            video_tasks.c.lease_owner == fence.owner,
+            video_tasks.c.lease_token == fence.token,
+        ]
     return where
 
 
@@ -85,8 +87,9 @@ async def mark_batch_started(
         .values(status="processing", updated_at=now)
     )
     if started.rowcount:
-        await events.enqueue(conn, batch_id, "batch.running", now,
-                             max_attempts=webhook_max_attempts)
+        await events.enqueue(
+            conn, batch_id, "batch.running", now, max_attempts=webhook_max_attempts
+        )
 
 
 async def reschedule_submit(
@@ -191,9 +194,17 @@ async def apply_result(
     if result.status == "succeeded":
         if not acceptable_video_url(result.video_url, require_https=require_https):
             why = "no video URL" if not result.video_url else "video URL is not https"
-            ok = await fail(conn, task_id, from_status="processing", failure_type="model_error",
-                            error=f"provider reported success with {why}", now=now,
-                            failure_reason="invalid_result", fence=fence, extra=polled)
+            ok = await fail(
+                conn,
+                task_id,
+                from_status="processing",
+                failure_type="model_error",
+                error=f"provider reported success with {why}",
+                now=now,
+                failure_reason="invalid_result",
+                fence=fence,
+                extra=polled,
+            )
             return Applied("failed", ok)
         res = await conn.execute(
             update(video_tasks)
@@ -214,16 +225,30 @@ async def apply_result(
         )
         return Applied("succeeded", res.rowcount == 1)
     if result.status == "failed":
-        ok = await fail(conn, task_id, from_status="processing",
-                        failure_type=result.failure_type or "unknown",
-                        error=result.error or result.failure_reason or "generation failed",
-                        failure_reason=result.failure_reason, now=now, fence=fence,
-                        extra=polled)
+        ok = await fail(
+            conn,
+            task_id,
+            from_status="processing",
+            failure_type=result.failure_type or "unknown",
+            error=result.error or result.failure_reason or "generation failed",
+            failure_reason=result.failure_reason,
+            now=now,
+            fence=fence,
+            extra=polled,
+        )
         return Applied("failed", ok)
     if timed_out:
-        ok = await fail(conn, task_id, from_status="processing", failure_type="timeout",
-                        error="the provider did not finish in time", failure_reason="timeout",
-                        now=now, fence=fence, extra=polled)
+        ok = await fail(
+            conn,
+            task_id,
+            from_status="processing",
+            failure_type="timeout",
+            error="the provider did not finish in time",
+            failure_reason="timeout",
+            now=now,
+            fence=fence,
+            extra=polled,
+        )
         return Applied("failed", ok)
     values: dict[str, Any] = {
         "progress": func.max(video_tasks.c.progress, result.progress)
@@ -254,8 +279,13 @@ async def reschedule_poll(
     result = await conn.execute(
         update(video_tasks)
         .where(*_fenced(task_id, "processing", fence))
-        .values(next_attempt_at=next_check_at, last_error=_clip(error), lease_owner=None,
-                lease_expires_at=None, updated_at=now)
+        .values(
+            next_attempt_at=next_check_at,
+            last_error=_clip(error),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
     )
     return result.rowcount == 1
 

@@ -115,8 +115,17 @@ async def claim(
         update(wd)
         .where(wd.c.id.in_(due), wd.c.next_attempt_at <= now)
         .values(lease_owner=owner, lease_expires_at=lease_until, next_attempt_at=lease_until)
-        .returning(wd.c.id, wd.c.event_id, wd.c.batch_id, wd.c.url, wd.c.event_type,
-                   wd.c.payload, wd.c.attempts, wd.c.max_attempts, wd.c.created_at)
+        .returning(
+            wd.c.id,
+            wd.c.event_id,
+            wd.c.batch_id,
+            wd.c.url,
+            wd.c.event_type,
+            wd.c.payload,
+            wd.c.attempts,
+            wd.c.max_attempts,
+            wd.c.created_at,
+        )
     )
     return sorted(rows.all(), key=lambda r: r.created_at)
 
@@ -129,8 +138,12 @@ async def signing_secrets(
     keys = enterprise_api_keys
     rows = (
         await conn.execute(
-            select(batch_jobs.c.id, keys.c.webhook_secret, keys.c.webhook_secret_previous,
-                   keys.c.webhook_secret_previous_expires_at)
+            select(
+                batch_jobs.c.id,
+                keys.c.webhook_secret,
+                keys.c.webhook_secret_previous,
+                keys.c.webhook_secret_previous_expires_at,
+            )
             .select_from(batch_jobs.outerjoin(keys, keys.c.id == batch_jobs.c.key_id))
             .where(batch_jobs.c.id.in_(batch_ids))
         )
@@ -140,8 +153,13 @@ async def signing_secrets(
         current = row.webhook_secret or fallback
         found = [current] if current else []
         expires = row.webhook_secret_previous_expires_at
-        if (current and row.webhook_secret_previous and expires is not None and expires > now
-                and row.webhook_secret_previous != current):
+        if (
+            current
+            and row.webhook_secret_previous
+            and expires is not None
+            and expires > now
+            and row.webhook_secret_previous != current
+        ):
             found.append(row.webhook_secret_previous)
         out[row.id] = tuple(found)
     return out
@@ -158,12 +176,21 @@ async def deliver_due(
         rows = await claim(conn, owner=owner, now=now, lease_until=lease_until, limit=limit)
         if not rows:
             return 0, 0
-        secrets = await signing_secrets(conn, sorted({r.batch_id for r in rows}),
-                                        fallback=settings.webhook_secret, now=now)
+        secrets = await signing_secrets(
+            conn, sorted({r.batch_id for r in rows}), fallback=settings.webhook_secret, now=now
+        )
     due = [
-        Due(id=r.id, event_id=r.event_id, batch_id=r.batch_id, url=r.url,
-            event_type=r.event_type, payload=r.payload, attempts=r.attempts,
-            max_attempts=r.max_attempts, secrets=secrets.get(r.batch_id, ()))
+        Due(
+            id=r.id,
+            event_id=r.event_id,
+            batch_id=r.batch_id,
+            url=r.url,
+            event_type=r.event_type,
+            payload=r.payload,
+            attempts=r.attempts,
+            max_attempts=r.max_attempts,
+            secrets=secrets.get(r.batch_id, ()),
+        )
         for r in rows
     ]
     outcomes = await asyncio.gather(*(attempt(rt, d) for d in due))
@@ -175,18 +202,25 @@ async def deliver_due(
                 result = await record(conn, d, outcome, owner=owner, now=utcnow(), rng=rng)
         except Exception:
             # The lease runs out and the event is tried again: at least once.
-            log.exception("could not record a webhook attempt",
-                          extra={"batch_id": d.batch_id, "event_id": d.event_id,
-                                 "action": "webhook"})
+            log.exception(
+                "could not record a webhook attempt",
+                extra={"batch_id": d.batch_id, "event_id": d.event_id, "action": "webhook"},
+            )
             continue
         rt.metrics.webhooks.labels(result).inc()
         if outcome.ok:
             sent += 1
         else:
             failed += 1
-        extra = {"batch_id": d.batch_id, "event_id": d.event_id, "event": d.event_type,
-                 "action": "webhook", "outcome": result, "status": outcome.status,
-                 "attempt": d.attempts + 1}
+        extra = {
+            "batch_id": d.batch_id,
+            "event_id": d.event_id,
+            "event": d.event_type,
+            "action": "webhook",
+            "outcome": result,
+            "status": outcome.status,
+            "attempt": d.attempts + 1,
+        }
         if outcome.ok:
             log.info("webhook delivered", extra=extra)
         else:
@@ -205,7 +239,8 @@ def refused_address(address: str) -> bool:
 async def resolve(host: str, port: int) -> list[str]:
     """The host's addresses, in the resolver's order, without repeats."""
     infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
     out: list[str] = []
     for *_, sockaddr in infos:
         address = str(sockaddr[0])
@@ -232,8 +267,9 @@ async def attempt(rt: Runtime, d: Due) -> Outcome:
     except TimeoutError:
         return Outcome(ok=False, error=f"timeout: no answer within {timeout:g} s")
     except Exception as exc:  # anything unexpected is a failed attempt, not a crash
-        log.exception("webhook attempt crashed", extra={"batch_id": d.batch_id,
-                                                         "action": "webhook"})
+        log.exception(
+            "webhook attempt crashed", extra={"batch_id": d.batch_id, "action": "webhook"}
+        )
         return Outcome(ok=False, error=f"error: {type(exc).__name__}")
 
 
@@ -252,8 +288,11 @@ async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
     if not rt.settings.allow_private_webhooks:
         bad = [a for a in addresses if refused_address(a)]
         if bad:
-            return Outcome(ok=False, error=f"private address refused: {host} resolves to "
-                                            f"{bad[0]}, which is not a public address")
+            return Outcome(
+                ok=False,
+                error=f"private address refused: {host} resolves to "
+                f"{bad[0]}, which is not a public address",
+            )
     body = encode_body(d.payload)
     headers = {
         "Content-Type": "application/json",
@@ -268,7 +307,10 @@ async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
     for address in addresses[:MAX_ADDRESSES]:
         try:
             async with rt.http.post(
-                url.with_host(address), data=body, headers=headers, allow_redirects=False,
+                url.with_host(address),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
                 timeout=client_timeout,
                 server_hostname=host if url.scheme == "https" else None,
             ) as response:
@@ -277,18 +319,27 @@ async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
                     return Outcome(ok=True, status=status)
                 if 300 <= status < 400:
                     where = response.headers.get("Location", "")
-                    return Outcome(ok=False, status=status,
-                                   error=f"redirect refused: HTTP {status}"
-                                         + (f" to {where[:200]}" if where else ""))
-                return Outcome(ok=False, status=status, error=f"HTTP {status}",
-                               retry_after=_retry_after(response.headers.get("Retry-After")))
+                    return Outcome(
+                        ok=False,
+                        status=status,
+                        error=f"redirect refused: HTTP {status}"
+                        + (f" to {where[:200]}" if where else ""),
+                    )
+                return Outcome(
+                    ok=False,
+                    status=status,
+                    error=f"HTTP {status}",
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                )
         except aiohttp.ClientConnectorCertificateError as exc:
             return Outcome(ok=False, error=f"TLS certificate refused: {exc.certificate_error}")
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
-            last = Outcome(ok=False, error=("connection refused" if refused else
-                                            f"connection failed: {exc.os_error}")
-                           + f" ({address} port {port})")
+            last = Outcome(
+                ok=False,
+                error=("connection refused" if refused else f"connection failed: {exc.os_error}")
+                + f" ({address} port {port})",
+            )
             continue  # the host's next address, if any
         except (TimeoutError, aiohttp.ServerTimeoutError):
             return Outcome(ok=False, error=f"timeout: no answer within {timeout:g} s")
@@ -301,14 +352,23 @@ async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
 
 
 async def record(
-    conn: AsyncConnection, d: Due, outcome: Outcome, *, owner: str, now: datetime,
+    conn: AsyncConnection,
+    d: Due,
+    outcome: Outcome,
+    *,
+    owner: str,
+    now: datetime,
     rng: random.Random,
 ) -> str:
     """Write one attempt's outcome, fenced on the lease; returns ``delivered``, ``retry``,
     ``failed`` (no attempts left) or ``lost`` (the lease was taken: nothing written)."""
     attempts = d.attempts + 1
-    values: dict[str, Any] = {"attempts": attempts, "last_status": outcome.status,
-                              "lease_owner": None, "lease_expires_at": None}
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_status": outcome.status,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
     if outcome.ok:
         result = "delivered"
         values.update(delivered_at=now, next_attempt_at=None, last_error=None)
@@ -321,20 +381,28 @@ async def record(
         values.update(next_attempt_at=now + timedelta(seconds=delay), last_error=outcome.error)
     written = await conn.execute(
         update(wd)
-        .where(wd.c.id == d.id, wd.c.lease_owner == owner, wd.c.attempts == d.attempts,
-               wd.c.delivered_at.is_(None), wd.c.failed_at.is_(None))
+        .where(
+            wd.c.id == d.id,
+            wd.c.lease_owner == owner,
+            wd.c.attempts == d.attempts,
+            wd.c.delivered_at.is_(None),
+            wd.c.failed_at.is_(None),
+        )
         .values(**values)
     )
     if written.rowcount != 1:
         return "lost"
-    batch_values: dict[str, Any] = {"webhook_attempts": batch_jobs.c.webhook_attempts + 1,
-                                    "webhook_last_sent_at": now}
+    batch_values: dict[str, Any] = {
+        "webhook_attempts": batch_jobs.c.webhook_attempts + 1,
+        "webhook_last_sent_at": now,
+    }
     if not outcome.ok:
         batch_values["webhook_last_error"] = f"{d.event_type}: {outcome.error}"
     # Taking the batch row's lock first: a concurrent record for another event of the
     # same batch commits before the status below is read (read committed).
-    await conn.execute(update(batch_jobs).where(batch_jobs.c.id == d.batch_id)
-                       .values(**batch_values))
+    await conn.execute(
+        update(batch_jobs).where(batch_jobs.c.id == d.batch_id).values(**batch_values)
+    )
     await refresh_batch_status(conn, d.batch_id)
     return result
 
@@ -347,8 +415,9 @@ async def refresh_batch_status(conn: AsyncConnection, batch_id: str) -> str:
         await conn.execute(
             select(
                 func.count(),
-                func.sum(case(((wd.c.next_attempt_at.is_not(None)) & (wd.c.attempts > 0), 1),
-                              else_=0)),
+                func.sum(
+                    case(((wd.c.next_attempt_at.is_not(None)) & (wd.c.attempts > 0), 1), else_=0)
+                ),
                 func.sum(case((wd.c.next_attempt_at.is_not(None), 1), else_=0)),
                 func.sum(case((wd.c.failed_at.is_not(None), 1), else_=0)),
             ).where(wd.c.batch_id == batch_id)

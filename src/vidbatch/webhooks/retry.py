@@ -20,9 +20,7 @@ CAP = SCHEDULE[-1]
 JITTER = 0.2
 
 
-def next_delay(
-    attempts: int, rng: random.Random, retry_after: float | None = None
-) -> float:
+def next_delay(attempts: int, rng: random.Random, retry_after: float | None = None) -> float:
     """Seconds to wait after ``attempts`` failed attempts (``attempts`` ≥ 1)."""
     base = SCHEDULE[min(max(attempts, 1), len(SCHEDULE)) - 1]
     delay = base * (1 + JITTER * rng.random())

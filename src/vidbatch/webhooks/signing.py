@@ -47,7 +47,7 @@ class WebhookVerificationError(Exception):
 def key_bytes(secret: str) -> bytes:
     """The HMAC key a secret stands for (see the module docstring)."""
     if secret.startswith(SECRET_PREFIX):
-        rest = secret[len(SECRET_PREFIX):]
+        rest = secret[len(SECRET_PREFIX) :]
         try:
             return base64.b64decode(rest, validate=True)
         except (binascii.Error, ValueError):
@@ -80,8 +80,7 @@ def signature_headers(
     secrets = [s for s in secrets if s]
     headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
     if secrets:
-        headers["webhook-signature"] = " ".join(sign(s, msg_id, timestamp, body)
-                                                for s in secrets)
+        headers["webhook-signature"] = " ".join(sign(s, msg_id, timestamp, body) for s in secrets)
         headers["x-webhook-signature"] = legacy_signature(secrets[0], body)
     return headers
 
@@ -128,7 +127,8 @@ def verify(
     signatures = _header(headers, "webhook-signature")
     if not msg_id or not stamp or not signatures:
         raise WebhookVerificationError(
-            "missing webhook-id, webhook-timestamp or webhook-signature header")
+            "missing webhook-id, webhook-timestamp or webhook-signature header"
+        )
     try:
         timestamp = int(stamp)
     except ValueError:
@@ -136,8 +136,8 @@ def verify(
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise WebhookVerificationError(
-            f"webhook-timestamp is {int(current - timestamp)} s from now "
-            f"(tolerance {tolerance} s)")
+            f"webhook-timestamp is {int(current - timestamp)} s from now (tolerance {tolerance} s)"
+        )
     secrets = [secret] if isinstance(secret, str) else list(secret)
     if not secrets:
         raise WebhookVerificationError("no secret to verify with")

@@ -46,10 +46,14 @@ async def pick_batches(conn: AsyncConnection, now: datetime, limit: int) -> list
         (
             await conn.execute(
                 select(batch_jobs.c.id)
-                .where(batch_jobs.c.settled_at.is_(None),
-                       batch_jobs.c.cancel_requested_at.is_(None), due)
-                .order_by(batch_jobs.c.last_dispatch_at.asc().nulls_first(),
-                          batch_jobs.c.created_at)
+                .where(
+                    batch_jobs.c.settled_at.is_(None),
+                    batch_jobs.c.cancel_requested_at.is_(None),
+                    due,
+                )
+                .order_by(
+                    batch_jobs.c.last_dispatch_at.asc().nulls_first(), batch_jobs.c.created_at
+                )
                 .limit(limit)
             )
         ).scalars()
@@ -73,23 +77,29 @@ async def inflight_room(conn: AsyncConnection, cap: int, now: datetime) -> int:
         await conn.execute(
             select(func.count())
             .select_from(video_tasks)
-            .where(video_tasks.c.status.in_(("submitting", "processing")),
-                   video_tasks.c.next_attempt_at.is_not(None))  # the partial index
+            .where(
+                video_tasks.c.status.in_(("submitting", "processing")),
+                video_tasks.c.next_attempt_at.is_not(None),
+            )  # the partial index
         )
     ).scalar_one()
     abandoned = (
         await conn.execute(
             select(func.count())
             .select_from(video_tasks)
-            .where(video_tasks.c.failure_reason.in_(MAY_STILL_RUN),
-                   video_tasks.c.deadline_at > now)
+            .where(video_tasks.c.failure_reason.in_(MAY_STILL_RUN), video_tasks.c.deadline_at > now)
         )
     ).scalar_one()
     return max(0, cap - int(live) - int(abandoned))
 
 
 async def claim_for_submit(
-    conn: AsyncConnection, batch_id: str, *, owner: str, now: datetime, lease_until: datetime,
+    conn: AsyncConnection,
+    batch_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
     limit: int,
 ) -> list[Any]:
     """Take up to ``limit`` due waiting tasks of a batch: pending → submitting."""
@@ -158,12 +168,18 @@ async def expired_submissions(conn: AsyncConnection, *, now: datetime, limit: in
     )
     rows = await conn.execute(
         update(video_tasks)
-        .where(video_tasks.c.id.in_(due), video_tasks.c.status == "submitting",
-               video_tasks.c.next_attempt_at <= now)
-        .values(lease_token=video_tasks.c.lease_token + 1, lease_owner="rescue",
-                updated_at=now)
-        .returning(video_tasks.c.id, video_tasks.c.lease_token, video_tasks.c.batch_job_id,
-                   video_tasks.c.attempts)
+        .where(
+            video_tasks.c.id.in_(due),
+            video_tasks.c.status == "submitting",
+            video_tasks.c.next_attempt_at <= now,
+        )
+        .values(lease_token=video_tasks.c.lease_token + 1, lease_owner="rescue", updated_at=now)
+        .returning(
+            video_tasks.c.id,
+            video_tasks.c.lease_token,
+            video_tasks.c.batch_job_id,
+            video_tasks.c.attempts,
+        )
     )
     return list(rows.all())
 
@@ -220,13 +236,18 @@ async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: dat
     """A task that was being submitted when its batch was cancelled, and went back to
     waiting (a retryable error), is cancelled now: it would otherwise never be claimed again
     (cancelled batches are not dispatched) and its batch would never settle."""
-    cancelled = select(batch_jobs.c.id).where(batch_jobs.c.cancel_requested_at.is_not(None),
-                                              batch_jobs.c.settled_at.is_(None))
+    cancelled = select(batch_jobs.c.id).where(
+        batch_jobs.c.cancel_requested_at.is_not(None), batch_jobs.c.settled_at.is_(None)
+    )
     result = await conn.execute(
         update(video_tasks)
-        .where(video_tasks.c.status.in_(TASK_WAITING),
-               video_tasks.c.batch_job_id.in_(cancelled))
-        .values(status="cancelled", next_attempt_at=None, completed_at=now, updated_at=now,
-                error_message="cancelled by request")
+        .where(video_tasks.c.status.in_(TASK_WAITING), video_tasks.c.batch_job_id.in_(cancelled))
+        .values(
+            status="cancelled",
+            next_attempt_at=None,
+            completed_at=now,
+            updated_at=now,
+            error_message="cancelled by request",
+        )
     )
     return int(result.rowcount or 0)

@@ -60,8 +60,9 @@ class WorkerLoop:
     async def _loop(self) -> None:
         while not self._stopping:
             try:
-                summary = await run_once(self.rt, owner=self.owner, rng=self.rng,
-                                         deliver_webhooks=False)
+                summary = await run_once(
+                    self.rt, owner=self.owner, rng=self.rng, deliver_webhooks=False
+                )
                 self.rounds += 1
                 self.last_summary = summary
                 if summary.settle["settled"] or summary.dispatch["tasks_started"]:

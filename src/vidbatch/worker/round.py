@@ -47,31 +47,60 @@ class RoundSummary:
     """The original's summary of a round, plus vidbatch's own counters."""
 
     dispatch: dict[str, int] = field(
-        default_factory=lambda: {"claimed": 0, "frozen": 0, "tasks_started": 0,
-                                 "transientErrors": 0, "rejected": 0, "ambiguous": 0,
-                                 "rescued": 0, "capReached": 0}
+        default_factory=lambda: {
+            "claimed": 0,
+            "frozen": 0,
+            "tasks_started": 0,
+            "transientErrors": 0,
+            "rejected": 0,
+            "ambiguous": 0,
+            "rescued": 0,
+            "capReached": 0,
+        }
     )
     poll: dict[str, int] = field(
-        default_factory=lambda: {"scanned": 0, "succeeded": 0, "failed": 0,
-                                 "stillProcessing": 0, "transientErrors": 0,
-                                 "skippedBackoff": 0, "maxPollReached": 0}
+        default_factory=lambda: {
+            "scanned": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "stillProcessing": 0,
+            "transientErrors": 0,
+            "skippedBackoff": 0,
+            "maxPollReached": 0,
+        }
     )
     settle: dict[str, int] = field(
-        default_factory=lambda: {"scanned": 0, "settled": 0, "webhook_sent": 0,
-                                 "webhook_failed": 0, "errors": 0}
+        default_factory=lambda: {
+            "scanned": 0,
+            "settled": 0,
+            "webhook_sent": 0,
+            "webhook_failed": 0,
+            "errors": 0,
+        }
     )
     duration_ms: int = 0
 
     @property
     def did_work(self) -> bool:
-        return bool(self.dispatch["tasks_started"] or self.dispatch["rescued"]
-                    or self.dispatch["transientErrors"] or self.dispatch["rejected"]
-                    or self.poll["scanned"] or self.settle["settled"]
-                    or self.settle["webhook_sent"] or self.settle["webhook_failed"])
+        return bool(
+            self.dispatch["tasks_started"]
+            or self.dispatch["rescued"]
+            or self.dispatch["transientErrors"]
+            or self.dispatch["rejected"]
+            or self.poll["scanned"]
+            or self.settle["settled"]
+            or self.settle["webhook_sent"]
+            or self.settle["webhook_failed"]
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": True, "dispatch": self.dispatch, "poll": self.poll,
-                "settle": self.settle, "duration_ms": self.duration_ms}
+        return {
+            "ok": True,
+            "dispatch": self.dispatch,
+            "poll": self.poll,
+            "settle": self.settle,
+            "duration_ms": self.duration_ms,
+        }
 
 
 class Round:
@@ -92,8 +121,9 @@ class Round:
         self.started_batches: set[str] = set()
 
     @staticmethod
-    def _buffered(claim_chunk: Callable[[], Awaitable[list[Any]]]
-                  ) -> Callable[[], Awaitable[Any | None]]:
+    def _buffered(
+        claim_chunk: Callable[[], Awaitable[list[Any]]],
+    ) -> Callable[[], Awaitable[Any | None]]:
         """One task at a time out of chunks claimed one statement each (at most a lane's
         worth, so a claimed task waits for at most one provider call before its own)."""
         ready: list[Any] = []
@@ -107,8 +137,9 @@ class Round:
 
         return next_task
 
-    async def _lanes(self, claim: Callable[[], Awaitable[Any | None]],
-                     work: Callable[[Any], Awaitable[None]]) -> None:
+    async def _lanes(
+        self, claim: Callable[[], Awaitable[Any | None]], work: Callable[[Any], Awaitable[None]]
+    ) -> None:
         """``BATCH_TASK_CONCURRENCY`` lanes, each claiming one task and working on it
         until ``claim`` finds nothing more."""
 
@@ -123,8 +154,9 @@ class Round:
                     except Exception:
                         # One task's failure (e.g. the database going away) must not stop
                         # the lane; the task's lease brings it back.
-                        log.exception("task step failed", extra={"task_id": row.id,
-                                                                 "action": "lane"})
+                        log.exception(
+                            "task step failed", extra={"task_id": row.id, "action": "lane"}
+                        )
 
         await asyncio.gather(*(lane() for _ in range(self.s.task_concurrency)))
 
@@ -142,32 +174,47 @@ class Round:
             lost = await claims.expired_submissions(conn, now=now, limit=200)
         for row in lost:
             self.rt.metrics.lease_expiries.labels("submit").inc()
-            await self._ambiguous(row.id, Fence("rescue", row.lease_token), row.attempts,
-                                  "the worker submitting this task stopped before the "
-                                  "provider's answer was recorded")
+            await self._ambiguous(
+                row.id,
+                Fence("rescue", row.lease_token),
+                row.attempts,
+                "the worker submitting this task stopped before the provider's answer was recorded",
+            )
             self.summary.dispatch["rescued"] += 1
 
     async def _ambiguous(self, task_id: str, fence: Fence, attempts: int, why: str) -> None:
         policy = self.s.ambiguous_submit
         self.rt.metrics.ambiguous_submits.labels(policy).inc()
         now = utcnow()
-        log.warning("ambiguous submit", extra={"task_id": task_id, "action": "ambiguous",
-                                               "policy": policy})
+        log.warning(
+            "ambiguous submit", extra={"task_id": task_id, "action": "ambiguous", "policy": policy}
+        )
         async with self.rt.engine.begin() as conn:
             if policy == "retry" and not self.retries.exhausted(attempts):
                 delay = self.retries.delay(max(1, attempts), self.rng)
                 await tasks.reschedule_submit(
-                    conn, task_id, fence, error=f"outcome unknown, submitting again: {why}",
-                    retry_at=now + timedelta(seconds=delay), now=now)
+                    conn,
+                    task_id,
+                    fence,
+                    error=f"outcome unknown, submitting again: {why}",
+                    retry_at=now + timedelta(seconds=delay),
+                    now=now,
+                )
             else:
                 # It may run at the provider all the same: under a fleet cap it keeps its
                 # slot until the time it would have had.
                 await tasks.fail(
-                    conn, task_id, from_status="submitting", failure_type="network",
+                    conn,
+                    task_id,
+                    from_status="submitting",
+                    failure_type="network",
                     failure_reason="ambiguous_submit",
                     error=f"submission outcome unknown ({why}); failed and refunded so it "
-                          "is never paid twice", now=now, fence=fence,
-                    extra={"deadline_at": now + timedelta(seconds=self.s.max_wait_seconds)})
+                    "is never paid twice",
+                    now=now,
+                    fence=fence,
+                    extra={"deadline_at": now + timedelta(seconds=self.s.max_wait_seconds)},
+                )
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -197,8 +244,13 @@ class Round:
                             stop = True
                             return []
                     rows = await claims.claim_for_submit(
-                        conn, batch_id, owner=self.owner, now=now,
-                        lease_until=self.lease_until(now), limit=want)
+                        conn,
+                        batch_id,
+                        owner=self.owner,
+                        now=now,
+                        lease_until=self.lease_until(now),
+                        limit=want,
+                    )
                 budget[batch_id] -= len(rows)
                 if rows and len(rows) == want and budget[batch_id] > 0:
                     rotation.append(batch_id)  # more may be due: its turn comes again
@@ -224,15 +276,22 @@ class Round:
     async def submit(self, row: Any) -> None:
         fence = Fence(self.owner, row.lease_token)
         now = utcnow()
-        call_time = timedelta(seconds=self.s.provider_connect_timeout
-                              + self.s.provider_read_timeout)
+        call_time = timedelta(
+            seconds=self.s.provider_connect_timeout + self.s.provider_read_timeout
+        )
         if now + call_time >= row.lease_expires_at:
             # Claimed with others and waited for a lane: the call could outlive the lease,
             # and another worker might then decide this task's fate. Give it back instead.
             async with self.rt.engine.begin() as conn:
-                await tasks.reschedule_submit(conn, row.id, fence, now=now, retry_at=now,
-                                              error="lease too short for a provider call",
-                                              count_attempt=False)
+                await tasks.reschedule_submit(
+                    conn,
+                    row.id,
+                    fence,
+                    now=now,
+                    retry_at=now,
+                    error="lease too short for a provider call",
+                    count_attempt=False,
+                )
             return
         started = time.perf_counter()
         try:
@@ -251,52 +310,84 @@ class Round:
             self.rt.metrics.submits.labels("rejected").inc()
             self.summary.dispatch["rejected"] += 1
             async with self.rt.engine.begin() as conn:
-                await tasks.fail(conn, row.id, from_status="submitting",
-                                 failure_type=exc.failure_type or "param_error",
-                                 failure_reason="rejected", error=exc.message,
-                                 now=utcnow(), fence=fence)
+                await tasks.fail(
+                    conn,
+                    row.id,
+                    from_status="submitting",
+                    failure_type=exc.failure_type or "param_error",
+                    failure_reason="rejected",
+                    error=exc.message,
+                    now=utcnow(),
+                    fence=fence,
+                )
             return
         finally:
-            self.rt.metrics.provider_latency.labels("create").observe(
-                time.perf_counter() - started)
+            self.rt.metrics.provider_latency.labels("create").observe(time.perf_counter() - started)
         self.rt.metrics.submits.labels("ok").inc()
         now = utcnow()
         spec = self.s.catalog.get(row.model or "")
         max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
         max_wait = min(max_wait, self.s.max_wait_seconds)
-        first_check = (self.s.callback_grace_seconds if self.s.public_base_url
-                       else self.polls.delay_after(0))
+        first_check = (
+            self.s.callback_grace_seconds if self.s.public_base_url else self.polls.delay_after(0)
+        )
         async with self.rt.engine.begin() as conn:
             ok = await tasks.mark_submitted(
-                conn, row.id, fence, remote_id=remote_id, now=now,
+                conn,
+                row.id,
+                fence,
+                remote_id=remote_id,
+                now=now,
                 next_check_at=now + timedelta(seconds=first_check),
-                deadline_at=now + timedelta(seconds=max_wait))
+                deadline_at=now + timedelta(seconds=max_wait),
+            )
             if ok and row.batch_job_id not in self.started_batches:
                 self.started_batches.add(row.batch_job_id)
-                await tasks.mark_batch_started(conn, row.batch_job_id, now=now,
-                                               webhook_max_attempts=self.webhook_attempts)
+                await tasks.mark_batch_started(
+                    conn, row.batch_job_id, now=now, webhook_max_attempts=self.webhook_attempts
+                )
         if ok:
             self.summary.dispatch["tasks_started"] += 1
-            log.info("task submitted", extra={"task_id": row.id, "batch_id": row.batch_job_id,
-                                              "action": "submit", "owner": self.owner})
+            log.info(
+                "task submitted",
+                extra={
+                    "task_id": row.id,
+                    "batch_id": row.batch_job_id,
+                    "action": "submit",
+                    "owner": self.owner,
+                },
+            )
         else:  # our lease was taken over meanwhile: the rescuer owns the outcome now
-            log.warning("submit result dropped: lease lost",
-                        extra={"task_id": row.id, "action": "submit"})
+            log.warning(
+                "submit result dropped: lease lost", extra={"task_id": row.id, "action": "submit"}
+            )
 
     async def _submit_transient(self, row: Any, fence: Fence, exc: ProviderTransient) -> None:
         now = utcnow()
         rate_limited = exc.http_status == 429
         async with self.rt.engine.begin() as conn:
             if not rate_limited and self.retries.exhausted(row.attempts):
-                await tasks.fail(conn, row.id, from_status="submitting", failure_type="network",
-                                 failure_reason="provider_unavailable",
-                                 error=f"provider unavailable after {row.attempts} attempts: "
-                                       f"{exc.message}", now=now, fence=fence)
+                await tasks.fail(
+                    conn,
+                    row.id,
+                    from_status="submitting",
+                    failure_type="network",
+                    failure_reason="provider_unavailable",
+                    error=f"provider unavailable after {row.attempts} attempts: {exc.message}",
+                    now=now,
+                    fence=fence,
+                )
                 return
             delay = self.retries.delay(max(1, row.attempts), self.rng, exc.retry_after)
-            await tasks.reschedule_submit(conn, row.id, fence, error=exc.message,
-                                          retry_at=now + timedelta(seconds=delay), now=now,
-                                          count_attempt=not rate_limited)
+            await tasks.reschedule_submit(
+                conn,
+                row.id,
+                fence,
+                error=exc.message,
+                retry_at=now + timedelta(seconds=delay),
+                now=now,
+                count_attempt=not rate_limited,
+            )
 
     # --- poll ---------------------------------------------------------------------------
 
@@ -310,8 +401,12 @@ class Round:
             now = utcnow()
             async with self.rt.engine.begin() as conn:
                 rows = await claims.claim_for_poll(
-                    conn, owner=self.owner, now=now, lease_until=self.lease_until(now),
-                    limit=min(remaining, self.s.task_concurrency))
+                    conn,
+                    owner=self.owner,
+                    now=now,
+                    lease_until=self.lease_until(now),
+                    limit=min(remaining, self.s.task_concurrency),
+                )
             remaining = remaining - len(rows) if rows else 0
             return rows
 
@@ -328,10 +423,16 @@ class Round:
         except ProviderNotFound as exc:
             self.rt.metrics.polls.labels("not_found").inc()
             async with self.rt.engine.begin() as conn:
-                if await tasks.fail(conn, row.id, from_status="processing",
-                                    failure_type="unknown", failure_reason="not_found",
-                                    error=f"the provider does not know this task: {exc.message}",
-                                    now=utcnow(), fence=fence):
+                if await tasks.fail(
+                    conn,
+                    row.id,
+                    from_status="processing",
+                    failure_type="unknown",
+                    failure_reason="not_found",
+                    error=f"the provider does not know this task: {exc.message}",
+                    now=utcnow(),
+                    fence=fence,
+                ):
                     self.summary.poll["failed"] += 1
             return
         except ProviderRejected as exc:
@@ -343,17 +444,27 @@ class Round:
             await self._poll_transient(row, fence, exc.message)
             return
         finally:
-            self.rt.metrics.provider_latency.labels("result").observe(
-                time.perf_counter() - started)
+            self.rt.metrics.provider_latency.labels("result").observe(time.perf_counter() - started)
         now = utcnow()
         polls_done = row.poll_count + 1
-        too_long = timed_out(now=now, deadline=row.deadline_at, poll_count=polls_done,
-                             max_poll_count=self.s.max_poll_count)
+        too_long = timed_out(
+            now=now,
+            deadline=row.deadline_at,
+            poll_count=polls_done,
+            max_poll_count=self.s.max_poll_count,
+        )
         async with self.rt.engine.begin() as conn:
             applied = await tasks.apply_result(
-                conn, row.id, result, now=now, require_https=self.s.require_https_video_url,
-                fence=fence, next_check_at=self.polls.next_poll_at(now, polls_done),
-                count_poll=True, timed_out=too_long)
+                conn,
+                row.id,
+                result,
+                now=now,
+                require_https=self.s.require_https_video_url,
+                fence=fence,
+                next_check_at=self.polls.next_poll_at(now, polls_done),
+                count_poll=True,
+                timed_out=too_long,
+            )
         self.rt.metrics.polls.labels(applied.outcome).inc()
         if not applied.applied:
             return
@@ -374,14 +485,25 @@ class Round:
         now = utcnow()
         async with self.rt.engine.begin() as conn:
             if row.deadline_at is not None and now >= row.deadline_at:
-                await tasks.fail(conn, row.id, from_status="processing", failure_type="timeout",
-                                 failure_reason="timeout",
-                                 error=f"deadline passed while the provider was unreachable: "
-                                       f"{message}", now=now, fence=fence)
+                await tasks.fail(
+                    conn,
+                    row.id,
+                    from_status="processing",
+                    failure_type="timeout",
+                    failure_reason="timeout",
+                    error=f"deadline passed while the provider was unreachable: {message}",
+                    now=now,
+                    fence=fence,
+                )
                 return
             await tasks.reschedule_poll(
-                conn, row.id, fence, error=message, now=now,
-                next_check_at=self.polls.next_poll_at(now, max(1, row.poll_count)))
+                conn,
+                row.id,
+                fence,
+                error=message,
+                now=now,
+                next_check_at=self.polls.next_poll_at(now, max(1, row.poll_count)),
+            )
 
     # --- settle -------------------------------------------------------------------------
 
@@ -393,12 +515,12 @@ class Round:
             try:
                 async with self.rt.engine.begin() as conn:
                     done = await settlement.settle_batch(
-                        conn, batch_id, utcnow(), webhook_max_attempts=self.webhook_attempts)
+                        conn, batch_id, utcnow(), webhook_max_attempts=self.webhook_attempts
+                    )
             except Exception:
                 # One batch's failure must not stop the others; it is retried next round.
                 self.summary.settle["errors"] += 1
-                log.exception("settlement failed", extra={"batch_id": batch_id,
-                                                          "action": "settle"})
+                log.exception("settlement failed", extra={"batch_id": batch_id, "action": "settle"})
                 await self._touch_batch(batch_id)
                 continue
             if done is not None:
@@ -413,8 +535,11 @@ class Round:
 
         try:
             async with self.rt.engine.begin() as conn:
-                await conn.execute(batch_jobs.update().where(batch_jobs.c.id == batch_id)
-                                   .values(updated_at=utcnow()))
+                await conn.execute(
+                    batch_jobs.update()
+                    .where(batch_jobs.c.id == batch_id)
+                    .values(updated_at=utcnow())
+                )
         except Exception:  # best effort: only affects ordering
             log.debug("could not touch batch", exc_info=True)
 
@@ -429,7 +554,10 @@ class Round:
 
 
 async def run_once(
-    rt: Runtime, *, owner: str | None = None, rng: random.Random | None = None,
+    rt: Runtime,
+    *,
+    owner: str | None = None,
+    rng: random.Random | None = None,
     deliver_webhooks: bool = True,
 ) -> RoundSummary:
     """One round of work; returns the original's summary shape."""
