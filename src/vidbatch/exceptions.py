@@ -1,15 +1,22 @@
 """vidbatch's own exceptions: one module, the docstrings are the default messages.
 
-Hierarchy::
+Hierarchy (``tests/unit/test_exceptions.py`` keeps this tree equal to the classes below)::
 
-    VidbatchError
+    VidbatchError                    something went wrong in vidbatch
     ├── ConfigError                  a setting is missing or invalid
+    ├── DatabaseUnavailable          the database cannot be reached
+    ├── SchemaNotCurrent             the schema is not at the newest migration
     ├── NotFound                     an account, key, batch or task does not exist (or is not yours)
     ├── InvalidInput                 a caller's input is wrong (carries per-field details)
+    │   └── TooManyItems             more items than the batch limit
     ├── InsufficientCredits          available credits do not cover the amount
-    ├── Conflict                     the state does not allow the operation (e.g. batch ended,
-    │                                not settled yet, nothing to retry, no webhook to resend)
-    ├── IdempotencyConflict          a request id is in use for another body / still in flight
+    ├── Conflict                     the state does not allow the operation
+    │   ├── BatchAlreadyEnded        the batch has already ended
+    │   ├── BatchNotSettled          its failed items cannot be retried before it settles
+    │   ├── NothingToRetry           the batch has no failed items to retry
+    │   └── NoWebhookEvents          the batch has no webhook events to resend
+    ├── IdempotencyKeyReused         a request id (or ledger key) reused for another body
+    ├── IdempotencyInFlight          a request with this request id is still being processed
     ├── RateLimited                  too many requests this minute
     └── ProviderError                the upstream provider did not do what was asked
         ├── ProviderTransient        worth retrying later (connection refused, 429, 5xx, timeout)
@@ -18,7 +25,8 @@ Hierarchy::
         ├── ProviderAmbiguous        the request was sent, no answer came: it may exist upstream
         └── CallbackInvalid          a callback body that cannot be understood
 
-HTTP status codes live only in ``vidbatch.api``.
+HTTP status codes live only in ``vidbatch.api`` (``api/errors.STATUS_BY_ERROR``, one entry
+per class here).
 """
 
 from __future__ import annotations
@@ -42,6 +50,18 @@ class ConfigError(VidbatchError):
     """A setting is missing or invalid."""
 
     code = "CONFIG_ERROR"
+
+
+class DatabaseUnavailable(VidbatchError):
+    """The database cannot be reached."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+class SchemaNotCurrent(VidbatchError):
+    """The database schema is not at the newest migration; run `vidbatch db upgrade`."""
+
+    code = "SCHEMA_NOT_CURRENT"
 
 
 class NotFound(VidbatchError):

@@ -15,30 +15,37 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vidbatch.exceptions import (
-    BatchAlreadyEnded,
-    Conflict,
-    IdempotencyInFlight,
-    IdempotencyKeyReused,
-    InsufficientCredits,
-    InvalidInput,
-    NotFound,
-    RateLimited,
-    VidbatchError,
-)
+from vidbatch import exceptions as e
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_ERROR: list[tuple[type[VidbatchError], int]] = [
-    (InsufficientCredits, 402),
-    (RateLimited, 429),
-    (IdempotencyKeyReused, 422),
-    (IdempotencyInFlight, 409),
-    (BatchAlreadyEnded, 400),
-    (Conflict, 409),
-    (NotFound, 404),
-    (InvalidInput, 400),
-]
+#: Every error class of ``vidbatch.exceptions`` and the HTTP status it answers with (a test
+#: fails when a class has no entry). 500 answers hide the message: those are our faults, or
+#: the provider's, never the caller's.
+STATUS_BY_ERROR: dict[type[e.VidbatchError], int] = {
+    e.VidbatchError: 500,
+    e.ConfigError: 500,
+    e.DatabaseUnavailable: 503,
+    e.SchemaNotCurrent: 503,
+    e.NotFound: 404,
+    e.InvalidInput: 400,
+    e.TooManyItems: 400,
+    e.InsufficientCredits: 402,
+    e.Conflict: 409,
+    e.BatchAlreadyEnded: 400,
+    e.BatchNotSettled: 409,
+    e.NothingToRetry: 409,
+    e.NoWebhookEvents: 409,
+    e.IdempotencyKeyReused: 422,
+    e.IdempotencyInFlight: 409,
+    e.RateLimited: 429,
+    e.ProviderError: 500,
+    e.ProviderTransient: 500,
+    e.ProviderRejected: 500,
+    e.ProviderNotFound: 500,
+    e.ProviderAmbiguous: 500,
+    e.CallbackInvalid: 500,
+}
 
 
 class ApiError(Exception):
@@ -86,10 +93,11 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def status_for(exc: VidbatchError) -> int:
-    for cls, status in STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            return status
+def status_for(exc: e.VidbatchError) -> int:
+    """The HTTP status of an error: its class's entry, else its nearest listed ancestor's."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
     return 500
 
 
@@ -100,15 +108,24 @@ def install(app: FastAPI) -> None:
             request, exc.status, exc.code, exc.message, headers=exc.headers, **exc.extra
         )
 
-    @app.exception_handler(VidbatchError)
-    async def _vidbatch_error(request: Request, exc: VidbatchError) -> JSONResponse:
+    @app.exception_handler(e.VidbatchError)
+    async def _vidbatch_error(request: Request, exc: e.VidbatchError) -> JSONResponse:
         status = status_for(exc)
         if status == 500:
             log.error("unhandled vidbatch error", extra={"action": "error", "code": exc.code})
             return error_response(request, 500, "INTERNAL_ERROR", "internal error")
+        if status == 503:  # the cause stays in the log: it may name hosts
+            log.error("service unavailable: %s", exc.message, extra={"action": "error"})
+            return error_response(
+                request,
+                503,
+                exc.code,
+                "temporarily unavailable, try again shortly",
+                headers={"Retry-After": "5"},
+            )
         details = [d.as_dict() for d in getattr(exc, "details", [])]
         headers = None
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, e.RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
         return error_response(
             request, status, exc.code, exc.message, details=details, headers=headers, **exc.extra

@@ -70,7 +70,8 @@ def root(
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply every pending migration."""
     from vidbatch.db.migrate import current_revision, upgrade
-    from vidbatch.db.session import DatabaseUnavailable, describe_db_error
+    from vidbatch.db.session import describe_db_error
+    from vidbatch.exceptions import DatabaseUnavailable
 
     settings = settings_from(ctx)
 

@@ -9,21 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.db.engine import is_sqlite, make_engine
 from vidbatch.db.migrate import current_revision, head_revision, upgrade
-from vidbatch.exceptions import VidbatchError
+from vidbatch.exceptions import DatabaseUnavailable, SchemaNotCurrent
 
 log = logging.getLogger(__name__)
-
-
-class DatabaseUnavailable(VidbatchError):
-    """The database cannot be reached."""
-
-    code = "DATABASE_UNAVAILABLE"
-
-
-class SchemaNotCurrent(VidbatchError):
-    """The database schema is not at the newest migration; run `vidbatch db upgrade`."""
-
-    code = "SCHEMA_NOT_CURRENT"
 
 
 def describe_db_error(exc: BaseException) -> str:
