@@ -27,9 +27,10 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL cases skip if no server)
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest tests/unit -q
 
-lint: $(STAMP) ## ruff (lint and format check) and mypy
+lint: $(STAMP) ## ruff (lint, format check), the layer contracts (import-linter) and mypy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code with ruff
