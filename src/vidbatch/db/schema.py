@@ -23,6 +23,14 @@ from sqlalchemy import (
 )
 
 from vidbatch.db.types import JSONType, UTCDateTime
+from vidbatch.domain.states import (
+    BatchStatus,
+    FailureType,
+    LedgerType,
+    SettlementStatus,
+    TaskStatus,
+    WebhookStatus,
+)
 
 metadata = MetaData(
     naming_convention={
@@ -38,24 +46,16 @@ ID = String(36)
 #: 64-bit ids on PostgreSQL; INTEGER PRIMARY KEY (the rowid) on SQLite.
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 
-BATCH_STATUSES = ("queued", "processing", "completed", "partial", "failed", "cancelled")
-TASK_STATUSES = (
-    "pending",
-    "queued",
-    "submitting",
-    "processing",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
-LEDGER_TYPES = ("purchase", "bonus", "reserve", "settle", "refund", "adjustment")
-SETTLEMENT_STATUSES = ("pending", "finalized", "refunded")
-WEBHOOK_STATUSES = ("none", "pending", "sent", "failed", "retrying")
-FAILURE_TYPES = ("model_error", "param_error", "timeout", "network", "unknown", "moderation")
+BATCH_STATUSES = tuple(BatchStatus)
+TASK_STATUSES = tuple(TaskStatus)
+LEDGER_TYPES = tuple(LedgerType)
+SETTLEMENT_STATUSES = tuple(SettlementStatus)
+WEBHOOK_STATUSES = tuple(WebhookStatus)
+FAILURE_TYPES = tuple(FailureType)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 accounts = Table(
