@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -68,14 +68,22 @@ def receiver_key(secret: str) -> bytes:
 
 
 def independent_check(secret: str, r: Any, *, legacy: bool = True) -> dict[str, Any]:
-    """Verify a received webhook with nothing but hmac and base64."""
+    """Verify a received webhook with nothing but hmac and base64, and with the official
+    Standard Webhooks library; ``legacy``: the published hex headers too (current secret)."""
+    from standardwebhooks.webhooks import Webhook
+
     key = receiver_key(secret)
     signed = f"{r.headers['webhook-id']}.{r.headers['webhook-timestamp']}.".encode() + r.body
     expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     assert expected in r.headers["webhook-signature"].split(" ")
     assert abs(int(r.headers["webhook-timestamp"]) - time.time()) < 60
+    Webhook(base64.b64encode(key).decode()).verify(r.body, dict(r.headers))
     if legacy:
-        assert r.headers["x-webhook-signature"] == hmac.new(key, r.body, hashlib.sha256).hexdigest()
+        published = hmac.new(secret.encode(), r.body, hashlib.sha256).hexdigest()
+        assert r.headers["x-sora2-signature"] == f"sha256={published}"
+        assert r.headers["x-webhook-signature"] == published
+        sent_at = datetime.fromisoformat(r.headers["x-sora2-timestamp"].replace("Z", "+00:00"))
+        assert abs(sent_at.timestamp() - time.time()) < 60
     body: dict[str, Any] = json.loads(r.body)
     return body
 
@@ -363,10 +371,7 @@ async def test_rotation_signs_with_both_secrets_until_the_overlap_ends(
     # by hand too; the original's header follows the new secret only
     assert independent_check(new, r)["event"] == "batch.created"
     assert independent_check(old, r, legacy=False)["event"] == "batch.created"
-    assert (
-        r.headers["x-webhook-signature"]
-        != hmac.new(receiver_key(old), r.body, hashlib.sha256).hexdigest()
-    )
+    assert r.headers["x-webhook-signature"] != hmac.new(old.encode(), r.body, "sha256").hexdigest()
     # with no overlap, the old secret no longer signs
     newer = await account_svc.rotate_webhook_secret(
         runtime.engine, caller.key_id, overlap_seconds=0

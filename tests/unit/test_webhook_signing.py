@@ -9,6 +9,7 @@ import hmac
 import json
 import random
 import time
+from datetime import datetime
 
 import pytest
 
@@ -48,6 +49,15 @@ def receiver_accepts(secret: str, headers: dict[str, str], body: bytes) -> bool:
     )
 
 
+def published_receiver_accepts(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The original's published webhook spec done by hand: ``sha256=`` + hex HMAC of the raw
+    body keyed with the secret string, and an ISO 8601 ``x-sora2-timestamp``."""
+    expected = "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    sent_at = datetime.fromisoformat(headers["x-sora2-timestamp"].replace("Z", "+00:00"))
+    fresh = abs(time.time() - sent_at.timestamp()) <= 300
+    return fresh and hmac.compare_digest(headers["x-sora2-signature"], expected)
+
+
 def signed(secrets: list[str], body: bytes, *, at: int | None = None) -> dict[str, str]:
     return signature_headers(secrets, "evt_123", at if at is not None else int(time.time()), body)
 
@@ -62,8 +72,36 @@ def test_signature_verifies_with_the_helper_and_by_hand(secret: str) -> None:
     headers = signed([secret], BODY)
     assert verify(BODY, headers, secret)["batch_id"] == "b1"
     assert receiver_accepts(secret, headers, BODY)
-    legacy = hmac.new(receiver_key(secret), BODY, hashlib.sha256).hexdigest()
+    assert published_receiver_accepts(secret, headers, BODY)
+    # the original code's header: the same hex, keyed with the secret string as held
+    legacy = hmac.new(secret.encode(), BODY, hashlib.sha256).hexdigest()
     assert headers["x-webhook-signature"] == legacy
+
+
+@pytest.mark.parametrize("secret", [B64_SECRET, URLSAFE_SECRET, PLAIN_SECRET])
+def test_the_standard_webhooks_library_verifies(secret: str) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    headers = signed([secret], BODY)
+    # The library takes a whsec_ + base64 secret as it is; for the other forms a receiver
+    # hands it the documented key bytes, base64-encoded.
+    library_secret = (
+        secret if secret == B64_SECRET else base64.b64encode(receiver_key(secret)).decode()
+    )
+    assert Webhook(library_secret).verify(BODY, headers)["batch_id"] == "b1"
+
+
+@pytest.mark.parametrize("secret", [B64_SECRET, URLSAFE_SECRET, PLAIN_SECRET])
+def test_the_published_scheme_verifies_with_the_helper_alone(secret: str) -> None:
+    headers = signed([secret], BODY)
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        del headers[name]
+    assert verify(BODY, headers, secret)["batch_id"] == "b1"
+    with pytest.raises(WebhookVerificationError, match="no signature matches"):
+        verify(BODY.replace(b'"total":2', b'"total":3'), headers, secret)
+    stale = signed([secret], BODY, at=int(time.time()) - 3600)
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verify(BODY, {k: v for k, v in stale.items() if k.startswith("x-")}, secret)
 
 
 def test_key_bytes_follow_the_documented_rule() -> None:
@@ -123,7 +161,7 @@ def test_wrong_secret_is_refused() -> None:
 
 @pytest.mark.parametrize("drop", ["webhook-id", "webhook-timestamp", "webhook-signature"])
 def test_missing_header_is_refused(drop: str) -> None:
-    headers = signed([B64_SECRET], BODY)
+    headers = {k: v for k, v in signed([B64_SECRET], BODY).items() if k.startswith("webhook-")}
     del headers[drop]
     with pytest.raises(WebhookVerificationError, match="missing"):
         verify(BODY, headers, B64_SECRET)
@@ -145,11 +183,12 @@ def test_rotation_signs_with_both_secrets_and_each_verifies() -> None:
         assert verify(BODY, headers, secret)["event"] == "batch.completed"
         assert receiver_accepts(secret, headers, BODY)
     assert verify(BODY, headers, [new_webhook_secret(), old])  # a list: any one may match
-    # the original's header follows the current secret only
+    # the hex headers follow the current secret only
     assert (
-        headers["x-webhook-signature"]
-        == hmac.new(receiver_key(new), BODY, hashlib.sha256).hexdigest()
+        headers["x-webhook-signature"] == hmac.new(new.encode(), BODY, hashlib.sha256).hexdigest()
     )
+    assert published_receiver_accepts(new, headers, BODY)
+    assert not published_receiver_accepts(old, headers, BODY)
 
 
 def test_unknown_signature_versions_are_ignored() -> None:
