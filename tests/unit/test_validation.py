@@ -120,7 +120,9 @@ def test_other_aspect_ratios_refused(ratio: Any) -> None:
     assert item_problems({"prompt": "x", "aspect_ratio": ratio}) == [(0, "aspect_ratio")]
 
 
-@pytest.mark.parametrize(("given", "stored"), [(None, 10), (10, 10), (15, 15), (10.0, 10)])
+@pytest.mark.parametrize(
+    ("given", "stored"), [(None, 10), (10, 10), (15, 15), (10.0, 10), (5, 10), (5.0, 10)]
+)
 def test_sora_durations(given: Any, stored: int) -> None:
     item: dict[str, Any] = {"prompt": "x", "model": "sora-2"}
     if given is not None:
@@ -128,7 +130,23 @@ def test_sora_durations(given: Any, stored: int) -> None:
     assert one(item).items[0].duration == stored
 
 
-@pytest.mark.parametrize("duration", [5, 12, 20, 10.5, "10", True, 0, -10])
+def test_the_published_five_seconds_is_made_and_priced_as_ten() -> None:
+    five, ten = one({"prompt": "x", "duration": 5}), one({"prompt": "x", "duration": 10})
+    assert (five.items[0].duration, five.items[0].cost_credits) == (10, ten.items[0].cost_credits)
+
+
+def test_a_default_aspect_ratio_fills_only_the_items_without_one() -> None:
+    spec = validate_batch(
+        {"items": [{"prompt": "a"}, {"prompt": "b", "aspect_ratio": "9:16"}]},
+        catalog=CATALOG,
+        max_items=10,
+        allow_private_webhooks=False,
+        default_aspect_ratio="16:9",
+    )
+    assert [i.aspect_ratio for i in spec.items] == ["16:9", "9:16"]
+
+
+@pytest.mark.parametrize("duration", [4, 12, 20, 10.5, "10", "5", True, 0, -10])
 def test_other_sora_durations_refused(duration: Any) -> None:
     assert item_problems({"prompt": "x", "duration": duration}) == [(0, "duration")]
 

@@ -4,7 +4,11 @@ and reason. Pure: no I/O (webhook hosts are resolved again at delivery time).
 Decisions a customer should know (documented in the README):
 - unknown fields of an item or of the body are ignored, as the original did;
 - ``model`` defaults to ``sora-2``; ``duration`` is for Sora only (10 or 15, default 10):
-  Veo clips have a fixed length, so a ``duration`` sent with a Veo model is ignored.
+  Veo clips have a fixed length, so a ``duration`` sent with a Veo model is ignored;
+- ``duration: 5`` (the published ``/api/v1`` default) is made and priced as 10 seconds, as the
+  original's worker did: the provider makes nothing shorter. The item's ``duration`` says 10;
+- ``aspect_ratio`` has no default (the provider's) unless the caller passes one
+  (``/api/v1`` defaults to ``16:9``, as published).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ MAX_META_URLS = 3
 ASPECT_RATIOS = ("9:16", "16:9")
 META_KEYS = ("firstFrameUrl", "lastFrameUrl", "urls")
 DEFAULT_MODEL = "sora-2"
+#: Durations the published spec offers that the provider cannot make: made (and priced) as
+#: the next one it can.
+ROUNDED_UP_DURATIONS = {5: 10}
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,11 @@ def check_webhook_url(value: Any, *, allow_private: bool) -> str | None:
 
 
 def _validate_item(
-    index: int, raw: Any, catalog: Catalog, errors: list[FieldError]
+    index: int,
+    raw: Any,
+    catalog: Catalog,
+    errors: list[FieldError],
+    default_aspect_ratio: str | None = None,
 ) -> ItemSpec | None:
     start = len(errors)
 
@@ -146,7 +157,9 @@ def _validate_item(
             err("model", f"unknown model {model!r}; expected one of {', '.join(catalog.names)}")
 
     aspect = raw.get("aspect_ratio")
-    if aspect is not None and aspect not in ASPECT_RATIOS:
+    if aspect is None:
+        aspect = default_aspect_ratio
+    elif aspect not in ASPECT_RATIOS:
         err("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
 
     duration = raw.get("duration")
@@ -154,6 +167,12 @@ def _validate_item(
         if spec.durations:
             if duration is None:
                 duration = spec.default_duration
+            elif (
+                not isinstance(duration, bool)
+                and duration in ROUNDED_UP_DURATIONS
+                and ROUNDED_UP_DURATIONS[duration] in spec.durations
+            ):
+                duration = ROUNDED_UP_DURATIONS[duration]
             elif (
                 isinstance(duration, bool)
                 or not isinstance(duration, int | float)
@@ -222,10 +241,16 @@ def _validate_item(
 
 
 def validate_batch(
-    body: Any, *, catalog: Catalog, max_items: int, allow_private_webhooks: bool
+    body: Any,
+    *,
+    catalog: Catalog,
+    max_items: int,
+    allow_private_webhooks: bool,
+    default_aspect_ratio: str | None = None,
 ) -> BatchSpec:
     """Validate a parsed request body; raise InvalidInput (or TooManyItems) listing every
-    problem, each with its item index and field."""
+    problem, each with its item index and field. ``default_aspect_ratio`` is used for items
+    that give none."""
     if not isinstance(body, dict):
         raise InvalidInput(
             "the body must be a JSON object with an 'items' list",
@@ -259,7 +284,9 @@ def validate_batch(
                 field="metadata", message=f"must be an object of at most {MAX_METADATA_BYTES} bytes"
             )
         )
-    specs = [_validate_item(i, raw, catalog, errors) for i, raw in enumerate(items)]
+    specs = [
+        _validate_item(i, raw, catalog, errors, default_aspect_ratio) for i, raw in enumerate(items)
+    ]
     if errors:
         shown = errors[:100]
         first = shown[0]
