@@ -198,7 +198,7 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
         source=mode,
         client_ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
-        webhook_max_attempts=settings.webhook_retries + 1,
+        webhook_max_attempts=settings.webhook_max_attempts,
     )
     if not created.replay:
         rt.metrics.credits.labels("reserved").inc(created.required_credits)
