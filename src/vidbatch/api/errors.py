@@ -13,8 +13,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vidbatch.db.session import UNREACHABLE_ERRORS, DatabaseUnavailable, is_unreachable
 from vidbatch.exceptions import (
     BatchAlreadyEnded,
     Conflict,
@@ -30,6 +33,7 @@ from vidbatch.exceptions import (
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: list[tuple[type[VidbatchError], int]] = [
+    (DatabaseUnavailable, 503),
     (InsufficientCredits, 402),
     (RateLimited, 429),
     (IdempotencyKeyReused, 422),
@@ -136,6 +140,20 @@ def install(app: FastAPI) -> None:
             str(exc.detail),
             headers=getattr(exc, "headers", None),
         )
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unreachable(exc):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable: %s", type(exc).__name__, extra={"action": "error"})
+        return error_response(
+            request, 503, DatabaseUnavailable.code, "the database is unavailable; try again"
+        )
+
+    # Registered by class (not only as Exception) so that KeyedRoute finds the handler too.
+    for cls in (DBAPIError, PoolTimeout, *UNREACHABLE_ERRORS):
+        if cls is DatabaseUnavailable:
+            continue  # a VidbatchError: STATUS_BY_ERROR
+        app.add_exception_handler(cls, _database_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
