@@ -306,6 +306,11 @@ class Settings(BaseSettings):
         return parse_catalog_overrides(self.model_catalog)
 
     @property
+    def webhook_max_attempts(self) -> int:
+        """Attempts a customer webhook event gets: the first one and its retries."""
+        return self.webhook_retries + 1
+
+    @property
     def poll_schedule(self) -> tuple[float, float, float]:
         a, b, c = (float(p) for p in self.poll_intervals.split(","))
         return a, b, c

@@ -28,8 +28,9 @@ from vidbatch.db.schema import webhook_deliveries
 from vidbatch.runtime import Runtime
 from vidbatch.services import accounts as account_svc
 from vidbatch.services.batches import Caller
+from vidbatch.services.deliveries import Outcome, record
 from vidbatch.webhooks import WebhookVerificationError, verify
-from vidbatch.webhooks.delivery import claim, deliver_due, record
+from vidbatch.webhooks.delivery import Due, claim, deliver_due
 from vidbatch.webhooks.retry import SCHEDULE
 from vidbatch.worker.round import run_once
 
@@ -429,8 +430,6 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(
     assert await deliver_due(runtime, owner="w") == (0, 0)  # still leased
     await make_due(runtime.engine)
     assert await deliver_due(runtime, owner="fresh") == (1, 0)
-    from vidbatch.webhooks.delivery import Due, Outcome
-
     due = Due(
         id=stale.id,
         event_id=stale.event_id,

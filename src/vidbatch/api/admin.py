@@ -514,7 +514,7 @@ async def resend_webhook(
         rt.engine,
         batch_id,
         event_type=body.event_type if body else None,
-        max_attempts=rt.settings.webhook_retries + 1,
+        max_attempts=rt.settings.webhook_max_attempts,
     )
     return {"ok": True, "delivery": delivery}
 
@@ -530,7 +530,7 @@ async def resend_webhook(
 async def cancel_batch(request: Request, batch_id: ID) -> dict[str, Any]:
     rt = runtime_of(request)
     done = await batches.cancel_batch(
-        rt.engine, batch_id, account_id=None, webhook_max_attempts=rt.settings.webhook_retries + 1
+        rt.engine, batch_id, account_id=None, webhook_max_attempts=rt.settings.webhook_max_attempts
     )
     return {
         "ok": True,
@@ -563,7 +563,7 @@ async def retry_failed(
         include_moderation=bool(body and body.include_moderation),
         catalog=rt.settings.catalog,
         allow_private_webhooks=rt.settings.allow_private_webhooks,
-        webhook_max_attempts=rt.settings.webhook_retries + 1,
+        webhook_max_attempts=rt.settings.webhook_max_attempts,
     )
 
 

@@ -785,7 +785,7 @@ async def batch_action(
     _action(action)
     rt = runtime_of(request)
     back = f"/admin/batches/{batch_id}"
-    webhook_attempts = rt.settings.webhook_retries + 1
+    webhook_attempts = rt.settings.webhook_max_attempts
     try:
         if action == "cancel":
             done = await batches.cancel_batch(

@@ -1,6 +1,6 @@
 """The original's enterprise batch endpoint, ``POST /api/enterprise/video-batch`` (also
-``POST /api/video/batch``), and the one implementation of "accept a batch" that
-``POST /api/v1/batches`` shares with it."""
+``POST /api/video/batch``), and the request reading that ``POST /api/v1/batches`` shares
+with it; the use case itself is :mod:`vidbatch.services.intake`."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from vidbatch.api.schemas import (
     request_body,
     success_headers,
 )
-from vidbatch.domain.validation import request_fingerprint, validate_batch
-from vidbatch.exceptions import FieldError, IdempotencyKeyReused, InvalidInput
-from vidbatch.services.batches import Created, create_batch, find_replay
+from vidbatch.exceptions import FieldError, InvalidInput
+from vidbatch.services import intake
+from vidbatch.services.batches import Created
 
 router = APIRouter(tags=["enterprise"], route_class=KeyedRoute)
 
@@ -137,13 +137,8 @@ def _answer(created: Created, rid: str, mode: str) -> JSONResponse:
 
 
 async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> JSONResponse:
-    """Accept a batch for ``auth``'s key: the route logic of every create endpoint.
-
-    Order matters: a replay is answered before the request is counted against the rate
-    limit; everything refused (400, 402, 429) leaves the request id free.
-    """
-    rt = runtime_of(request)
-    settings = rt.settings
+    """Every create endpoint: read the body and the request id, then
+    :func:`vidbatch.services.intake.accept`."""
     raw = await request.body()
     body: Any = None
     problem: InvalidInput | None = None
@@ -167,41 +162,20 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
         request.state.request_id = idempotency_key
     rid: str = request.state.request_id
 
-    fingerprint = request_fingerprint(body) if problem is None and isinstance(body, dict) else None
-    if idempotency_key is not None and fingerprint is not None:
-        try:
-            async with rt.engine.connect() as conn:
-                replay = await find_replay(conn, auth.caller, idempotency_key, fingerprint)
-        except IdempotencyKeyReused:
-            await count_request(request, auth)
-            raise
-        if replay is not None:
-            await show_rate(request, auth)
-            return _answer(replay, rid, mode)
-
-    await count_request(request, auth)
-    if problem is not None:
-        raise problem
-    spec = validate_batch(
-        body,
-        catalog=settings.catalog,
-        max_items=settings.max_items,
-        allow_private_webhooks=settings.allow_private_webhooks,
-    )
-    created = await create_batch(
-        rt.engine,
+    created = await intake.accept(
+        runtime_of(request),
         auth.caller,
-        spec,
-        request_id=rid,
+        body,
+        invalid=problem,
         idempotency_key=idempotency_key,
-        fingerprint=fingerprint if idempotency_key is not None else None,
+        request_id=rid,
         source=mode,
+        count_request=lambda: count_request(request, auth),
+        show_rate=lambda: show_rate(request, auth),
         client_ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
-        webhook_max_attempts=settings.webhook_retries + 1,
     )
     if not created.replay:
-        rt.metrics.credits.labels("reserved").inc(created.required_credits)
         worker = getattr(request.app.state, "worker", None)
         if worker is not None:
             worker.wake()  # start the new batch now rather than after the idle sleep

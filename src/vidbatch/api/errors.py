@@ -13,9 +13,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidbatch import exceptions as e
+from vidbatch.services.health import UNREACHABLE_ERRORS, is_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,16 @@ def status_for(exc: e.VidbatchError) -> int:
     return 500
 
 
+def _unavailable(request: Request, code: str) -> JSONResponse:
+    return error_response(
+        request,
+        503,
+        code,
+        "temporarily unavailable, try again shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -116,13 +129,7 @@ def install(app: FastAPI) -> None:
             return error_response(request, 500, "INTERNAL_ERROR", "internal error")
         if status == 503:  # the cause stays in the log: it may name hosts
             log.error("service unavailable: %s", exc.message, extra={"action": "error"})
-            return error_response(
-                request,
-                503,
-                exc.code,
-                "temporarily unavailable, try again shortly",
-                headers={"Retry-After": "5"},
-            )
+            return _unavailable(request, exc.code)
         details = [d.as_dict() for d in getattr(exc, "details", [])]
         headers = None
         if isinstance(exc, e.RateLimited):
@@ -153,6 +160,18 @@ def install(app: FastAPI) -> None:
             str(exc.detail),
             headers=getattr(exc, "headers", None),
         )
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unreachable(exc):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable: %s", type(exc).__name__, extra={"action": "error"})
+        return _unavailable(request, e.DatabaseUnavailable.code)
+
+    # Registered by class (not only as Exception) so that KeyedRoute finds the handler too.
+    for cls in (DBAPIError, PoolTimeout, *UNREACHABLE_ERRORS):
+        if cls is e.DatabaseUnavailable:
+            continue  # a VidbatchError: STATUS_BY_ERROR
+        app.add_exception_handler(cls, _database_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

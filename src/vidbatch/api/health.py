@@ -6,10 +6,8 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import func, select
 
-from vidbatch.db.migrate import is_current
-from vidbatch.db.schema import video_tasks
+from vidbatch.services import health
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -24,7 +22,7 @@ async def healthz() -> dict[str, bool]:
 async def readyz(request: Request) -> JSONResponse:
     rt = request.app.state.runtime
     try:
-        current = await is_current(rt.engine)
+        current = await health.schema_is_current(rt.engine)
     except Exception as exc:  # any database failure means not ready
         return JSONResponse(
             {"ok": False, "database": "unreachable", "error": type(exc).__name__},
@@ -39,23 +37,8 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     rt = request.app.state.runtime
     try:
-        async with rt.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(video_tasks.c.status, func.count()).group_by(video_tasks.c.status)
-                )
-            ).all()
-        for status in (
-            "pending",
-            "queued",
-            "submitting",
-            "processing",
-            "succeeded",
-            "failed",
-            "cancelled",
-        ):
-            rt.metrics.tasks.labels(status).set(0)
-        for status, n in rows:
+        counts = await health.task_counts(rt.engine)
+        for status, n in counts.items():
             rt.metrics.tasks.labels(status).set(n)
     except Exception:  # metrics still answer when the database is down
         log.debug("task counts unavailable", exc_info=True)

@@ -215,7 +215,7 @@ async def cancel_batch(request: Request, auth: LimitedKey, batch_id: str) -> JSO
         rt.engine,
         batch_id,
         account_id=auth.account_id,
-        webhook_max_attempts=rt.settings.webhook_retries + 1,
+        webhook_max_attempts=rt.settings.webhook_max_attempts,
     )
     return JSONResponse(
         {

@@ -105,7 +105,7 @@ def batches_cancel(
     done = call(
         settings,
         lambda e: batch_svc.cancel_batch(
-            e, batch_id, account_id=None, webhook_max_attempts=settings.webhook_retries + 1
+            e, batch_id, account_id=None, webhook_max_attempts=settings.webhook_max_attempts
         ),
     )
     typer.echo(
@@ -133,7 +133,7 @@ def batches_retry_failed(
             include_moderation=include_moderation,
             catalog=settings.catalog,
             allow_private_webhooks=settings.allow_private_webhooks,
-            webhook_max_attempts=settings.webhook_retries + 1,
+            webhook_max_attempts=settings.webhook_max_attempts,
         ),
     )
     if as_json:
@@ -199,7 +199,7 @@ def webhooks_resend(
     out = call(
         settings,
         lambda e: svc.resend_webhook(
-            e, batch_id, event_type=event, max_attempts=settings.webhook_retries + 1
+            e, batch_id, event_type=event, max_attempts=settings.webhook_max_attempts
         ),
     )
     typer.echo(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.db.engine import is_sqlite, make_engine
@@ -12,6 +14,35 @@ from vidbatch.db.migrate import current_revision, head_revision, upgrade
 from vidbatch.exceptions import DatabaseUnavailable, SchemaNotCurrent
 
 log = logging.getLogger(__name__)
+
+
+#: Errors raised when the database cannot be reached at all (rather than refusing a
+#: statement): a refused or lost connection, a full pool, a timed-out connect.
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    ConnectionError,
+    socket.gaierror,
+    TimeoutError,
+)
+#: SQLSTATE prefixes with the same meaning: connection exceptions, insufficient resources,
+#: operator intervention (a shutdown), and a database that is not there (renamed, dropped).
+UNREACHABLE_SQLSTATES = ("08", "53", "57", "3D000")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database is down or out of reach, not that it refused
+    what was asked (a constraint, a bad value)."""
+    if isinstance(exc, UNREACHABLE_ERRORS):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return sqlstate.startswith(UNREACHABLE_SQLSTATES)
+    return False
 
 
 def describe_db_error(exc: BaseException) -> str:

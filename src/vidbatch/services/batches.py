@@ -210,15 +210,28 @@ async def create_batch(
     )
 
 
+def storable_id(value: str) -> bool:
+    """False for an id no row can have, which PostgreSQL would refuse to even compare
+    (NUL characters, text that is not valid Unicode)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def get_batch_row(conn: AsyncConnection, batch_id: str, account_id: str | None = None) -> Any:
-    """The batch row; another account's batch is NotFound exactly like a missing one."""
+    """The batch row; another account's batch is NotFound exactly like a missing one.
+
+    Database failures surface as they are (an outage is not a missing batch)."""
+    if not storable_id(batch_id):
+        raise NotFound(f"batch {batch_id} not found")
     query = select(batch_jobs).where(batch_jobs.c.id == batch_id)
     if account_id is not None:
         query = query.where(batch_jobs.c.user_id == account_id)
-    try:
-        row = (await conn.execute(query)).first()
-    except Exception:  # e.g. a malformed id on a typed column
-        row = None
+    row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"batch {batch_id} not found")
     return row

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vidbatch.db.portable import insert_on_conflict
 from vidbatch.db.schema import batch_jobs, video_tasks, webhook_deliveries
 from vidbatch.domain.states import PUBLIC_ITEM_STATUS
 
@@ -119,11 +119,7 @@ async def enqueue(
         "next_attempt_at": now,
         "created_at": now,
     }
-    insert = (
-        postgresql.insert(webhook_deliveries)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(webhook_deliveries)
-    )
+    insert = insert_on_conflict(conn, webhook_deliveries)
     result = await conn.execute(
         insert.values(**values).on_conflict_do_nothing(index_elements=["batch_id", "event_type"])
     )

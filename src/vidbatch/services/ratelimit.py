@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
+from vidbatch.db.portable import insert_on_conflict
 from vidbatch.db.schema import rate_limit_counters
 from vidbatch.services import accounts
 
@@ -59,8 +59,9 @@ def _state(allowed: bool, limit: int, count: int, now: datetime) -> RateState:
 
 
 def _upsert(conn: AsyncConnection, key_id: str, bucket: int, limit: int) -> Any:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(rate_limit_counters).values(key_id=key_id, minute_bucket=bucket, count=1)
+    stmt = insert_on_conflict(conn, rate_limit_counters).values(
+        key_id=key_id, minute_bucket=bucket, count=1
+    )
     return stmt.on_conflict_do_update(
         index_elements=[rate_limit_counters.c.key_id, rate_limit_counters.c.minute_bucket],
         set_={"count": rate_limit_counters.c.count + 1},

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vidbatch.db.portable import greatest
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.domain.states import TASK_LIVE
 from vidbatch.providers.base import RemoteResult
@@ -251,9 +252,7 @@ async def apply_result(
         )
         return Applied("failed", ok)
     values: dict[str, Any] = {
-        "progress": func.max(video_tasks.c.progress, result.progress)
-        if conn.dialect.name == "sqlite"
-        else func.greatest(video_tasks.c.progress, result.progress),
+        "progress": greatest(conn, video_tasks.c.progress, result.progress),
         "updated_at": now,
         **polled,
     }

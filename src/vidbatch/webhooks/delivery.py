@@ -2,23 +2,17 @@
 
 One call of :func:`deliver_due`:
 
-1. **claims** up to ``limit`` due events in one UPDATE (on PostgreSQL the candidates come
-   from a ``MATERIALIZED`` CTE with ``FOR UPDATE SKIP LOCKED``) that sets the lease and moves
-   ``next_attempt_at`` to the lease's end, so an event whose worker dies is due again then;
-   the claim is committed before any HTTP is sent;
+1. **claims** up to ``limit`` due events in one UPDATE (candidates from
+   :func:`vidbatch.db.queue.due_ids`) that sets the lease and moves ``next_attempt_at`` to
+   the lease's end, so an event whose worker dies is due again then; the claim is committed
+   before any HTTP is sent;
 2. **sends** them all at once over the process's aiohttp session, each bounded by
    ``ENTERPRISE_WEBHOOK_TIMEOUT_MS`` (name resolution, connection and answer together),
    redirects never followed: one slow receiver delays nobody else, and settlement never
    waits for a webhook (events are written by the transaction that settles, sent later);
-3. **records** each attempt in its own transaction, fenced on the lease (owner, and the
-   attempt count read at claim time): a worker whose lease was taken over writes nothing.
-   A 2xx marks the event delivered; anything else counts an attempt and schedules the next
-   one (:mod:`vidbatch.webhooks.retry`) or, at ``max_attempts``, marks it failed. The
-   batch's columns change in the same transaction: ``webhook_attempts`` counts every
-   attempt made for any of its events, ``webhook_last_sent_at`` is the latest attempt's
-   time, ``webhook_last_error`` the latest failure (``"<event>: <reason>"``, cleared once
-   every event is delivered), and ``webhook_status`` sums up its events (see
-   :func:`refresh_batch_status`).
+3. **records** each attempt in its own transaction with
+   :func:`vidbatch.services.deliveries.record` (fenced on the lease; the next attempt is
+   scheduled by :mod:`vidbatch.webhooks.retry`).
 
 Delivery is at least once: a worker that dies between a receiver's 2xx and the record sends
 that event again once its lease runs out. Receivers de-duplicate on ``webhook-id``.
@@ -48,18 +42,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import case, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from yarl import URL
 
 from vidbatch import __version__
 from vidbatch.clock import utcnow
+from vidbatch.db.queue import due_ids
 from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
 from vidbatch.domain.validation import non_public_address
 from vidbatch.runtime import Runtime
-from vidbatch.webhooks.retry import next_delay
+from vidbatch.services.deliveries import Outcome, record
+
+# Its old home, until every caller imports it from vidbatch.services.deliveries.
+from vidbatch.services.deliveries import refresh_batch_status as refresh_batch_status
 from vidbatch.webhooks.signing import encode_body, signature_headers
-from vidbatch.worker.claims import _due_ids
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +82,6 @@ class Due:
     secrets: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt came to."""
-
-    ok: bool
-    status: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-
-
 def lease_seconds(timeout_ms: int) -> float:
     """How long a claim is held: twice the attempt's timeout, plus a margin for the record."""
     return 2 * timeout_ms / 1000 + 30
@@ -104,7 +91,7 @@ async def claim(
     conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[Any]:
     """Take up to ``limit`` due events (oldest due first) under a lease."""
-    due = _due_ids(
+    due = due_ids(
         conn,
         select(wd.c.id)
         .where(wd.c.next_attempt_at <= now)
@@ -346,96 +333,3 @@ async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
         except aiohttp.ClientError as exc:
             return Outcome(ok=False, error=f"connection error: {type(exc).__name__}: {exc}"[:500])
     return last
-
-
-# --- recording ---------------------------------------------------------------------------
-
-
-async def record(
-    conn: AsyncConnection,
-    d: Due,
-    outcome: Outcome,
-    *,
-    owner: str,
-    now: datetime,
-    rng: random.Random,
-) -> str:
-    """Write one attempt's outcome, fenced on the lease; returns ``delivered``, ``retry``,
-    ``failed`` (no attempts left) or ``lost`` (the lease was taken: nothing written)."""
-    attempts = d.attempts + 1
-    values: dict[str, Any] = {
-        "attempts": attempts,
-        "last_status": outcome.status,
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
-    if outcome.ok:
-        result = "delivered"
-        values.update(delivered_at=now, next_attempt_at=None, last_error=None)
-    elif attempts >= d.max_attempts:
-        result = "failed"
-        values.update(failed_at=now, next_attempt_at=None, last_error=outcome.error)
-    else:
-        result = "retry"
-        delay = next_delay(attempts, rng, outcome.retry_after)
-        values.update(next_attempt_at=now + timedelta(seconds=delay), last_error=outcome.error)
-    written = await conn.execute(
-        update(wd)
-        .where(
-            wd.c.id == d.id,
-            wd.c.lease_owner == owner,
-            wd.c.attempts == d.attempts,
-            wd.c.delivered_at.is_(None),
-            wd.c.failed_at.is_(None),
-        )
-        .values(**values)
-    )
-    if written.rowcount != 1:
-        return "lost"
-    batch_values: dict[str, Any] = {
-        "webhook_attempts": batch_jobs.c.webhook_attempts + 1,
-        "webhook_last_sent_at": now,
-    }
-    if not outcome.ok:
-        batch_values["webhook_last_error"] = f"{d.event_type}: {outcome.error}"
-    # Taking the batch row's lock first: a concurrent record for another event of the
-    # same batch commits before the status below is read (read committed).
-    await conn.execute(
-        update(batch_jobs).where(batch_jobs.c.id == d.batch_id).values(**batch_values)
-    )
-    await refresh_batch_status(conn, d.batch_id)
-    return result
-
-
-async def refresh_batch_status(conn: AsyncConnection, batch_id: str) -> str:
-    """Set the batch's ``webhook_status`` from its events: ``retrying`` while one waits for
-    another attempt, ``pending`` while one waits for its first, else ``failed`` if one ran
-    out of attempts, else ``sent`` (every event delivered); ``none`` without events."""
-    row = (
-        await conn.execute(
-            select(
-                func.count(),
-                func.sum(
-                    case(((wd.c.next_attempt_at.is_not(None)) & (wd.c.attempts > 0), 1), else_=0)
-                ),
-                func.sum(case((wd.c.next_attempt_at.is_not(None), 1), else_=0)),
-                func.sum(case((wd.c.failed_at.is_not(None), 1), else_=0)),
-            ).where(wd.c.batch_id == batch_id)
-        )
-    ).one()
-    total, retrying, waiting, failed = (int(v or 0) for v in row)
-    if not total:
-        status = "none"
-    elif retrying:
-        status = "retrying"
-    elif waiting:
-        status = "pending"
-    elif failed:
-        status = "failed"
-    else:
-        status = "sent"
-    values: dict[str, Any] = {"webhook_status": status}
-    if status == "sent":
-        values["webhook_last_error"] = None
-    await conn.execute(update(batch_jobs).where(batch_jobs.c.id == batch_id).values(**values))
-    return status

@@ -1,10 +1,8 @@
 """Claims: who works on what, decided by one statement each.
 
 A claim moves rows and sets their lease (owner, expiry, a token bumped on every claim) in
-a single UPDATE whose candidate rows come from a ``MATERIALIZED`` CTE with ``FOR UPDATE
-SKIP LOCKED`` on PostgreSQL (so two workers never take the same task and the planner
-cannot claim more than the limit); on SQLite every transaction is ``BEGIN IMMEDIATE``,
-which serialises claimers. A claimed task's ``next_attempt_at`` is its lease expiry: if
+a single UPDATE whose candidate rows come from :func:`vidbatch.db.queue.due_ids` (so two
+workers never take the same task). A claimed task's ``next_attempt_at`` is its lease expiry: if
 the worker dies, the task is due again when the lease runs out.
 """
 
@@ -13,10 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vidbatch.db.queue import due_ids, serialise_claims
 from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.db.types import as_utc
 from vidbatch.domain.states import TASK_WAITING
 
 #: Failure reasons of tasks that may still be running at the provider.
@@ -24,14 +24,6 @@ MAY_STILL_RUN = ("timeout", "ambiguous_submit")
 
 #: Key of the PostgreSQL advisory lock that serialises claims under a fleet-wide cap.
 CAP_LOCK_KEY = 0x76696462  # "vidb"
-
-
-def _due_ids(conn: AsyncConnection, query: Any) -> Any:
-    query = query.with_for_update(skip_locked=True)
-    cte = query.cte("due")
-    if conn.dialect.name == "postgresql":
-        cte = cte.prefix_with("MATERIALIZED")
-    return select(cte.c.id)
 
 
 async def pick_batches(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
@@ -71,8 +63,7 @@ async def inflight_room(conn: AsyncConnection, cap: int, now: datetime) -> int:
 
     A task we gave up on (a time-out, or a submit whose outcome is unknown) may still run
     at the provider: it keeps its slot until its deadline, so the cap holds there too."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CAP_LOCK_KEY})
+    await serialise_claims(conn, CAP_LOCK_KEY)
     live = (
         await conn.execute(
             select(func.count())
@@ -103,7 +94,7 @@ async def claim_for_submit(
     limit: int,
 ) -> list[Any]:
     """Take up to ``limit`` due waiting tasks of a batch: pending → submitting."""
-    due = _due_ids(
+    due = due_ids(
         conn,
         select(video_tasks.c.id)
         .where(
@@ -135,7 +126,7 @@ async def claim_for_poll(
     conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[Any]:
     """Take up to ``limit`` processing tasks whose next check is due."""
-    due = _due_ids(
+    due = due_ids(
         conn,
         select(video_tasks.c.id)
         .where(video_tasks.c.status == "processing", video_tasks.c.next_attempt_at <= now)
@@ -160,7 +151,7 @@ async def claim_for_poll(
 async def expired_submissions(conn: AsyncConnection, *, now: datetime, limit: int) -> list[Any]:
     """``submitting`` tasks whose worker's lease ran out: the provider may or may not have
     the task. Claimed (token bumped) so only one worker applies the policy."""
-    due = _due_ids(
+    due = due_ids(
         conn,
         select(video_tasks.c.id)
         .where(video_tasks.c.status == "submitting", video_tasks.c.next_attempt_at <= now)
@@ -225,11 +216,7 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
             )
         )
     ).scalar_one()
-    if value is None or isinstance(value, datetime):
-        return value
-    from vidbatch.db.types import UTCDateTime
-
-    return UTCDateTime().process_result_value(value, conn.dialect)
+    return as_utc(value)
 
 
 async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: datetime) -> int:

@@ -14,6 +14,7 @@ from contextlib import suppress
 from vidbatch.clock import utcnow
 from vidbatch.db.notify import Listener
 from vidbatch.runtime import Runtime
+from vidbatch.webhooks.delivery import deliver_due
 from vidbatch.worker import claims
 from vidbatch.worker.round import RoundSummary, new_owner, run_once
 
@@ -76,8 +77,6 @@ class WorkerLoop:
             await self._sleep(delay)
 
     async def _deliver_loop(self) -> None:
-        from vidbatch.webhooks.delivery import deliver_due
-
         idle = self.rt.settings.worker_idle_seconds
         while not self._stopping:
             try:

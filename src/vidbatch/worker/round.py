@@ -32,6 +32,7 @@ from vidbatch.providers.base import TaskSpec
 from vidbatch.runtime import Runtime
 from vidbatch.services import settlement, tasks
 from vidbatch.services.tasks import Fence
+from vidbatch.webhooks.delivery import deliver_due
 from vidbatch.worker import claims
 from vidbatch.worker.tokens import callback_url
 
@@ -116,7 +117,7 @@ class Round:
         first, early, late = self.s.poll_schedule
         self.polls = PollSchedule(first, early, late)
         self.retries = RetryPolicy(max_attempts=self.s.submit_max_attempts)
-        self.webhook_attempts = self.s.webhook_retries + 1
+        self.webhook_attempts = self.s.webhook_max_attempts
         #: Batches already moved queued → processing in this round (one UPDATE each).
         self.started_batches: set[str] = set()
 
@@ -544,10 +545,6 @@ class Round:
             log.debug("could not touch batch", exc_info=True)
 
     async def deliver_webhooks(self) -> None:
-        try:
-            from vidbatch.webhooks.delivery import deliver_due
-        except ImportError:  # webhook delivery not available in this build
-            return
         sent, failed = await deliver_due(self.rt, owner=self.owner)
         self.summary.settle["webhook_sent"] += sent
         self.summary.settle["webhook_failed"] += failed
