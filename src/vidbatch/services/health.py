@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vidbatch.db.schema import TASK_STATUSES, video_tasks
 from vidbatch.db.migrate import is_current
+from vidbatch.db.schema import TASK_STATUSES, video_tasks
 from vidbatch.db.session import UNREACHABLE_ERRORS, is_unreachable
 
 #: How an outage looks to a caller (the API answers 503 for these).
