@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import server_secrets
 from vidbatch.db.session import open_database
+from vidbatch.domain.provider import Provider
 from vidbatch.metrics import Metrics
-from vidbatch.providers.base import Provider
 from vidbatch.providers.grsai import GrsAIClient
 from vidbatch.settings import Settings
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vidbatch.clock import utcnow
+from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.exceptions import (
     ProviderAmbiguous,
@@ -28,7 +29,6 @@ from vidbatch.exceptions import (
     ProviderRejected,
     ProviderTransient,
 )
-from vidbatch.providers.base import TaskSpec
 from vidbatch.runtime import Runtime
 from vidbatch.services import settlement, tasks
 from vidbatch.services.tasks import Fence
