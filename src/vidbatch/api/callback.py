@@ -51,7 +51,7 @@ async def provider_callback(
         raise ApiError(404, "NOT_FOUND", NOT_FOUND)
     raw = await request.body()
     try:
-        hint = rt.provider.parse_callback(raw)
+        hint = rt.provider_for(task.provider).parse_callback(raw)
     except CallbackInvalid as exc:
         metrics.labels("invalid").inc()
         raise ApiError(400, "INVALID_CALLBACK", exc.message) from None
@@ -91,7 +91,7 @@ async def provider_callback(
     result = hint
     if hint.is_final and rt.settings.confirm_callbacks:
         try:
-            result = await rt.provider.get_result(task.grsai_task_id)
+            result = await rt.provider_for(task.provider).get_result(task.grsai_task_id)
         except ProviderError as exc:
             # Cannot confirm now: poll it at once instead of trusting the body.
             async with rt.engine.begin() as conn:

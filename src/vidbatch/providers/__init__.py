@@ -1,2 +1,2 @@
-"""Video providers: the GrsAI client and the GrsAI simulator. The interface they implement
-is :mod:`vidbatch.domain.provider`."""
+"""Video providers: the GrsAI client, the registry of providers by name, and the GrsAI
+simulator. The interface they implement is :mod:`vidbatch.domain.provider`."""

@@ -295,7 +295,7 @@ class Round:
             return
         started = time.perf_counter()
         try:
-            remote_id = await self.rt.provider.create_task(self._spec(row))
+            remote_id = await self.rt.provider_for(row.provider).create_task(self._spec(row))
         except ProviderAmbiguous as exc:
             self.rt.metrics.submits.labels("ambiguous").inc()
             self.summary.dispatch["ambiguous"] += 1
@@ -419,7 +419,7 @@ class Round:
         fence = Fence(self.owner, row.lease_token)
         started = time.perf_counter()
         try:
-            result = await self.rt.provider.get_result(row.grsai_task_id)
+            result = await self.rt.provider_for(row.provider).get_result(row.grsai_task_id)
         except ProviderNotFound as exc:
             self.rt.metrics.polls.labels("not_found").inc()
             async with self.rt.engine.begin() as conn:
