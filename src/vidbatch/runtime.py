@@ -1,11 +1,12 @@
 """The process's long-lived parts, built once by an entry point from the settings:
-the database engine, the pooled outbound HTTP session, the provider client and the
+the database engine, the pooled outbound HTTP session, the providers by name and the
 callback-token key. Tests and the demo build their own and pass them in."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -15,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import server_secrets
 from vidbatch.db.session import open_database
+from vidbatch.domain.provider import DEFAULT_PROVIDER, Provider
+from vidbatch.exceptions import ConfigError, ProviderRejected
 from vidbatch.metrics import Metrics
-from vidbatch.providers.base import Provider
-from vidbatch.providers.grsai import GrsAIClient
+from vidbatch.providers.registry import PROVIDERS
 from vidbatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     http: aiohttp.ClientSession
-    provider: Provider
+    #: Every registered provider by name; a task's ``provider`` column picks one.
+    providers: Mapping[str, Provider]
     callback_key: bytes
     metrics: Metrics = field(default_factory=Metrics)
     owns_engine: bool = True
@@ -57,8 +60,18 @@ class Runtime:
         *,
         engine: AsyncEngine | None = None,
         provider: Provider | None = None,
+        providers: Mapping[str, Provider] | None = None,
         metrics: Metrics | None = None,
     ) -> Runtime:
+        """``provider`` replaces the default (GrsAI) provider, ``providers`` any by name;
+        the others are built from the registry."""
+        given = dict(providers or {})
+        if provider is not None:
+            given[DEFAULT_PROVIDER] = provider
+        unknown = {m.provider for m in settings.catalog.models.values()} - {*PROVIDERS, *given}
+        if unknown:
+            names = ", ".join(repr(n) for n in sorted(unknown))
+            raise ConfigError(f"VIDBATCH_MODEL_CATALOG: no provider registered as {names}")
         owns_engine = engine is None
         engine = engine or await open_database(settings.database_url)
         # A short keep-alive: a pooled connection the provider already closed would turn a
@@ -67,25 +80,28 @@ class Runtime:
             limit=max(100, settings.task_concurrency * 4), keepalive_timeout=10
         )
         http = aiohttp.ClientSession(connector=connector)
-        if provider is None:
-            provider = GrsAIClient(
-                http,
-                base_url=settings.grsai_host,
-                api_key=settings.grsai_api_key or "",
-                catalog=settings.catalog,
-                connect_timeout=settings.provider_connect_timeout,
-                read_timeout=settings.provider_read_timeout,
-            )
+        built = {
+            name: factory(settings, http)
+            for name, factory in PROVIDERS.items()
+            if name not in given
+        }
         secret = settings.callback_secret or await stored_secret(engine, CALLBACK_SECRET)
         return cls(
             settings=settings,
             engine=engine,
             http=http,
-            provider=provider,
+            providers={**built, **given},
             callback_key=secret.encode(),
             metrics=metrics or Metrics(),
             owns_engine=owns_engine,
         )
+
+    def provider_for(self, name: str) -> Provider:
+        """The provider a task names; one no longer registered refuses everything."""
+        found = self.providers.get(name)
+        if found is None:
+            raise ProviderRejected(f"no provider registered as {name!r}")
+        return found
 
     async def close(self) -> None:
         await self.http.close()

@@ -19,13 +19,14 @@ from aiohttp import web
 
 from tests.simulator_fixture import SimulatorHandle
 from vidbatch.domain.catalog import default_catalog, parse_catalog_overrides
+from vidbatch.domain.provider import RemoteResult, TaskSpec
 from vidbatch.exceptions import (
     ProviderAmbiguous,
     ProviderNotFound,
     ProviderRejected,
     ProviderTransient,
 )
-from vidbatch.providers import GrsAIClient, RemoteResult, TaskSpec
+from vidbatch.providers.grsai import GrsAIClient
 
 KEY = "sk-test-key"
 

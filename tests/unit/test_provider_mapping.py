@@ -10,16 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vidbatch.domain.catalog import default_catalog, parse_catalog_overrides
+from vidbatch.domain.provider import RemoteResult, TaskSpec
 from vidbatch.exceptions import CallbackInvalid
-from vidbatch.providers import (
+from vidbatch.providers.grsai import (
     GrsAIClient,
-    RemoteResult,
-    TaskSpec,
+    _clean_base_url,
     build_create_request,
     normalise_task,
     parse_callback_body,
+    provider_model_for,
 )
-from vidbatch.providers.grsai import _clean_base_url, provider_model_for
 
 CATALOG = default_catalog()
 

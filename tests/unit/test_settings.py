@@ -240,6 +240,29 @@ def test_catalog_reprices_and_adds_models(monkeypatch: pytest.MonkeyPatch) -> No
     assert set(default_catalog().names) < set(catalog.names)
 
 
+def test_catalog_models_name_their_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "VIDBATCH_MODEL_CATALOG",
+        json.dumps(
+            {
+                "clip-1": {
+                    "family": "veo",
+                    "provider_model": "clip-v1",
+                    "price_credits": 7,
+                    "provider": "clipworks",
+                }
+            }
+        ),
+    )
+    catalog = load_settings().catalog
+    assert {name: catalog.models[name].provider for name in catalog.names} == {
+        "clip-1": "clipworks",
+        "sora-2": "grsai",
+        "veo-flash": "grsai",
+        "veo-pro": "grsai",
+    }
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -252,6 +275,9 @@ def test_catalog_reprices_and_adds_models(monkeypatch: pytest.MonkeyPatch) -> No
         '{"sora-2": {"price_credits": 9.5}}',
         '{"x": {"family": "kling", "provider_model": "k", "price_credits": 1}}',
         '{"new-model": {"family": "veo", "price_credits": 1}}',
+        '{"sora-2": {"provider": ""}}',
+        '{"sora-2": {"provider": 7}}',
+        '{"sora-2": {"provider": "a-provider-name-longer-than-32-chars"}}',
     ],
 )
 def test_bad_catalog_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:

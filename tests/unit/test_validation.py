@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vidbatch.domain.catalog import default_catalog
+from vidbatch.domain.catalog import default_catalog, parse_catalog_overrides
 from vidbatch.domain.validation import (
     MAX_METADATA_BYTES,
     MAX_PROMPT,
@@ -105,6 +105,22 @@ def test_prices_follow_the_catalog() -> None:
     assert [i.cost_credits for i in spec.items] == [10, 50, 250]
     assert (spec.total_credits, spec.cost_per_video) == (310, None)
     assert one({"prompt": "a"}).cost_per_video == 10
+
+
+def test_items_carry_their_models_provider() -> None:
+    catalog = parse_catalog_overrides(
+        {"clip-1": {"family": "veo", "provider_model": "c", "price_credits": 7, "provider": "cw"}}
+    )
+    spec = validate_batch(
+        {"items": [{"prompt": "a", "model": "sora-2"}, {"prompt": "b", "model": "clip-1"}]},
+        catalog=catalog,
+        max_items=10,
+        allow_private_webhooks=False,
+    )
+    assert [(i.model, i.provider, i.cost_credits) for i in spec.items] == [
+        ("sora-2", "grsai", 10),
+        ("clip-1", "cw", 7),
+    ]
 
 
 # --- aspect ratio and duration -----------------------------------------------------------

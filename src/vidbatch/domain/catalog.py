@@ -1,5 +1,5 @@
-"""The model catalog: the public model names customers send, what they map to at the
-provider, what they cost, and which parameters they accept.
+"""The model catalog: the public model names customers send, which provider serves them and
+what they map to there, what they cost, and which parameters they accept.
 
 The operator can extend or re-price it with ``VIDBATCH_MODEL_CATALOG`` (a JSON object keyed
 by public name; see :func:`parse_catalog_overrides`).
@@ -12,14 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from vidbatch.domain.provider import DEFAULT_PROVIDER
 from vidbatch.exceptions import ConfigError
 
 Family = Literal["sora", "veo"]
+#: A provider name is stored with each task (``video_tasks.provider``, 32 characters).
+MAX_PROVIDER_NAME = 32
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One public model: its provider model, family, price and accepted parameters."""
+    """One public model: its provider and provider model, family, price and accepted
+    parameters."""
 
     name: str
     family: Family
@@ -32,6 +36,8 @@ class ModelSpec:
     duration_prices: Mapping[int, int] = field(default_factory=dict)
     #: Wall-clock limit for one generation before the task times out.
     max_wait_seconds: int = 1800
+    #: The registered provider (``vidbatch.providers.registry``) that serves this model.
+    provider: str = DEFAULT_PROVIDER
 
     def price_for(self, duration: int | None) -> int:
         """The credits one video of this model costs at ``duration``."""
@@ -89,6 +95,7 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
     ``{"sora-2": {"price_credits": 12}, "veo-flash-4k": {"family": "veo",
     "provider_model": "veo3.1-fast-4k", "price_credits": 90}}``. Known names are updated
     field by field; new names need ``family``, ``provider_model`` and ``price_credits``.
+    ``provider`` (default ``grsai``) has the model served by another registered provider.
     """
     models = {m.name: m for m in DEFAULT_MODELS}
     if raw in (None, "", {}):
@@ -107,6 +114,7 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
         "default_duration",
         "duration_prices",
         "max_wait_seconds",
+        "provider",
     }
     for name, fields in data.items():
         if not isinstance(fields, dict):
@@ -123,6 +131,13 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
             }
         if kwargs.get("family") not in (None, "sora", "veo"):
             raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
+        provider = kwargs.get("provider")
+        if provider is not None and (
+            not isinstance(provider, str) or not 0 < len(provider) <= MAX_PROVIDER_NAME
+        ):
+            raise ConfigError(
+                f"model {name!r}: provider must be a name of 1 to {MAX_PROVIDER_NAME} characters"
+            )
         price = kwargs.get("price_credits")
         if price is not None and (
             isinstance(price, bool) or not isinstance(price, int) or price < 0

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vidbatch.domain.catalog import Catalog
+from vidbatch.domain.provider import DEFAULT_PROVIDER
 from vidbatch.exceptions import FieldError, InvalidInput, TooManyItems
 
 MAX_PROMPT = 4000
@@ -47,6 +48,8 @@ class ItemSpec:
     meta: dict[str, Any] | None
     metadata: dict[str, Any] | None
     cost_credits: int
+    #: The provider that serves ``model`` (from the catalog).
+    provider: str = DEFAULT_PROVIDER
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ def _validate_item(
         meta=meta or None,
         metadata=metadata,
         cost_credits=spec.price_for(duration),
+        provider=spec.provider,
     )
 
 

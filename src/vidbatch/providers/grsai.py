@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from vidbatch.domain.catalog import Catalog
+from vidbatch.domain.provider import RemoteResult, TaskSpec
 from vidbatch.exceptions import (
     CallbackInvalid,
     ProviderAmbiguous,
@@ -43,7 +44,6 @@ from vidbatch.exceptions import (
     ProviderRejected,
     ProviderTransient,
 )
-from vidbatch.providers.base import RemoteResult, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _code_of(envelope: Mapping[str, Any]) -> int | None:
 
 
 class GrsAIClient:
-    """:class:`~vidbatch.providers.base.Provider` for GrsAI, over a caller-owned session."""
+    """:class:`~vidbatch.domain.provider.Provider` for GrsAI, over a caller-owned session."""
 
     name = "grsai"
 

@@ -144,6 +144,7 @@ async def create_batch(
                         "account_id": caller.account_id,
                         "batch_index": item.index,
                         "model": item.model,
+                        "provider": item.provider,
                         "prompt": item.prompt,
                         "reference_url": item.reference_url,
                         "aspect_ratio": item.aspect_ratio,

@@ -54,7 +54,7 @@ async def receive(rt: Runtime, task_id: str, token: str, body: bytes) -> Receive
         metrics.labels("unknown_task").inc()
         raise NotFound(NOT_FOUND)
     try:
-        hint = rt.provider.parse_callback(body)
+        hint = rt.provider_for(task.provider).parse_callback(body)
     except CallbackInvalid:
         metrics.labels("invalid").inc()
         raise
@@ -93,7 +93,7 @@ async def receive(rt: Runtime, task_id: str, token: str, body: bytes) -> Receive
     result = hint
     if hint.is_final and rt.settings.confirm_callbacks:
         try:
-            result = await rt.provider.get_result(task.grsai_task_id)
+            result = await rt.provider_for(task.provider).get_result(task.grsai_task_id)
         except ProviderError as exc:
             # Cannot confirm now: poll it at once instead of trusting the body.
             async with rt.engine.begin() as conn:

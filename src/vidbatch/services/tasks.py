@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.portable import greatest
 from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.domain.provider import RemoteResult
 from vidbatch.domain.states import TASK_LIVE
-from vidbatch.providers.base import RemoteResult
 from vidbatch.services import events
 
 MAX_TEXT = 2000

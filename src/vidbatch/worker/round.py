@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vidbatch.clock import utcnow
+from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.exceptions import (
     ProviderAmbiguous,
@@ -28,7 +29,6 @@ from vidbatch.exceptions import (
     ProviderRejected,
     ProviderTransient,
 )
-from vidbatch.providers.base import TaskSpec
 from vidbatch.runtime import Runtime
 from vidbatch.services import settlement, tasks
 from vidbatch.services.tasks import Fence
@@ -296,7 +296,7 @@ class Round:
             return
         started = time.perf_counter()
         try:
-            remote_id = await self.rt.provider.create_task(self._spec(row))
+            remote_id = await self.rt.provider_for(row.provider).create_task(self._spec(row))
         except ProviderAmbiguous as exc:
             self.rt.metrics.submits.labels("ambiguous").inc()
             self.summary.dispatch["ambiguous"] += 1
@@ -420,7 +420,7 @@ class Round:
         fence = Fence(self.owner, row.lease_token)
         started = time.perf_counter()
         try:
-            result = await self.rt.provider.get_result(row.grsai_task_id)
+            result = await self.rt.provider_for(row.provider).get_result(row.grsai_task_id)
         except ProviderNotFound as exc:
             self.rt.metrics.polls.labels("not_found").inc()
             async with self.rt.engine.begin() as conn:

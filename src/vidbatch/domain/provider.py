@@ -1,8 +1,9 @@
 """The provider-neutral interface the worker talks to.
 
 A provider turns a :class:`TaskSpec` into a remote task, reports on it as a
-:class:`RemoteResult`, and reads the callbacks it sends. Every failure leaves a provider as
-one of the :class:`vidbatch.exceptions.ProviderError` subclasses:
+:class:`RemoteResult`, and reads the callbacks it sends. Each task is served by the provider
+its model names in the catalog (:data:`DEFAULT_PROVIDER` unless it names another). Every
+failure leaves a provider as one of the :class:`vidbatch.exceptions.ProviderError` subclasses:
 
 * ``ProviderTransient`` - nothing happened upstream or it may work later (connection refused,
   429, 5xx, a poll that timed out); carries ``retry_after`` when the provider said so.
@@ -18,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+#: The provider of a model that names none, and of every task stored before there were several.
+DEFAULT_PROVIDER = "grsai"
 
 RemoteStatus = Literal["running", "succeeded", "failed"]
 
