@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from vidbatch.domain.callback_tokens import callback_token
 from vidbatch.embedded import bind
-from vidbatch.worker.tokens import callback_token
 
 pytestmark = pytest.mark.slow
 

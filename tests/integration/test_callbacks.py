@@ -10,8 +10,8 @@ import pytest
 
 from tests.helpers import assert_audit_clean, items, new_account, new_batch
 from tests.integration.worker_helpers import run_until_settled, task_rows
+from vidbatch.domain.callback_tokens import callback_token
 from vidbatch.worker.round import run_once
-from vidbatch.worker.tokens import callback_token
 
 KEY = b"test-callback-secret"
 

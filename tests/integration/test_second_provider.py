@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import assert_audit_clean, balance
 from tests.integration.worker_helpers import run_until_settled, task_rows
 from vidbatch.api.app import create_app
+from vidbatch.domain.callback_tokens import callback_token
 from vidbatch.domain.provider import RemoteResult, TaskSpec
 from vidbatch.exceptions import CallbackInvalid, ConfigError, ProviderNotFound
 from vidbatch.providers import registry
 from vidbatch.runtime import Runtime
 from vidbatch.services import accounts as account_svc
 from vidbatch.worker.round import run_once
-from vidbatch.worker.tokens import callback_token
 
 CATALOG = {
     "clip-1": {

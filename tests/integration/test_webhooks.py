@@ -25,13 +25,13 @@ from tests.integration.webhook_receiver import Receiver, free_port, running_rece
 from tests.integration.worker_helpers import batch_row, run_until_settled, runtime_with
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import webhook_deliveries
+from vidbatch.domain.webhook_retry import SCHEDULE
 from vidbatch.runtime import Runtime
 from vidbatch.services import accounts as account_svc
 from vidbatch.services.batches import Caller
 from vidbatch.services.deliveries import Outcome, record
 from vidbatch.webhooks import WebhookVerificationError, verify
 from vidbatch.webhooks.delivery import Due, claim, deliver_due
-from vidbatch.webhooks.retry import SCHEDULE
 from vidbatch.worker.round import run_once
 
 

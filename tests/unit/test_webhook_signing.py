@@ -13,10 +13,10 @@ from datetime import datetime
 
 import pytest
 
+from vidbatch.domain.webhook_retry import CAP, SCHEDULE, next_delay
 from vidbatch.services.accounts import new_webhook_secret
 from vidbatch.webhooks import WebhookVerificationError, verify
 from vidbatch.webhooks.delivery import refused_address
-from vidbatch.webhooks.retry import CAP, SCHEDULE, next_delay
 from vidbatch.webhooks.signing import encode_body, key_bytes, signature_headers
 
 RAW_KEY = bytes(range(32))

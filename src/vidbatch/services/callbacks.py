@@ -16,11 +16,11 @@ from sqlalchemy import case, select, update
 from vidbatch.clock import utcnow
 from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import video_tasks
+from vidbatch.domain.callback_tokens import token_ok
 from vidbatch.domain.states import TASK_TERMINAL
 from vidbatch.exceptions import CallbackInvalid, NotFound, ProviderError
-from vidbatch.runtime import Runtime
 from vidbatch.services import tasks
-from vidbatch.worker.tokens import token_ok
+from vidbatch.services.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Received:
     batch_done: bool = False
 
 
-async def receive(rt: Runtime, task_id: str, token: str, body: bytes) -> Received:
+async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Received:
     """Handle one callback. Raises :class:`NotFound` (bad token, unknown task) and
     :class:`CallbackInvalid` (an unreadable body, or one about another remote task)."""
     metrics = rt.metrics.callbacks

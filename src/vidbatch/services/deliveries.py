@@ -3,7 +3,7 @@
 One attempt's outcome is written in its own transaction, fenced on the lease (owner, and
 the attempt count read at claim time): a worker whose lease was taken over writes nothing.
 A 2xx marks the event delivered; anything else counts an attempt and schedules the next
-one (:mod:`vidbatch.webhooks.retry`) or, at ``max_attempts``, marks it failed. The batch's
+one (:mod:`vidbatch.domain.webhook_retry`) or, at ``max_attempts``, marks it failed. The batch's
 columns change in the same transaction: ``webhook_attempts`` counts every attempt made for
 any of its events, ``webhook_last_sent_at`` is the latest attempt's time,
 ``webhook_last_error`` the latest failure (``"<event>: <reason>"``, cleared once every
@@ -22,7 +22,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, webhook_deliveries
-from vidbatch.webhooks.retry import next_delay
+from vidbatch.domain.webhook_retry import next_delay
 
 wd = webhook_deliveries
 

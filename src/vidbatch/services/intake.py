@@ -13,8 +13,8 @@ from typing import Any
 
 from vidbatch.domain.validation import request_fingerprint, validate_batch
 from vidbatch.exceptions import IdempotencyKeyReused, InvalidInput
-from vidbatch.runtime import Runtime
 from vidbatch.services.batches import Caller, Created, create_batch, find_replay
+from vidbatch.services.context import Context
 
 #: Counts the request against the key's rate limit (raising RateLimited when it is spent),
 #: or only looks at the limit (for a replay, which is not counted).
@@ -22,7 +22,7 @@ Metering = Callable[[], Awaitable[object]]
 
 
 async def accept(
-    rt: Runtime,
+    rt: Context,
     caller: Caller,
     body: Any,
     *,

@@ -12,7 +12,7 @@ One call of :func:`deliver_due`:
    waits for a webhook (events are written by the transaction that settles, sent later);
 3. **records** each attempt in its own transaction with
    :func:`vidbatch.services.deliveries.record` (fenced on the lease; the next attempt is
-   scheduled by :mod:`vidbatch.webhooks.retry`).
+   scheduled by :mod:`vidbatch.domain.webhook_retry`).
 
 Delivery is at least once: a worker that dies between a receiver's 2xx and the record sends
 that event again once its lease runs out. Receivers de-duplicate on ``webhook-id``.

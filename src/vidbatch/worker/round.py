@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vidbatch.clock import utcnow
+from vidbatch.domain.callback_tokens import callback_url
 from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.exceptions import (
@@ -34,7 +35,6 @@ from vidbatch.services import settlement, tasks
 from vidbatch.services.tasks import Fence
 from vidbatch.webhooks.delivery import deliver_due
 from vidbatch.worker import claims
-from vidbatch.worker.tokens import callback_url
 
 log = logging.getLogger(__name__)
 
