@@ -15,11 +15,12 @@ from sqlalchemy import select
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled
-from vidbatch.api import dashboard
 from vidbatch.api.app import create_app
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import credit_ledger
 from vidbatch.services import accounts as account_svc
+from vidbatch.web import session
+from vidbatch.web.pages import batches as batch_pages
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -71,7 +72,7 @@ async def test_sign_in_refuses_a_wrong_token_and_sets_a_strict_cookie(
     )
     assert (right.status_code, right.headers["location"]) == (303, "/admin/accounts")
     cookie = right.headers["set-cookie"]
-    assert cookie.startswith(f"{dashboard.SESSION_COOKIE}=")
+    assert cookie.startswith(f"{session.SESSION_COOKIE}=")
     attributes = [a.strip().lower() for a in cookie.split(";")]
     assert "httponly" in attributes and "samesite=strict" in attributes
     assert "path=/admin" in attributes
@@ -96,13 +97,13 @@ async def test_sign_out_ends_the_session(client: httpx.AsyncClient) -> None:
 async def test_an_expired_forged_or_garbage_session_goes_back_to_sign_in(
     client: httpx.AsyncClient,
 ) -> None:
-    past = dashboard.new_session(
-        ADMIN_TOKEN, now=utcnow() - timedelta(seconds=dashboard.SESSION_SECONDS + 1)
+    past = session.new_session(
+        ADMIN_TOKEN, now=utcnow() - timedelta(seconds=session.SESSION_SECONDS + 1)
     )
-    other_token = dashboard.new_session("another-token", now=utcnow())
-    good = dashboard.new_session(ADMIN_TOKEN, now=utcnow())
+    other_token = session.new_session("another-token", now=utcnow())
+    good = session.new_session(ADMIN_TOKEN, now=utcnow())
     for value in ("garbage", past, other_token, good[:-2] + "xx", "1.2.3", ""):
-        client.cookies.set(dashboard.SESSION_COOKIE, value, path="/admin")
+        client.cookies.set(session.SESSION_COOKIE, value, path="/admin")
         page = await client.get("/admin/batches?status=queued")
         assert page.status_code == 303, value
         assert page.headers["location"] == (
@@ -113,7 +114,7 @@ async def test_an_expired_forged_or_garbage_session_goes_back_to_sign_in(
         live = await client.get("/admin/batches/x/progress")
         assert (live.status_code, live.json()) == (401, {"signed_in": False})
     client.cookies.clear()
-    client.cookies.set(dashboard.SESSION_COOKIE, good, path="/admin")
+    client.cookies.set(session.SESSION_COOKIE, good, path="/admin")
     assert (await client.get("/admin")).status_code == 200
 
 
@@ -210,10 +211,10 @@ async def test_pages_show_the_real_figures(
 
 async def test_tasks_are_paged_and_filtered(client: httpx.AsyncClient, runtime: Any) -> None:
     caller = await new_account(runtime.engine, credits=10_000)
-    created = await new_batch(runtime.engine, caller, items(dashboard.TASKS_PER_PAGE + 5))
+    created = await new_batch(runtime.engine, caller, items(batch_pages.TASKS_PER_PAGE + 5))
     await sign_in(client)
     first = await client.get(f"/admin/batches/{created.batch_id}")
-    assert first.text.count("<tr data-task=") == dashboard.TASKS_PER_PAGE
+    assert first.text.count("<tr data-task=") == batch_pages.TASKS_PER_PAGE
     assert "page 1 of 2" in text_of(first) and "Next tasks" in text_of(first)
     second = await client.get(f"/admin/batches/{created.batch_id}?page=2")
     assert second.text.count("<tr data-task=") == 5 and "Previous tasks" in text_of(second)

@@ -14,7 +14,7 @@ webhook secret are shown once, in the answer that creates them.
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
@@ -25,8 +25,8 @@ from vidbatch.api.app import runtime_of
 from vidbatch.api.errors import ApiError
 from vidbatch.api.schemas import ErrorResponse
 from vidbatch.api.v1 import decode_cursor, encode_cursor
-from vidbatch.services import accounts, batches
-from vidbatch.services import admin as svc
+from vidbatch.services import account_admin, accounts, batches, reads, resend, retry, views
+from vidbatch.timestamps import as_utc
 
 TAG = "admin"
 ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]{1,64}$")]
@@ -91,161 +91,44 @@ router = APIRouter(
 )
 
 
-# --- shapes ------------------------------------------------------------------------------
+# --- answers: the services' views with ``ok`` ----------------------------------------------
 
 
-class Figures(BaseModel):
-    reserved: int = Field(..., description="credits frozen at creation")
-    charged: int = Field(..., description="credits spent on succeeded items")
-    refunded: int = Field(..., description="credits returned (cancelled or failed items)")
-    net: int = Field(..., description="what the batch cost its account (= charged)")
+class Ok(BaseModel):
+    """``ok: true`` first in every answer: listed last among a model's bases, it comes first."""
 
-
-class AdminBatch(BaseModel):
-    """A batch with its own figures and those its ledger entries add up to."""
-
-    batch_id: str
-    account_id: str
-    key_id: str | None
-    request_id: str
-    source: str = Field(..., examples=["enterprise", "v1", "admin-retry"])
-    parent_batch_id: str | None
-    status: str
-    settlement_status: str
-    total_count: int
-    success_count: int
-    failed_count: int
-    cancelled_count: int
-    cost_per_video: int | None
-    reserved: int
-    charged: int
-    refunded: int
-    net: int = Field(..., description="= charged")
-    held: int = Field(..., description="still frozen for the batch (0 once settled)")
-    ledger: Figures = Field(..., description="the same figures from `credit_ledger`")
-    reconciled: bool = Field(..., description="the batch's figures equal the ledger's")
-    webhook_status: str
-    created_at: str | None
-    completed_at: str | None
-
-
-class AdminBatchPage(BaseModel):
     ok: Literal[True] = True
-    batches: list[AdminBatch]
+
+
+class AdminBatchPage(Ok):
+    batches: list[views.AdminBatch]
     next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
 
 
-class AdminBatchDetail(AdminBatch):
-    ok: Literal[True] = True
-    task_counts: dict[str, int] = Field(..., description="tasks by status")
-    failure_types: dict[str, int] = Field(..., description="failed tasks by failure_type")
-    child_batch_ids: list[str] = Field(..., description="batches retrying this one's items")
-    metadata: dict[str, Any] | None
-    webhook_url: str | None
-    webhook_attempts: int
-    webhook_last_error: str | None
-    webhook_last_sent_at: str | None
-    cancel_requested_at: str | None
-    settled_at: str | None
-    updated_at: str | None
+# Ok between the bases puts ``ok`` after the batch's fields and before the detail's, where
+# this answer has always had it (a docstring would show in the OpenAPI document).
+class AdminBatchDetail(views.BatchDetail, Ok, views.AdminBatch):
+    pass
 
 
-class AdminTask(BaseModel):
-    task_id: str
-    index: int
-    status: str
-    model: str | None
-    prompt: str
-    cost_credits: int
-    grsai_task_id: str | None
-    video_url: str | None
-    failure_type: str | None
-    failure_reason: str | None
-    error: str | None
-    last_error: str | None
-    attempts: int
-    poll_count: int
-    progress: int
-    metadata: dict[str, Any] | None
-    created_at: str | None
-    submitted_at: str | None
-    last_poll_at: str | None
-    completed_at: str | None
-
-
-class AdminTaskPage(BaseModel):
-    ok: Literal[True] = True
+class AdminTaskPage(Ok):
     batch_id: str
-    tasks: list[AdminTask]
+    tasks: list[views.AdminTask]
     total: int
     limit: int
     offset: int
 
 
-class LedgerEntry(BaseModel):
-    id: int
-    type: str
-    delta: int = Field(..., description="change to the account's balance")
-    frozen_delta: int = Field(..., description="change to the account's frozen credits")
-    balance_after: int
-    frozen_after: int
-    item_id: str | None
-    description: str | None
-    created_at: str | None
+class Billing(views.BatchBilling, Ok):
+    pass
 
 
-class BillingTotals(Figures):
-    entries: int
-    balance_delta: int = Field(..., description="Σ delta of the entries (= −charged)")
-    frozen_delta: int = Field(..., description="Σ frozen_delta (0 once settled)")
+class DeliveryList(views.BatchWebhooks, Ok):
+    pass
 
 
-class BatchFigures(Figures):
-    held: int
-
-
-class Billing(BaseModel):
-    ok: Literal[True] = True
-    batch_id: str
-    account_id: str
-    status: str
-    settlement_status: str
-    entries: list[LedgerEntry]
-    totals: BillingTotals
-    batch: BatchFigures = Field(..., description="the batch's own figures")
-    reconciled: bool
-
-
-class Delivery(BaseModel):
-    delivery_id: str
-    event_id: str = Field(..., description="sent as `webhook-id`")
-    batch_id: str
-    event_type: str
-    url: str
-    state: Literal["pending", "retrying", "delivered", "failed"]
-    attempts: int
-    max_attempts: int
-    last_status: int | None = Field(..., description="HTTP status of the last attempt")
-    last_error: str | None = Field(..., description="why the last attempt failed")
-    next_attempt_at: str | None
-    delivered_at: str | None
-    failed_at: str | None
-    created_at: str | None
-    payload: dict[str, Any] | None = Field(None, description="with `include_payload=true`")
-
-
-class DeliveryList(BaseModel):
-    ok: Literal[True] = True
-    batch_id: str
-    webhook_status: str
-    webhook_attempts: int
-    webhook_last_error: str | None
-    deliveries: list[Delivery]
-
-
-class Resent(BaseModel):
-    ok: Literal[True] = True
-    delivery: Delivery
+class Resent(Ok):
+    delivery: views.Delivery
 
 
 class ResendIn(BaseModel):
@@ -255,8 +138,7 @@ class ResendIn(BaseModel):
     )
 
 
-class Cancelled(BaseModel):
-    ok: Literal[True] = True
+class Cancelled(Ok):
     batch_id: str
     status: str
     cancelled_items: int
@@ -270,31 +152,12 @@ class RetryIn(BaseModel):
     )
 
 
-class Retried(BaseModel):
-    ok: Literal[True] = True
-    batch_id: str = Field(..., description="the new child batch")
-    parent_batch_id: str
-    total_count: int
-    required_credits: int = Field(..., description="frozen for the child batch")
-    available_credits: int
-    retried_indices: list[int] = Field(..., description="the parent's item indexes retried")
-    excluded_moderation: int = Field(..., description="failed items left out (moderation)")
-    idempotent_replay: bool = Field(..., description="true: this child existed already")
+class Retried(views.RetriedBatch, Ok):
+    pass
 
 
-class Account(BaseModel):
-    account_id: str
-    name: str
-    is_active: bool
-    balance_credits: int
-    frozen_credits: int
-    available_credits: int
-    created_at: str | None
-
-
-class AccountList(BaseModel):
-    ok: Literal[True] = True
-    accounts: list[Account]
+class AccountList(Ok):
+    accounts: list[views.Account]
 
 
 class AdjustIn(BaseModel):
@@ -306,46 +169,16 @@ class AdjustIn(BaseModel):
     )
 
 
-class AdjustEntry(BaseModel):
-    id: int
-    type: str
-    delta: int
-    balance_after: int
-    description: str | None
-    created_at: str | None
+class Adjusted(views.Adjustment, Ok):
+    pass
 
 
-class Adjusted(BaseModel):
-    ok: Literal[True] = True
-    entry: AdjustEntry
-    account: Account
+class KeyList(Ok):
+    keys: list[views.Key]
 
 
-class Key(BaseModel):
-    """An API key as shown after its creation: never the key, its hash or secrets."""
-
-    key_id: str
-    account_id: str
-    name: str
-    key_prefix: str = Field(..., description="the key's first characters")
-    is_active: bool
-    rate_limit_per_min: int
-    webhook_secret_rotation_ends_at: str | None = Field(
-        ..., description="until then webhooks are also signed with the previous secret"
-    )
-    created_at: str | None
-    revoked_at: str | None
-    last_seen_at: str | None
-
-
-class KeyList(BaseModel):
-    ok: Literal[True] = True
-    keys: list[Key]
-
-
-class KeyOut(BaseModel):
-    ok: Literal[True] = True
-    key: Key
+class KeyOut(Ok):
+    key: views.Key
 
 
 class NewKeyIn(BaseModel):
@@ -354,11 +187,8 @@ class NewKeyIn(BaseModel):
     rate_limit_per_min: int | None = Field(None, gt=0, description="default: the server's")
 
 
-class NewKeyOut(BaseModel):
-    ok: Literal[True] = True
-    key: Key
-    api_key: str = Field(..., description="shown once: store it now")
-    webhook_secret: str = Field(..., description="shown once: the webhooks' signing secret")
+class NewKeyOut(views.CreatedKey, Ok):
+    pass
 
 
 class RateLimitIn(BaseModel):
@@ -376,20 +206,11 @@ class RotateIn(BaseModel):
     )
 
 
-class Rotated(BaseModel):
-    ok: Literal[True] = True
-    key_id: str
-    webhook_secret: str = Field(..., description="shown once: the new signing secret")
-    previous_secret_valid_until: str | None
+class Rotated(views.RotatedSecret, Ok):
+    pass
 
 
 # --- batches -----------------------------------------------------------------------------
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @router.get(
@@ -413,18 +234,18 @@ async def list_batches(
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page")
     ] = None,
-) -> dict[str, Any]:
+) -> AdminBatchPage:
     async with runtime_of(request).engine.connect() as conn:
-        page, nxt = await svc.list_batches(
+        page, nxt = await reads.list_batches(
             conn,
             account_id=account_id,
             status=status,
-            created_from=_utc(created_from),
-            created_to=_utc(created_to),
+            created_from=as_utc(created_from) if created_from else None,
+            created_to=as_utc(created_to) if created_to else None,
             limit=limit,
             cursor=decode_cursor(cursor) if cursor else None,
         )
-    return {"ok": True, "batches": page, "next_cursor": encode_cursor(*nxt) if nxt else None}
+    return AdminBatchPage(batches=page, next_cursor=encode_cursor(*nxt) if nxt else None)
 
 
 @router.get(
@@ -432,9 +253,9 @@ async def list_batches(
     summary="One batch: figures, counts, webhook state",
     response_model=AdminBatchDetail,
 )
-async def get_batch(request: Request, batch_id: ID) -> dict[str, Any]:
+async def get_batch(request: Request, batch_id: ID) -> AdminBatchDetail:
     async with runtime_of(request).engine.connect() as conn:
-        return {"ok": True, **await svc.batch_detail(conn, batch_id)}
+        return AdminBatchDetail(**dict(await reads.batch_detail(conn, batch_id)))
 
 
 @router.get(
@@ -449,19 +270,12 @@ async def list_tasks(
     status: Annotated[TaskStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> dict[str, Any]:
+) -> AdminTaskPage:
     async with runtime_of(request).engine.connect() as conn:
-        tasks, total = await svc.list_tasks(
+        tasks, total = await reads.list_tasks(
             conn, batch_id, status=status, limit=limit, offset=offset
         )
-    return {
-        "ok": True,
-        "batch_id": batch_id,
-        "tasks": tasks,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return AdminTaskPage(batch_id=batch_id, tasks=tasks, total=total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -469,9 +283,9 @@ async def list_tasks(
     summary="A batch's ledger entries and totals",
     response_model=Billing,
 )
-async def get_billing(request: Request, batch_id: ID) -> dict[str, Any]:
+async def get_billing(request: Request, batch_id: ID) -> Billing:
     async with runtime_of(request).engine.connect() as conn:
-        return {"ok": True, **await svc.billing(conn, batch_id)}
+        return Billing(**dict(await reads.billing(conn, batch_id)))
 
 
 @router.get(
@@ -483,18 +297,10 @@ async def list_webhooks(
     request: Request,
     batch_id: ID,
     include_payload: Annotated[bool, Query(description="add each event's body")] = False,
-) -> dict[str, Any]:
+) -> DeliveryList:
     async with runtime_of(request).engine.connect() as conn:
-        rows = await svc.list_deliveries(conn, batch_id, limit=100, include_payload=include_payload)
-        batch = await batches.get_batch_row(conn, batch_id)
-    return {
-        "ok": True,
-        "batch_id": batch_id,
-        "webhook_status": batch.webhook_status,
-        "webhook_attempts": batch.webhook_attempts,
-        "webhook_last_error": batch.webhook_last_error,
-        "deliveries": rows,
-    }
+        hooks = await reads.batch_webhooks(conn, batch_id, include_payload=include_payload)
+    return DeliveryList(**dict(hooks))
 
 
 @router.post(
@@ -506,17 +312,15 @@ async def list_webhooks(
     response_model=Resent,
     responses=_errors(400, 409),
 )
-async def resend_webhook(
-    request: Request, batch_id: ID, body: ResendIn | None = None
-) -> dict[str, Any]:
+async def resend_webhook(request: Request, batch_id: ID, body: ResendIn | None = None) -> Resent:
     rt = runtime_of(request)
-    delivery = await svc.resend_webhook(
+    delivery = await resend.resend_webhook(
         rt.engine,
         batch_id,
         event_type=body.event_type if body else None,
         max_attempts=rt.settings.webhook_max_attempts,
     )
-    return {"ok": True, "delivery": delivery}
+    return Resent(delivery=delivery)
 
 
 @router.post(
@@ -527,18 +331,17 @@ async def resend_webhook(
     response_model=Cancelled,
     responses=_errors(400),
 )
-async def cancel_batch(request: Request, batch_id: ID) -> dict[str, Any]:
+async def cancel_batch(request: Request, batch_id: ID) -> Cancelled:
     rt = runtime_of(request)
     done = await batches.cancel_batch(
         rt.engine, batch_id, account_id=None, webhook_max_attempts=rt.settings.webhook_max_attempts
     )
-    return {
-        "ok": True,
-        "batch_id": done.batch_id,
-        "status": done.status,
-        "cancelled_items": done.cancelled_items,
-        "credits_refunded": done.credits_refunded,
-    }
+    return Cancelled(
+        batch_id=done.batch_id,
+        status=done.status,
+        cancelled_items=done.cancelled_items,
+        credits_refunded=done.credits_refunded,
+    )
 
 
 @router.post(
@@ -553,11 +356,9 @@ async def cancel_batch(request: Request, batch_id: ID) -> dict[str, Any]:
     response_model=Retried,
     responses=_errors(400, 402, 409),
 )
-async def retry_failed(
-    request: Request, batch_id: ID, body: RetryIn | None = None
-) -> dict[str, Any]:
+async def retry_failed(request: Request, batch_id: ID, body: RetryIn | None = None) -> Retried:
     rt = runtime_of(request)
-    return await svc.retry_failed(
+    retried = await retry.retry_failed(
         rt.engine,
         batch_id,
         include_moderation=bool(body and body.include_moderation),
@@ -565,15 +366,16 @@ async def retry_failed(
         allow_private_webhooks=rt.settings.allow_private_webhooks,
         webhook_max_attempts=rt.settings.webhook_max_attempts,
     )
+    return Retried(**dict(retried))
 
 
 # --- accounts and keys -------------------------------------------------------------------
 
 
 @router.get("/accounts", summary="Accounts with their credits", response_model=AccountList)
-async def list_accounts(request: Request) -> dict[str, Any]:
+async def list_accounts(request: Request) -> AccountList:
     async with runtime_of(request).engine.connect() as conn:
-        return {"ok": True, "accounts": await svc.list_accounts(conn)}
+        return AccountList(accounts=await reads.list_accounts(conn))
 
 
 @router.post(
@@ -584,14 +386,15 @@ async def list_accounts(request: Request) -> dict[str, Any]:
     response_model=Adjusted,
     responses=_errors(400, 402),
 )
-async def adjust_account(request: Request, account_id: ID, body: AdjustIn) -> dict[str, Any]:
-    return await svc.adjust(
+async def adjust_account(request: Request, account_id: ID, body: AdjustIn) -> Adjusted:
+    done = await account_admin.adjust(
         runtime_of(request).engine,
         account_id,
         body.credits,
         reason=body.reason,
         idempotency_key=body.idempotency_key,
     )
+    return Adjusted(**dict(done))
 
 
 @router.get(
@@ -599,9 +402,9 @@ async def adjust_account(request: Request, account_id: ID, body: AdjustIn) -> di
     summary="An account's API keys (never the keys)",
     response_model=KeyList,
 )
-async def list_keys(request: Request, account_id: ID) -> dict[str, Any]:
+async def list_keys(request: Request, account_id: ID) -> KeyList:
     async with runtime_of(request).engine.connect() as conn:
-        return {"ok": True, "keys": await svc.list_keys(conn, account_id)}
+        return KeyList(keys=await reads.list_keys(conn, account_id))
 
 
 @router.post(
@@ -611,30 +414,25 @@ async def list_keys(request: Request, account_id: ID) -> dict[str, Any]:
     response_model=NewKeyOut,
     responses=_errors(400),
 )
-async def create_key(
-    request: Request, account_id: ID, body: NewKeyIn | None = None
-) -> dict[str, Any]:
+async def create_key(request: Request, account_id: ID, body: NewKeyIn | None = None) -> NewKeyOut:
     rt = runtime_of(request)
     body = body or NewKeyIn()
-    new = await accounts.create_key(
+    new = await account_admin.create_key(
         rt.engine,
         account_id,
         name=body.name,
         rate_limit_per_min=body.rate_limit_per_min or rt.settings.default_rate_limit_per_min,
     )
-    async with rt.engine.connect() as conn:
-        key = await svc.get_key(conn, new.key_id)
-    return {"ok": True, "key": key, "api_key": new.api_key, "webhook_secret": new.webhook_secret}
+    return NewKeyOut(**dict(new))
 
 
-async def _set_key(request: Request, key_id: str, **change: Any) -> dict[str, Any]:
-    await accounts.set_key_state(runtime_of(request).engine, key_id, **change)
-    async with runtime_of(request).engine.connect() as conn:
-        return {"ok": True, "key": await svc.get_key(conn, key_id)}
+async def _set_key(request: Request, key_id: str, **change: Any) -> KeyOut:
+    key = await account_admin.set_key_state(runtime_of(request).engine, key_id, **change)
+    return KeyOut(key=key)
 
 
 @router.post("/keys/{key_id}/activate", summary="Activate an API key", response_model=KeyOut)
-async def activate_key(request: Request, key_id: ID) -> dict[str, Any]:
+async def activate_key(request: Request, key_id: ID) -> KeyOut:
     return await _set_key(request, key_id, active=True)
 
 
@@ -643,7 +441,7 @@ async def activate_key(request: Request, key_id: ID) -> dict[str, Any]:
     summary="Deactivate (revoke) an API key: its requests answer 403",
     response_model=KeyOut,
 )
-async def deactivate_key(request: Request, key_id: ID) -> dict[str, Any]:
+async def deactivate_key(request: Request, key_id: ID) -> KeyOut:
     return await _set_key(request, key_id, active=False)
 
 
@@ -653,7 +451,7 @@ async def deactivate_key(request: Request, key_id: ID) -> dict[str, Any]:
     response_model=KeyOut,
     responses=_errors(400),
 )
-async def set_rate_limit(request: Request, key_id: ID, body: RateLimitIn) -> dict[str, Any]:
+async def set_rate_limit(request: Request, key_id: ID, body: RateLimitIn) -> KeyOut:
     return await _set_key(request, key_id, rate_limit_per_min=body.rate_limit_per_min)
 
 
@@ -668,15 +466,9 @@ async def set_rate_limit(request: Request, key_id: ID, body: RateLimitIn) -> dic
 )
 async def rotate_webhook_secret(
     request: Request, key_id: ID, body: RotateIn | None = None
-) -> dict[str, Any]:
-    rt = runtime_of(request)
+) -> Rotated:
     overlap = body.overlap_seconds if body else RotateIn().overlap_seconds
-    secret = await accounts.rotate_webhook_secret(rt.engine, key_id, overlap_seconds=overlap)
-    async with rt.engine.connect() as conn:
-        key = await svc.get_key(conn, key_id)
-    return {
-        "ok": True,
-        "key_id": key_id,
-        "webhook_secret": secret,
-        "previous_secret_valid_until": key["webhook_secret_rotation_ends_at"],
-    }
+    rotated = await account_admin.rotate_webhook_secret(
+        runtime_of(request).engine, key_id, overlap_seconds=overlap
+    )
+    return Rotated(**dict(rotated))

@@ -4,8 +4,6 @@ them: cancel, retry failed items, resend a webhook. Same services as the admin A
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -13,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.cli.common import call, fail, positive, print_json, read, settings_from
 from vidbatch.db.schema import BATCH_STATUSES
-from vidbatch.services import admin as svc
 from vidbatch.services import batches as batch_svc
+from vidbatch.services import reads, resend, retry
+from vidbatch.services.views import AdminBatch, BatchDetail, Delivery
 
 batches_app = typer.Typer(
     help="List and inspect batches; cancel them; retry failed items.", no_args_is_help=True
@@ -41,13 +40,13 @@ def batches_list(
         fail(f"--status must be one of {', '.join(BATCH_STATUSES)} (got {status!r})")
     positive(limit, "--limit")
 
-    async def page(conn: AsyncConnection) -> list[dict[str, Any]]:
-        rows, _ = await svc.list_batches(conn, account_id=account, status=status, limit=limit)
+    async def page(conn: AsyncConnection) -> list[AdminBatch]:
+        rows, _ = await reads.list_batches(conn, account_id=account, status=status, limit=limit)
         return rows
 
     rows = read(settings, page)
     if as_json:
-        print_json(rows)
+        print_json([b.model_dump() for b in rows])
         return
     table = Table(
         "batch_id",
@@ -65,16 +64,16 @@ def batches_list(
         column.overflow = "fold"  # ids are for copying: wrap them, never cut them
     for b in rows:
         table.add_row(
-            b["batch_id"],
-            b["account_id"],
-            b["status"],
-            str(b["total_count"]),
-            f"{b['success_count']}/{b['failed_count']}",
-            str(b["reserved"]),
-            str(b["charged"]),
-            str(b["refunded"]),
-            "ok" if b["reconciled"] else "MISMATCH",
-            b["created_at"] or "-",
+            b.batch_id,
+            b.account_id,
+            b.status,
+            str(b.total_count),
+            f"{b.success_count}/{b.failed_count}",
+            str(b.reserved),
+            str(b.charged),
+            str(b.refunded),
+            "ok" if b.reconciled else "MISMATCH",
+            b.created_at or "-",
         )
     console.print(table)
 
@@ -88,11 +87,11 @@ def batches_show(
     """One batch: status, counts, credits (and the ledger's), webhook state."""
     settings = settings_from(ctx)
 
-    detail: dict[str, Any] = read(settings, lambda conn: svc.batch_detail(conn, batch_id))
+    detail: BatchDetail = read(settings, lambda conn: reads.batch_detail(conn, batch_id))
     if as_json:
-        print_json(detail)
+        print_json(detail.model_dump())
         return
-    for key, value in detail.items():
+    for key, value in detail.model_dump().items():
         console.print(f"{key:22} {value}", highlight=False, markup=False)
 
 
@@ -127,7 +126,7 @@ def batches_retry_failed(
     settings = settings_from(ctx)
     out = call(
         settings,
-        lambda e: svc.retry_failed(
+        lambda e: retry.retry_failed(
             e,
             batch_id,
             include_moderation=include_moderation,
@@ -137,18 +136,19 @@ def batches_retry_failed(
         ),
     )
     if as_json:
-        print_json(out)
+        # the same object as the admin API's answer
+        print_json({"ok": True, **out.model_dump()})
         return
-    again = " (it existed already)" if out["idempotent_replay"] else ""
+    again = " (it existed already)" if out.idempotent_replay else ""
     skipped = (
-        f"; {out['excluded_moderation']} moderation failure(s) left out"
-        if out["excluded_moderation"]
+        f"; {out.excluded_moderation} moderation failure(s) left out"
+        if out.excluded_moderation
         else ""
     )
     typer.echo(
-        f"batch {out['batch_id']} retries item(s) "
-        f"{', '.join(map(str, out['retried_indices']))} of {batch_id}{again}; "
-        f"{out['required_credits']} credits reserved{skipped}"
+        f"batch {out.batch_id} retries item(s) "
+        f"{', '.join(map(str, out.retried_indices))} of {batch_id}{again}; "
+        f"{out.required_credits} credits reserved{skipped}"
     )
 
 
@@ -165,9 +165,12 @@ def webhooks_list(
     settings = settings_from(ctx)
     positive(limit, "--limit")
 
-    rows = read(settings, lambda conn: svc.list_deliveries(conn, batch_id, limit=limit))
+    rows: list[Delivery] = read(
+        settings, lambda conn: reads.list_deliveries(conn, batch_id, limit=limit)
+    )
     if as_json:
-        print_json(rows)
+        # the events' bodies are not asked for here: leave the field out
+        print_json([d.model_dump(exclude={"payload"}) for d in rows])
         return
     table = Table(
         "batch_id", "event", "state", "attempts", "last status", "last error", "next attempt"
@@ -175,13 +178,13 @@ def webhooks_list(
     table.columns[0].overflow = "fold"
     for d in rows:
         table.add_row(
-            d["batch_id"],
-            d["event_type"],
-            d["state"],
-            f"{d['attempts']}/{d['max_attempts']}",
-            str(d["last_status"] or "-"),
-            d["last_error"] or "-",
-            d["next_attempt_at"] or "-",
+            d.batch_id,
+            d.event_type,
+            d.state,
+            f"{d.attempts}/{d.max_attempts}",
+            str(d.last_status or "-"),
+            d.last_error or "-",
+            d.next_attempt_at or "-",
         )
     console.print(table)
 
@@ -198,11 +201,11 @@ def webhooks_resend(
     settings = settings_from(ctx)
     out = call(
         settings,
-        lambda e: svc.resend_webhook(
+        lambda e: resend.resend_webhook(
             e, batch_id, event_type=event, max_attempts=settings.webhook_max_attempts
         ),
     )
     typer.echo(
-        f"{out['event_type']} of batch {batch_id} will be sent again "
-        f"(event {out['event_id']}, up to {out['max_attempts']} attempts)"
+        f"{out.event_type} of batch {batch_id} will be sent again "
+        f"(event {out.event_id}, up to {out.max_attempts} attempts)"
     )

@@ -1,0 +1,152 @@
+"""Retrying a settled batch's failed items as a new batch of the same account, priced and
+reserved anew; the parent's figures do not change."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.domain.catalog import Catalog
+from vidbatch.domain.validation import BatchSpec, request_fingerprint, validate_batch
+from vidbatch.exceptions import BatchNotSettled, NothingToRetry
+from vidbatch.services import batches
+from vidbatch.services.batches import Caller
+from vidbatch.services.views import RetriedBatch
+
+log = logging.getLogger(__name__)
+
+
+async def retry_failed(
+    engine: AsyncEngine,
+    batch_id: str,
+    *,
+    include_moderation: bool = False,
+    catalog: Catalog,
+    allow_private_webhooks: bool,
+    webhook_max_attempts: int,
+) -> RetriedBatch:
+    """Create a child batch of a settled batch's failed items, priced and reserved anew.
+
+    Items refused by moderation are left out unless ``include_moderation``: they would most
+    likely be refused again, and be paid for nothing. The child keeps each item's index in
+    the parent, its prompt, parameters and metadata, and the parent's webhook URL; the
+    parent's figures do not change. Asking twice returns the first child (no second charge).
+    Raises NotFound, BatchNotSettled, NothingToRetry, InsufficientCredits.
+    """
+    async with engine.connect() as conn:
+        parent = await batches.get_batch_row(conn, batch_id)
+        if parent.settled_at is None:
+            raise BatchNotSettled(
+                f"batch {batch_id} is still {parent.status}: retry its failed items once it "
+                "has settled"
+            )
+        failed = list(
+            (
+                await conn.execute(
+                    select(video_tasks)
+                    .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.status == "failed")
+                    .order_by(video_tasks.c.batch_index)
+                )
+            ).all()
+        )
+        # Items an earlier retry (the other variant) already took are not charged again.
+        retried = set(
+            (
+                await conn.execute(
+                    select(video_tasks.c.batch_index)
+                    .join(batch_jobs, batch_jobs.c.id == video_tasks.c.batch_job_id)
+                    .where(batch_jobs.c.parent_batch_id == batch_id)
+                )
+            ).scalars()
+        )
+        eligible = [t for t in failed if include_moderation or t.failure_type != "moderation"]
+        skipped = len(failed) - len(eligible)
+        caller = Caller(account_id=parent.user_id, key_id=parent.key_id)
+        variant = "all" if include_moderation else "no-moderation"
+        idempotency_key = f"admin-retry:{batch_id}:{variant}"
+        fingerprint = request_fingerprint({"retry_of": batch_id, "items": variant})
+        replay = await batches.find_replay(conn, caller, idempotency_key, fingerprint)
+    chosen = (
+        eligible if replay is not None else [t for t in eligible if t.batch_index not in retried]
+    )
+    if not chosen:
+        why = (
+            f" ({skipped} refused by moderation: pass include_moderation to retry them)"
+            if skipped
+            else ""
+        )
+        raise NothingToRetry(f"batch {batch_id} has no failed items to retry{why}")
+    indices = [t.batch_index for t in chosen]
+    if replay is None:
+        body: dict[str, Any] = {
+            "items": [
+                {
+                    k: v
+                    for k, v in {
+                        "prompt": t.prompt,
+                        "model": t.model,
+                        "aspect_ratio": t.aspect_ratio,
+                        "duration": t.duration,
+                        "reference_url": t.reference_url,
+                        "meta": t.meta,
+                        "metadata": t.metadata,
+                    }.items()
+                    if v is not None
+                }
+                for t in chosen
+            ],
+            "metadata": parent.metadata,
+        }
+        if parent.webhook_url:
+            body["webhook_url"] = parent.webhook_url
+        spec = validate_batch(
+            body,
+            catalog=catalog,
+            max_items=len(chosen),
+            allow_private_webhooks=allow_private_webhooks,
+        )
+        spec = BatchSpec(
+            items=[
+                replace(item, index=index) for item, index in zip(spec.items, indices, strict=True)
+            ],
+            webhook_url=spec.webhook_url,
+            metadata=spec.metadata,
+        )
+        created = await batches.create_batch(
+            engine,
+            caller,
+            spec,
+            request_id=f"retry-of-{batch_id}",
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            source="admin-retry",
+            parent_batch_id=batch_id,
+            webhook_max_attempts=webhook_max_attempts,
+        )
+    else:
+        created = replay
+    log.info(
+        "failed items retried",
+        extra={
+            "batch_id": created.batch_id,
+            "action": "retry",
+            "parent_batch_id": batch_id,
+            "items": len(indices),
+            "replay": created.replay,
+        },
+    )
+    return RetriedBatch(
+        batch_id=created.batch_id,
+        parent_batch_id=batch_id,
+        total_count=created.total_count,
+        required_credits=created.required_credits,
+        available_credits=created.available_credits,
+        retried_indices=indices,
+        excluded_moderation=skipped,
+        idempotent_replay=created.replay,
+    )
