@@ -53,7 +53,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from yarl import URL
 
 from vidbatch import __version__
-from vidbatch.clock import utcnow
 from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
 from vidbatch.domain.validation import non_public_address
 from vidbatch.runtime import Runtime
@@ -170,7 +169,7 @@ async def deliver_due(
 ) -> tuple[int, int]:
     """Send every due webhook (up to ``limit``); returns (delivered, failed attempts)."""
     settings = rt.settings
-    now = utcnow()
+    now = rt.clock.now()
     lease_until = now + timedelta(seconds=lease_seconds(settings.webhook_timeout_ms))
     async with rt.engine.begin() as conn:
         rows = await claim(conn, owner=owner, now=now, lease_until=lease_until, limit=limit)
@@ -199,7 +198,7 @@ async def deliver_due(
     for d, outcome in zip(due, outcomes, strict=True):
         try:
             async with rt.engine.begin() as conn:
-                result = await record(conn, d, outcome, owner=owner, now=utcnow(), rng=rng)
+                result = await record(conn, d, outcome, owner=owner, now=rt.clock.now(), rng=rng)
         except Exception:
             # The lease runs out and the event is tried again: at least once.
             log.exception(
