@@ -120,7 +120,7 @@ class Stack:
                     "3",
                     "--gen-time",
                     "0.6",
-                    "--hold",  # every task runs until released
+                    "--hold",  # tasks run until the test stops holding them
                 ],
                 env=self.env,
                 stdout=sim_log,
@@ -164,6 +164,12 @@ class Stack:
             text=True,
             timeout=60,
         )
+
+    def stop_holding(self) -> None:
+        """The simulator finishes the tasks it holds, and holds no new ones."""
+        sim = f"http://127.0.0.1:{self.sim_port}/_sim"
+        httpx.post(f"{sim}/config", json={"hold": False}, timeout=10).raise_for_status()
+        httpx.post(f"{sim}/release", timeout=10).raise_for_status()
 
     def curl(self, command: str, api_key: str) -> dict[str, Any]:
         env = {**self.env, "BASE_URL": self.base_url, "ENTERPRISE_API_KEY": api_key}
@@ -221,7 +227,7 @@ def test_seed_acceptance(db_url: str, tmp_path: Path, mode: str) -> None:
         assert all(r.grsai_task_id for r in rows)  # video_tasks.grsai_task_id is written
         assert all(r.status == "processing" for r in rows)  # status becomes processing
         assert batch(db_url, batch_id).frozen_credits == 60  # batch_jobs.frozen_credits set
-        stack.release_tasks()  # the provider may now finish them
+        stack.stop_holding()  # the provider may now finish them
 
         if mode == "webhook":
             # the provider calls back; the callback writes video_url and status
