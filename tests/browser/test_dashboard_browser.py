@@ -92,8 +92,8 @@ async def test_batch_progress_is_live_and_its_videos_play(
         # everything the live part shows from now on, on this same document
         await page.evaluate("""() => {
             window.sameDocument = true;
-            window.labels = [];
             const label = document.getElementById('progress-label');
+            window.labels = [label.textContent];  // it may already show them running
             new MutationObserver(() => window.labels.push(label.textContent))
                 .observe(label, {childList: true, characterData: true, subtree: true});
         }""")
