@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -31,6 +32,7 @@ async def new_batch(
     body: dict[str, Any] | list[dict[str, Any]],
     *,
     request_id: str | None = None,
+    now: datetime | None = None,
 ) -> Created:
     if isinstance(body, list):
         body = {"items": body}
@@ -46,6 +48,7 @@ async def new_batch(
         request_id=request_id or "req",
         idempotency_key=request_id,
         fingerprint=request_fingerprint(body) if request_id else None,
+        now=now,
     )
 
 

@@ -2,7 +2,8 @@
 
 ``simulator`` (session scope) starts it once with uvicorn on a free port in a background
 thread; ``sim`` (function scope) gives each test a clean one: no tasks, no stats, zero
-generation time and no faults.
+generation time and no faults. Its clock is real time plus what tests skipped with
+``sim.advance(seconds)``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,28 @@ from vidbatch.providers.simulator import SimulatorConfig, create_app
 TEST_DEFAULTS = SimulatorConfig(gen_time=0.0, seed=1234, callback_interval=0.05)
 
 
-class SimulatorHandle:
-    """A running simulator: its URL and synchronous access to its control API."""
+class SimClock:
+    """The simulator's clock in tests: real time plus what the tests skipped forward."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+
+class SimulatorHandle:
+    """A running simulator: its URL, its clock and synchronous access to its control API."""
+
+    def __init__(self, url: str, clock: SimClock | None = None) -> None:
         self.url = url
+        self.clock = clock or SimClock()
         self._http = httpx.Client(base_url=url, timeout=10)
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's time forward (generation times, result TTLs, late callbacks)
+        instead of waiting for it."""
+        self.clock.skipped += seconds
 
     def configure(self, **knobs: Any) -> dict[str, Any]:
         """Change some knobs (see SimulatorConfig); returns the whole config."""
@@ -44,6 +61,12 @@ class SimulatorHandle:
         """Knobs back to the test defaults, then reset."""
         self.configure(**TEST_DEFAULTS.model_dump())
         self.reset()
+
+    def release(self) -> int:
+        """Let the held tasks finish (see the ``hold`` knob and ``[sim:hold]``)."""
+        response = self._http.post("/_sim/release")
+        response.raise_for_status()
+        return int(response.json()["released"])
 
     def stats(self) -> dict[str, Any]:
         return dict(self._get("/_sim/stats"))
@@ -83,8 +106,9 @@ def simulator() -> Iterator[SimulatorHandle]:
     """One simulator for the whole test session, stopped at the end."""
     sock = _free_socket()
     port = sock.getsockname()[1]
+    clock = SimClock()
     config = uvicorn.Config(
-        create_app(TEST_DEFAULTS),
+        create_app(TEST_DEFAULTS, clock=clock),
         log_level="warning",
         timeout_graceful_shutdown=1,
         lifespan="on",
@@ -94,8 +118,8 @@ def simulator() -> Iterator[SimulatorHandle]:
         target=server.run, kwargs={"sockets": [sock]}, name="grsai-simulator", daemon=True
     )
     thread.start()
-    handle = SimulatorHandle(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 10
+    handle = SimulatorHandle(f"http://127.0.0.1:{port}", clock)
+    deadline = time.monotonic() + 60
     while True:
         try:
             handle.stats()

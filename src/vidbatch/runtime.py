@@ -13,7 +13,7 @@ import aiohttp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vidbatch.clock import utcnow
+from vidbatch.clock import Clock, SystemClock, utcnow
 from vidbatch.db.schema import server_secrets
 from vidbatch.db.session import open_database
 from vidbatch.domain.provider import DEFAULT_PROVIDER, Provider
@@ -52,6 +52,8 @@ class Runtime:
     callback_key: bytes
     metrics: Metrics = field(default_factory=Metrics)
     owns_engine: bool = True
+    #: Where the worker reads the time; tests put a FakeClock here.
+    clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
     async def open(

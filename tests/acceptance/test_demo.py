@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -43,10 +42,18 @@ def test_demo_names_a_busy_port() -> None:
 
 
 def test_demo_stops_on_ctrl_c() -> None:
-    slow = [*DEMO[:-1], "10"]  # generation takes 10 s: the demo is mid-way at 4 s
+    slow = [*DEMO[:-1], "60"]  # generation takes 60 s: the demo is mid-way when stopped
     proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # until both batches are posted and followed
+        seen.append(line)
+        if line.startswith("batch 2:"):
+            break
+    else:
+        raise AssertionError("".join(seen)[-2000:] + proc.stderr.read()[-2000:])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
+    out = "".join(seen) + out
     assert proc.returncode == 130, out[-1000:] + err[-1000:]
     assert "Traceback" not in err

@@ -45,7 +45,7 @@ GRSAI_KEY = "sk-acceptance-key"
 BASE_URL_VARS = ("NEXT_PUBLIC_SITE_URL", "SITE_URL", "NEXT_PUBLIC_APP_URL", "APP_URL")
 
 
-def wait_http(url: str, timeout: float = 20.0) -> None:
+def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -120,6 +120,7 @@ class Stack:
                     "3",
                     "--gen-time",
                     "0.6",
+                    "--hold",  # tasks run until the test stops holding them
                 ],
                 env=self.env,
                 stdout=sim_log,
@@ -164,6 +165,12 @@ class Stack:
             timeout=60,
         )
 
+    def stop_holding(self) -> None:
+        """The simulator finishes the tasks it holds, and holds no new ones."""
+        sim = f"http://127.0.0.1:{self.sim_port}/_sim"
+        httpx.post(f"{sim}/config", json={"hold": False}, timeout=10).raise_for_status()
+        httpx.post(f"{sim}/release", timeout=10).raise_for_status()
+
     def curl(self, command: str, api_key: str) -> dict[str, Any]:
         env = {**self.env, "BASE_URL": self.base_url, "ENTERPRISE_API_KEY": api_key}
         done = subprocess.run(
@@ -190,8 +197,9 @@ def tasks(db_url: str, batch_id: str) -> list[Any]:
     )
 
 
-def rounds_until_settled(stack: Stack, api_key: str, batch_id: str, limit: int = 60) -> None:
-    for _ in range(limit):
+def rounds_until_settled(stack: Stack, api_key: str, batch_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if batch(stack.db_url, batch_id).settled_at is not None:
             return
         stack.curl(TRIGGER_WORKER, api_key)
@@ -219,10 +227,11 @@ def test_seed_acceptance(db_url: str, tmp_path: Path, mode: str) -> None:
         assert all(r.grsai_task_id for r in rows)  # video_tasks.grsai_task_id is written
         assert all(r.status == "processing" for r in rows)  # status becomes processing
         assert batch(db_url, batch_id).frozen_credits == 60  # batch_jobs.frozen_credits set
+        stack.stop_holding()  # the provider may now finish them
 
         if mode == "webhook":
             # the provider calls back; the callback writes video_url and status
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 rows = tasks(db_url, batch_id)
                 if all(r.status == "succeeded" for r in rows):

@@ -81,9 +81,9 @@ def served(
 
     @asynccontextmanager
     async def serve(**overrides: Any) -> AsyncIterator[Served]:
-        settings = settings_factory(
-            **{"poll_intervals": "0.3,0.3,0.3", "worker_idle_seconds": 0.2, **overrides}
-        )
+        # Tasks the simulator holds are polled for as long as a slow machine needs.
+        defaults = {"poll_intervals": "0.3,0.3,0.3", "worker_idle_seconds": 0.2}
+        settings = settings_factory(**{**defaults, "max_poll_count": 100_000, **overrides})
         rt = await Runtime.open(settings, engine=engine)
         try:
             app = create_app(settings, runtime=rt, run_worker=True)

@@ -3,7 +3,6 @@ nothing they should not; a valid final callback is confirmed with the provider f
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -23,8 +22,9 @@ def url(task_id: str, token: str | None) -> str:
     return f"/api/video/callback?{q}"
 
 
-async def processing_task(runtime, sim, gen_time: float = 30.0):
-    sim.configure(gen_time=gen_time)
+async def processing_task(runtime, sim):
+    """A task running at the provider until ``sim.release()`` (its progress near 0)."""
+    sim.configure(hold=True, gen_time=3600.0)
     caller = await new_account(runtime.engine, credits=100)
     created = await new_batch(runtime.engine, caller, items(1))
     await run_once(runtime, deliver_webhooks=False)
@@ -90,7 +90,7 @@ async def test_callback_for_another_remote_task_is_refused(client, runtime, sim)
 async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(client, runtime, sim):
     """A valid-token callback claiming success while the provider says running: the task
     stays processing (the body is a hint, not the truth)."""
-    created, row = await processing_task(runtime, sim, gen_time=30.0)
+    created, row = await processing_task(runtime, sim)
     r = await client.post(
         url(row.id, callback_token(KEY, row.id)), content=final_body(row.grsai_task_id)
     )
@@ -100,8 +100,8 @@ async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(client
 
 
 async def test_final_callback_records_the_confirmed_result_once(client, runtime, sim):
-    created, row = await processing_task(runtime, sim, gen_time=0.3)
-    await asyncio.sleep(0.35)  # done at the provider; no poll has seen it yet
+    created, row = await processing_task(runtime, sim)
+    assert sim.release() == 1  # done at the provider; no poll has seen it yet
     target = url(row.id, callback_token(KEY, row.id))
     r1 = await client.post(target, content=final_body(row.grsai_task_id))
     assert r1.status_code == 200 and r1.json()["status"] == "succeeded"
@@ -122,7 +122,7 @@ async def test_final_callback_records_the_confirmed_result_once(client, runtime,
 
 
 async def test_progress_callbacks_only_move_progress_forward(client, runtime, sim):
-    created, row = await processing_task(runtime, sim, gen_time=30.0)
+    created, row = await processing_task(runtime, sim)
     target = url(row.id, callback_token(KEY, row.id))
     for p in (40, 20):  # out of order
         body = json.dumps({"id": row.grsai_task_id, "status": "running", "progress": p})

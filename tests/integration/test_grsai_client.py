@@ -60,7 +60,7 @@ def spec(prompt: str = "a lighthouse at dusk", model: str = "sora-2", **kw: Any)
 
 
 async def poll_until_final(
-    client: GrsAIClient, remote_id: str, timeout: float = 5.0
+    client: GrsAIClient, remote_id: str, timeout: float = 60.0
 ) -> list[RemoteResult]:
     seen = []
     deadline = time.monotonic() + timeout
@@ -71,6 +71,14 @@ async def poll_until_final(
             return seen
         await asyncio.sleep(0.05)
     raise AssertionError(f"task {remote_id} did not finish: {seen[-1]}")
+
+
+async def until(condition: Any, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` is true (the simulator works in its own thread)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:
@@ -160,12 +168,12 @@ async def test_result_url_is_served_then_expires(
     sim: SimulatorHandle,
     session: aiohttp.ClientSession,
 ) -> None:
-    sim.configure(result_ttl=0.3)
+    sim.configure(result_ttl=60)
     result = await client.get_result(await client.create_task(spec(model="veo-flash")))
     assert result.video_url is not None
     async with session.get(result.video_url) as response:
         assert response.status == 200
-    await asyncio.sleep(0.4)
+    sim.advance(61)
     async with session.get(result.video_url) as response:
         assert response.status == 404
 
@@ -348,7 +356,7 @@ async def test_create_that_never_answers_is_ambiguous_and_the_task_exists(
     started = time.monotonic()
     with pytest.raises(ProviderAmbiguous):
         await client.create_task(spec(prompt="left hanging"))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 60  # the simulator would hold it for 300 s
     stats = sim.stats()
     assert stats["tasks_created"] == 1
     assert stats["ambiguous_creates"] == 1
@@ -469,9 +477,9 @@ async def test_concurrency_cap_answers_429_and_counts_overshoots(
 
 
 async def test_cap_frees_up_when_tasks_finish(client: GrsAIClient, sim: SimulatorHandle) -> None:
-    sim.configure(max_running=1, gen_time=0.2)
+    sim.configure(max_running=1, gen_time=10)
     await client.create_task(spec())
-    await asyncio.sleep(0.3)
+    sim.advance(10)
     await client.create_task(spec())
     assert sim.stats()["cap_overshoots"] == 0
 
@@ -513,26 +521,43 @@ async def test_reject_marker(client: GrsAIClient, sim: SimulatorHandle) -> None:
 
 
 async def test_slow_and_hang_markers(client: GrsAIClient, sim: SimulatorHandle) -> None:
-    sim.configure(gen_time=0.1)
+    sim.configure(gen_time=10)  # the slow one takes 100 s
     normal = await client.create_task(spec("plain"))
     slow = await client.create_task(spec("[sim:slow] plain"))
     hang = await client.create_task(spec("[sim:hang] plain"))
-    await asyncio.sleep(0.25)
+    sim.advance(10)
     assert (await client.get_result(normal)).status == "succeeded"
     assert (await client.get_result(slow)).status == "running"
     assert (await client.get_result(hang)).status == "running"
-    await asyncio.sleep(0.9)
+    sim.advance(90)
     assert (await client.get_result(slow)).status == "succeeded"
     assert (await client.get_result(hang)).status == "running"
+
+
+async def test_held_tasks_run_until_released(client: GrsAIClient, sim: SimulatorHandle) -> None:
+    held = await client.create_task(spec("[sim:hold] plain"))
+    free = await client.create_task(spec("plain"))
+    sim.configure(hold=True)
+    also_held = await client.create_task(spec("plain"))
+    sim.advance(3600)  # time alone does not end them
+    assert (await client.get_result(free)).status == "succeeded"
+    assert (await client.get_result(held)).status == "running"
+    assert (await client.get_result(also_held)).status == "running"
+    assert sim.stats()["running_now"] == 2
+    assert sim.release() == 2
+    assert (await client.get_result(held)).status == "succeeded"
+    assert (await client.get_result(also_held)).status == "succeeded"
+    assert sim.release() == 0
 
 
 async def test_random_moderation_rate_fails_tasks_after_generation(
     client: GrsAIClient,
     sim: SimulatorHandle,
 ) -> None:
-    sim.configure(output_moderation_rate=1.0, gen_time=0.2)
+    sim.configure(output_moderation_rate=1.0, gen_time=10)
     remote_id = await client.create_task(spec())
     assert (await client.get_result(remote_id)).status == "running"
+    sim.advance(10)
     results = await poll_until_final(client, remote_id)
     assert results[-1].failure_type == "moderation"
 
@@ -548,7 +573,7 @@ class Receiver:
     bodies: list[bytes] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[bytes]:
+    async def wait_for(self, count: int, timeout: float = 60.0) -> list[bytes]:
         deadline = time.monotonic() + timeout
         while len(self.bodies) < count:
             if time.monotonic() > deadline:
@@ -583,12 +608,14 @@ async def test_callbacks_report_progress_then_the_final_result(
     sim: SimulatorHandle,
     receiver: Receiver,
 ) -> None:
-    sim.configure(gen_time=0.4, callback_interval=0.05)
+    sim.configure(gen_time=0.4, callback_interval=0.05, hold=True)
     callback_url = f"{receiver.url}?task_id=task-7"
     remote_id = await client.create_task(spec(model="veo-pro", callback_url=callback_url))
     assert sim.requests()[0]["body"]["webHook"] == callback_url
 
-    deadline = time.monotonic() + 5
+    await receiver.wait_for(2)  # progress, while the task is held
+    assert sim.release() == 1
+    deadline = time.monotonic() + 60
     while not receiver.bodies or not client.parse_callback(receiver.bodies[-1]).is_final:
         assert time.monotonic() < deadline, "no final callback"
         await asyncio.sleep(0.02)
@@ -633,7 +660,7 @@ async def test_lost_callbacks_leave_polling_as_the_truth(
 ) -> None:
     sim.configure(callback_loss_rate=1.0)
     remote_id = await client.create_task(spec(callback_url=receiver.url))
-    await asyncio.sleep(0.3)
+    await until(lambda: sim.stats()["callbacks_lost"] == 1)
     assert receiver.bodies == []
     assert sim.stats()["callbacks_lost"] == 1
     assert (await client.get_result(remote_id)).status == "succeeded"
@@ -659,8 +686,10 @@ async def test_reordered_progress_callbacks_arrive_after_the_final(
     sim: SimulatorHandle,
     receiver: Receiver,
 ) -> None:
-    sim.configure(gen_time=0.2, callback_interval=0.05, callback_reorder_rate=1.0)
+    sim.configure(callback_interval=0.05, callback_reorder_rate=1.0, hold=True)
     await client.create_task(spec(callback_url=receiver.url))
+    await until(lambda: sim.stats()["callbacks_reordered"] >= 1)  # held back while running
+    assert sim.release() == 1
     await receiver.wait_for(2)
     await asyncio.sleep(0.1)
     statuses = [json.loads(b)["status"] for b in receiver.bodies]
@@ -673,10 +702,11 @@ async def test_delayed_callbacks_arrive_late(
     sim: SimulatorHandle,
     receiver: Receiver,
 ) -> None:
-    sim.configure(callback_delay_rate=1.0, callback_delay=0.3)
+    sim.configure(callback_delay_rate=1.0, callback_delay=3600)
     await client.create_task(spec(callback_url=receiver.url))
-    await asyncio.sleep(0.15)
+    await until(lambda: sim.stats()["callbacks_delayed"] == 1)
     assert receiver.bodies == []
+    sim.advance(3600)
     await receiver.wait_for(1)
 
 
@@ -731,7 +761,7 @@ async def test_simulator_command_serves_with_options_from_the_environment(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             try:
                 async with session.get(url + "/_sim/health") as response:

@@ -3,7 +3,6 @@ stale workers, fairness and the fleet-wide cap. Every path ends settled and audi
 
 from __future__ import annotations
 
-import asyncio
 import random
 from datetime import timedelta
 
@@ -11,7 +10,7 @@ from sqlalchemy import update
 
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled, runtime_with, task_rows
-from vidbatch.clock import utcnow
+from vidbatch.clock import FakeClock, utcnow
 from vidbatch.db.schema import video_tasks
 from vidbatch.runtime import Runtime
 from vidbatch.worker import claims
@@ -149,11 +148,12 @@ async def test_task_that_never_finishes_times_out_and_is_refunded(settings_facto
 
 
 async def test_wall_clock_deadline_times_out(settings_factory, engine, sim):
-    async with runtime_with(settings_factory, engine, max_wait_seconds=1) as rt:
+    clock = FakeClock()
+    async with runtime_with(settings_factory, engine, clock=clock, max_wait_seconds=1) as rt:
         caller = await new_account(engine, credits=100)
-        created = await new_batch(engine, caller, [{"prompt": "stuck [sim:hang]"}])
+        created = await new_batch(engine, caller, [{"prompt": "stuck [sim:hang]"}], now=clock.now())
         await run_once(rt, deliver_webhooks=False)
-        await asyncio.sleep(1.1)
+        clock.advance(1.1)
         await run_until_settled(rt)
         (row,) = await task_rows(engine, created.batch_id)
         assert (row.status, row.failure_type) == ("failed", "timeout")
@@ -161,19 +161,20 @@ async def test_wall_clock_deadline_times_out(settings_factory, engine, sim):
 
 
 async def test_transient_poll_errors_neither_fail_nor_count(runtime, sim):
+    runtime.clock = clock = FakeClock()
     caller = await new_account(runtime.engine, credits=100)
-    created = await new_batch(runtime.engine, caller, items(2))
-    sim.configure(gen_time=5.0)
+    created = await new_batch(runtime.engine, caller, items(2), now=clock.now())
+    sim.configure(hold=True)  # running upstream until released
     await run_once(runtime, deliver_webhooks=False)
     before = {r.id: r.poll_count for r in await task_rows(runtime.engine, created.batch_id)}
     sim.configure(result_500_rate=1.0)
-    await asyncio.sleep(0.05)
+    clock.advance(0.05)  # the next polls are due
     summary = await run_once(runtime, deliver_webhooks=False)
     assert summary.poll["transientErrors"] >= 2  # each task at least once
     rows = await task_rows(runtime.engine, created.batch_id)
     assert all(r.status == "processing" and r.poll_count == before[r.id] for r in rows)
     assert all(r.last_error for r in rows)
-    sim.configure(result_500_rate=0.0, gen_time=0.0)
+    sim.configure(result_500_rate=0.0, hold=False)
     sim.reset()  # the tasks vanish upstream: the provider then says "not found"
     await run_until_settled(runtime)
     rows = await task_rows(runtime.engine, created.batch_id)
@@ -296,32 +297,39 @@ async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(
 ):
     """We stop waiting for a task before the provider stops running it: under a cap, its
     slot stays taken until its deadline, so the provider never sees one task too many."""
+    clock = FakeClock()
     async with runtime_with(
         settings_factory,
         engine,
+        clock=clock,
         provider_max_inflight=1,
         max_poll_count=2,
         max_wait_seconds=2,
         poll_intervals="0.2,0.2,0.2",
     ) as rt:
-        sim.configure(max_running=1, gen_time=0.1)  # the slow one runs 1 s upstream
+        sim.configure(max_running=1)  # the held one runs upstream until released
         caller = await new_account(engine, credits=100)
         created = await new_batch(
-            engine, caller, [{"prompt": "long [sim:slow]"}, {"prompt": "next"}]
+            engine,
+            caller,
+            [{"prompt": "long [sim:hold]"}, {"prompt": "next"}],
+            now=clock.now(),
         )
-        for _ in range(40):  # the first task times out after two polls (0.4 s)
+        for _ in range(10):  # the first task times out after two polls (0.4 s)
             await run_once(rt, deliver_webhooks=False)
             rows = await task_rows(engine, created.batch_id)
             if rows[0].status == "failed":
                 break
-            await asyncio.sleep(0.05)
+            clock.advance(0.2)
         assert (rows[0].status, rows[0].failure_type) == ("failed", "timeout")
-        for _ in range(3):  # within the second the provider still runs the first task
+        for _ in range(3):  # before its deadline the provider may still run the first task
             await run_once(rt, deliver_webhooks=False)
+            clock.advance(0.2)
         rows = await task_rows(engine, created.batch_id)
         assert rows[1].status == "pending"  # held back
         assert sim.stats()["cap_overshoots"] == 0
-        await asyncio.sleep(2.0)  # past the first task's deadline
+        sim.release()  # the provider finishes it, by its deadline at the latest
+        clock.advance(2.0)  # past the first task's deadline
         await run_until_settled(rt)
         assert (await task_rows(engine, created.batch_id))[1].status == "succeeded"
         assert sim.stats()["cap_overshoots"] == 0

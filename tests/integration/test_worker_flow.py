@@ -97,7 +97,8 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
             r["body"]["webHook"].startswith(f"http://127.0.0.1:{port}/api/video/callback")
             for r in creates
         )
-        for _ in range(200):
+        deadline = asyncio.get_running_loop().time() + 60
+        while asyncio.get_running_loop().time() < deadline:
             rows = await task_rows(engine, created.batch_id)
             if all(r.status == "succeeded" for r in rows):
                 break

@@ -80,10 +80,18 @@ async def test_workers_share_one_large_batch(pg_url, sim, tmp_path, n_workers):
     procs: list[subprocess.Popen[bytes]] = []
     try:
         sim.configure(gen_time=0.05)
-        caller = await new_account(engine, credits=10_000)
-        created = await new_batch(engine, caller, items(240))
         env = worker_env(pg_url, sim)
         procs = [start_worker(env, tmp_path / f"w{i}.log") for i in range(n_workers)]
+
+        async def all_started() -> bool:
+            logs = [(tmp_path / f"w{i}.log").read_text() for i in range(n_workers)]
+            return all("worker started" in text for text in logs)
+
+        # Every worker is up before there is work: a slow start must not leave one
+        # without a share.
+        await wait_until(all_started)
+        caller = await new_account(engine, credits=10_000)
+        created = await new_batch(engine, caller, items(240))
 
         async def settled() -> bool:
             return await unsettled(engine) == 0
@@ -130,7 +138,7 @@ async def test_killed_worker_is_taken_over_after_its_lease(pg_url, sim, tmp_path
             rows = await task_rows(engine, created.batch_id)
             return sum(r.status == "submitting" for r in rows) >= 4
 
-        await wait_until(some_submitting, timeout=30)
+        await wait_until(some_submitting)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         stuck = {

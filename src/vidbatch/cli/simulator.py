@@ -53,6 +53,7 @@ def simulator(
     retry_after: int = _option("retry_after"),
     outage: bool = _option("outage"),
     max_running: int | None = _option("max_running"),
+    hold: bool = _option("hold"),
     create_hang_rate: float = _option("create_hang_rate"),
     result_hang_rate: float = _option("result_hang_rate"),
     hang_max: float = _option("hang_max"),

@@ -223,6 +223,7 @@ async def release(
     batch_id: str,
     key: str,
     description: str | None = None,
+    now: datetime | None = None,
 ) -> Posting:
     """Unfreeze ``amount`` reserved for a batch: credits not used (a refund)."""
     if amount < 0:
@@ -236,6 +237,7 @@ async def release(
         key=key,
         batch_id=batch_id,
         description=description or f"refund for batch {batch_id}",
+        now=now,
     )
 
 
@@ -246,6 +248,7 @@ async def charge(
     *,
     batch_id: str,
     key: str,
+    now: datetime | None = None,
 ) -> Posting:
     """Spend ``amount`` of the credits reserved for a batch."""
     if amount < 0:
@@ -259,6 +262,7 @@ async def charge(
         key=key,
         batch_id=batch_id,
         description=f"charge for batch {batch_id}",
+        now=now,
     )
 
 

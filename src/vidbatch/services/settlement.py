@@ -100,7 +100,12 @@ async def settle_batch(
         return None
     if figures.charged:
         await ledger.charge(
-            conn, batch.user_id, figures.charged, batch_id=batch_id, key=f"settle:{batch_id}"
+            conn,
+            batch.user_id,
+            figures.charged,
+            batch_id=batch_id,
+            key=f"settle:{batch_id}",
+            now=now,
         )
     if figures.refund_now:
         await ledger.release(
@@ -110,6 +115,7 @@ async def settle_batch(
             batch_id=batch_id,
             key=f"refund:{batch_id}",
             description=f"refund of unused credits, batch {batch_id}",
+            now=now,
         )
     sent: list[str] = []
     event = "batch.failed" if status == "failed" else "batch.completed"

@@ -47,15 +47,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from yarl import URL
 
 from vidbatch import __version__
-from vidbatch.clock import utcnow
 from vidbatch.db.queue import due_ids
 from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
 from vidbatch.domain.validation import non_public_address
 from vidbatch.runtime import Runtime
 from vidbatch.services.deliveries import Outcome, record
-
-# Its old home, until every caller imports it from vidbatch.services.deliveries.
-from vidbatch.services.deliveries import refresh_batch_status as refresh_batch_status
 from vidbatch.webhooks.signing import encode_body, signature_headers
 
 log = logging.getLogger(__name__)
@@ -157,7 +153,7 @@ async def deliver_due(
 ) -> tuple[int, int]:
     """Send every due webhook (up to ``limit``); returns (delivered, failed attempts)."""
     settings = rt.settings
-    now = utcnow()
+    now = rt.clock.now()
     lease_until = now + timedelta(seconds=lease_seconds(settings.webhook_timeout_ms))
     async with rt.engine.begin() as conn:
         rows = await claim(conn, owner=owner, now=now, lease_until=lease_until, limit=limit)
@@ -186,7 +182,7 @@ async def deliver_due(
     for d, outcome in zip(due, outcomes, strict=True):
         try:
             async with rt.engine.begin() as conn:
-                result = await record(conn, d, outcome, owner=owner, now=utcnow(), rng=rng)
+                result = await record(conn, d, outcome, owner=owner, now=rt.clock.now(), rng=rng)
         except Exception:
             # The lease runs out and the event is tried again: at least once.
             log.exception(

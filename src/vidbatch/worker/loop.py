@@ -11,7 +11,6 @@ import logging
 import random
 from contextlib import suppress
 
-from vidbatch.clock import utcnow
 from vidbatch.db.notify import Listener
 from vidbatch.runtime import Runtime
 from vidbatch.webhooks.delivery import deliver_due
@@ -95,7 +94,7 @@ class WorkerLoop:
             due = await claims.next_due_at(conn)
         if due is None:
             return idle
-        return max(0.0, min(idle, (due - utcnow()).total_seconds()))
+        return max(0.0, min(idle, (due - self.rt.clock.now()).total_seconds()))
 
     async def _sleep(self, delay: float) -> None:
         if delay <= 0 or self._stopping:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from vidbatch.clock import utcnow
 from vidbatch.domain.callback_tokens import callback_url
 from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
@@ -169,7 +168,7 @@ class Round:
     async def rescue(self) -> None:
         """Apply the ambiguous-submit policy to submissions whose worker vanished, and
         cancel tasks that went back to waiting after their batch was cancelled."""
-        now = utcnow()
+        now = self.rt.clock.now()
         async with self.rt.engine.begin() as conn:
             await claims.cancel_waiting_of_cancelled_batches(conn, now=now)
             lost = await claims.expired_submissions(conn, now=now, limit=200)
@@ -186,7 +185,7 @@ class Round:
     async def _ambiguous(self, task_id: str, fence: Fence, attempts: int, why: str) -> None:
         policy = self.s.ambiguous_submit
         self.rt.metrics.ambiguous_submits.labels(policy).inc()
-        now = utcnow()
+        now = self.rt.clock.now()
         log.warning(
             "ambiguous submit", extra={"task_id": task_id, "action": "ambiguous", "policy": policy}
         )
@@ -220,7 +219,7 @@ class Round:
     # --- dispatch -----------------------------------------------------------------------
 
     async def dispatch(self) -> None:
-        now = utcnow()
+        now = self.rt.clock.now()
         async with self.rt.engine.begin() as conn:
             batch_ids = await claims.pick_batches(conn, now, self.s.worker_max_claim)
         self.summary.dispatch["claimed"] = len(batch_ids)
@@ -235,7 +234,7 @@ class Round:
             while rotation and not stop:
                 batch_id = rotation.pop(0)
                 want = min(chunk, budget[batch_id])
-                now = utcnow()
+                now = self.rt.clock.now()
                 async with self.rt.engine.begin() as conn:
                     cap = self.s.provider_max_inflight
                     if cap:
@@ -276,7 +275,7 @@ class Round:
 
     async def submit(self, row: Any) -> None:
         fence = Fence(self.owner, row.lease_token)
-        now = utcnow()
+        now = self.rt.clock.now()
         call_time = timedelta(
             seconds=self.s.provider_connect_timeout + self.s.provider_read_timeout
         )
@@ -318,14 +317,14 @@ class Round:
                     failure_type=exc.failure_type or "param_error",
                     failure_reason="rejected",
                     error=exc.message,
-                    now=utcnow(),
+                    now=self.rt.clock.now(),
                     fence=fence,
                 )
             return
         finally:
             self.rt.metrics.provider_latency.labels("create").observe(time.perf_counter() - started)
         self.rt.metrics.submits.labels("ok").inc()
-        now = utcnow()
+        now = self.rt.clock.now()
         spec = self.s.catalog.get(row.model or "")
         max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
         max_wait = min(max_wait, self.s.max_wait_seconds)
@@ -364,7 +363,7 @@ class Round:
             )
 
     async def _submit_transient(self, row: Any, fence: Fence, exc: ProviderTransient) -> None:
-        now = utcnow()
+        now = self.rt.clock.now()
         rate_limited = exc.http_status == 429
         async with self.rt.engine.begin() as conn:
             if not rate_limited and self.retries.exhausted(row.attempts):
@@ -399,7 +398,7 @@ class Round:
             nonlocal remaining
             if remaining <= 0:
                 return []
-            now = utcnow()
+            now = self.rt.clock.now()
             async with self.rt.engine.begin() as conn:
                 rows = await claims.claim_for_poll(
                     conn,
@@ -413,7 +412,9 @@ class Round:
 
         await self._lanes(self._buffered(claim_chunk), self.poll)
         async with self.rt.engine.connect() as conn:
-            self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(conn, utcnow())
+            self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(
+                conn, self.rt.clock.now()
+            )
 
     async def poll(self, row: Any) -> None:
         self.summary.poll["scanned"] += 1
@@ -431,7 +432,7 @@ class Round:
                     failure_type="unknown",
                     failure_reason="not_found",
                     error=f"the provider does not know this task: {exc.message}",
-                    now=utcnow(),
+                    now=self.rt.clock.now(),
                     fence=fence,
                 ):
                     self.summary.poll["failed"] += 1
@@ -446,7 +447,7 @@ class Round:
             return
         finally:
             self.rt.metrics.provider_latency.labels("result").observe(time.perf_counter() - started)
-        now = utcnow()
+        now = self.rt.clock.now()
         polls_done = row.poll_count + 1
         too_long = timed_out(
             now=now,
@@ -483,7 +484,7 @@ class Round:
         though, the task times out."""
         self.rt.metrics.polls.labels("transient").inc()
         self.summary.poll["transientErrors"] += 1
-        now = utcnow()
+        now = self.rt.clock.now()
         async with self.rt.engine.begin() as conn:
             if row.deadline_at is not None and now >= row.deadline_at:
                 await tasks.fail(
@@ -516,7 +517,10 @@ class Round:
             try:
                 async with self.rt.engine.begin() as conn:
                     done = await settlement.settle_batch(
-                        conn, batch_id, utcnow(), webhook_max_attempts=self.webhook_attempts
+                        conn,
+                        batch_id,
+                        self.rt.clock.now(),
+                        webhook_max_attempts=self.webhook_attempts,
                     )
             except Exception:
                 # One batch's failure must not stop the others; it is retried next round.
@@ -539,7 +543,7 @@ class Round:
                 await conn.execute(
                     batch_jobs.update()
                     .where(batch_jobs.c.id == batch_id)
-                    .values(updated_at=utcnow())
+                    .values(updated_at=self.rt.clock.now())
                 )
         except Exception:  # best effort: only affects ordering
             log.debug("could not touch batch", exc_info=True)

@@ -23,8 +23,9 @@ GrsAI endpoints (``{code, msg, data}`` envelope, business errors as HTTP 200):
 
 Control API (not part of GrsAI): ``GET/POST /_sim/config`` (POST takes any subset of
 :class:`SimulatorConfig` fields), ``POST /_sim/reset`` (forget tasks, stats and records,
-reseed), ``GET /_sim/stats``, ``GET /_sim/requests`` (every request received, without
-headers), ``GET /_sim/callbacks`` (every delivery), ``GET /_sim/tasks``, ``GET /_sim/health``.
+reseed), ``POST /_sim/release`` (held tasks end now), ``GET /_sim/stats``,
+``GET /_sim/requests`` (every request received, without headers), ``GET /_sim/callbacks``
+(every delivery), ``GET /_sim/tasks``, ``GET /_sim/health``.
 
 Determinism: one ``random.Random(seed)`` makes every decision; each task's callback faults use
 a generator seeded from it at creation. The same seed and the same sequence of requests give
@@ -47,6 +48,8 @@ Prompt markers force an outcome whatever the rates say:
 ``[sim:reject]``           refused at create (``code -1``)
 ``[sim:slow]``             takes 10 times the generation time
 ``[sim:hang]``             never finishes (runs forever, no final callback)
+``[sim:hold]``             runs until ``POST /_sim/release`` and ends then (as every
+                           task made while the ``hold`` knob is set)
 ``[sim:ambiguous]``        the create makes the task but never answers the client
 =========================  ==============================================================
 

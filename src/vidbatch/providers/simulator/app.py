@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -46,9 +47,12 @@ def _error_500() -> Response:
     return PlainTextResponse("Internal Server Error", status_code=500)
 
 
-def create_app(config: SimulatorConfig | None = None) -> FastAPI:
-    """A FastAPI app simulating GrsAI with ``config``'s behaviour."""
-    state = SimState(config or SimulatorConfig())
+def create_app(
+    config: SimulatorConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """A FastAPI app simulating GrsAI with ``config``'s behaviour, its time read from
+    ``clock`` (seconds; tests pass one they can move forward)."""
+    state = SimState(config or SimulatorConfig(), clock=clock)
     dispatcher = CallbackDispatcher(state)
     video = sample_video()
 
@@ -238,6 +242,10 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
         dispatcher.cancel_all()
         state.reset()
         return {"status": "reset"}
+
+    @app.post("/_sim/release")
+    async def release() -> dict[str, int]:
+        return {"released": state.release()}
 
     @app.get("/_sim/requests")
     async def requests() -> list[dict[str, Any]]:

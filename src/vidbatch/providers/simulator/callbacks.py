@@ -18,6 +18,9 @@ from vidbatch.providers.simulator.state import SimState, SimTask
 
 logger = logging.getLogger(__name__)
 
+#: Longest real sleep between two looks at the simulator's clock.
+_CLOCK_CHECK = 0.05
+
 
 class CallbackDispatcher:
     """Runs one background coroutine per task that has a ``webHook`` URL."""
@@ -64,6 +67,9 @@ class CallbackDispatcher:
                 if done_at is not None:
                     pause = min(pause, max(0.0, done_at - state.clock()))
                 await asyncio.sleep(pause)
+        # A held task with shutProgress: wait for its release (a flag another request sets).
+        while task.awaiting_release:  # noqa: ASYNC110 - a flag, not an event, on the task
+            await asyncio.sleep(state.config.callback_interval)
         done_at = task.done_at
         if done_at is None:
             # A task that never finishes never gets a final callback.
@@ -110,7 +116,10 @@ class CallbackDispatcher:
     async def _post_later(
         self, task: SimTask, body: dict[str, Any], copies: int, delay: float
     ) -> None:
-        await asyncio.sleep(delay)
+        # Late by the simulator's clock, which a test may move forward.
+        due = self.state.clock() + delay
+        while (left := due - self.state.clock()) > 0:  # noqa: ASYNC110 - no event for time
+            await asyncio.sleep(min(left, _CLOCK_CHECK))
         for _ in range(copies):
             await self._post(task, body)
 

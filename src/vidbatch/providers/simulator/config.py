@@ -69,6 +69,11 @@ class SimulatorConfig(BaseModel):
         description="Tasks allowed to run at once; a create beyond it gets HTTP 429 and counts "
         "as a cap overshoot. None: no cap.",
     )
+    hold: bool = Field(
+        default=False,
+        description="Tasks created while set keep running until POST /_sim/release, and end "
+        "then (their generation time only sets their progress meanwhile).",
+    )
     create_hang_rate: Rate = _rate(
         "Share of creates that make the task but never answer (until the client goes away)."
     )

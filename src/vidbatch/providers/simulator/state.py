@@ -46,6 +46,7 @@ OUTCOME_MARKERS: Mapping[str, Outcome] = {
 REJECT_MARKER = "[sim:reject]"
 SLOW_MARKER = "[sim:slow]"
 HANG_MARKER = "[sim:hang]"
+HOLD_MARKER = "[sim:hold]"
 AMBIGUOUS_MARKER = "[sim:ambiguous]"
 SLOW_FACTOR = 10
 
@@ -124,10 +125,22 @@ class SimTask:
     base_url: str
     pid: str
     callback_seed: int
+    #: A held task runs until released (``POST /_sim/release``) and ends then, whatever its
+    #: generation time (which still sets its progress meanwhile).
+    held: bool = False
+    released_at: float | None = None
+
+    @property
+    def awaiting_release(self) -> bool:
+        return self.held and self.released_at is None
 
     @property
     def done_at(self) -> float | None:
-        return None if self.hangs else self.created_at + self.gen_time
+        if self.hangs or self.awaiting_release:
+            return None
+        if self.released_at is not None:
+            return self.released_at
+        return self.created_at + self.gen_time
 
     def is_running(self, now: float) -> bool:
         done_at = self.done_at
@@ -359,6 +372,7 @@ class SimState:
             base_url=base_url,
             pid=f"s_{pid_bits:016x}",
             callback_seed=callback_seed,
+            held=self.config.hold or HOLD_MARKER in prompt,
         )
         self.tasks[task.id] = task
         self._maybe_running.append(task)
@@ -366,6 +380,14 @@ class SimState:
         self.stats.created_per_prompt[prompt] += 1
         self.stats.max_running_seen = max(self.stats.max_running_seen, self.running_now())
         return task
+
+    def release(self) -> int:
+        """Let every held task finish; returns how many were released."""
+        now = self.clock()
+        held = [t for t in self.tasks.values() if t.awaiting_release]
+        for task in held:
+            task.released_at = now
+        return len(held)
 
     # -- record
 
