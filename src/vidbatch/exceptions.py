@@ -8,7 +8,8 @@ Hierarchy (``tests/unit/test_exceptions.py`` keeps this tree equal to the classe
     ├── SchemaNotCurrent             the schema is not at the newest migration
     ├── NotFound                     an account, key, batch or task does not exist (or is not yours)
     ├── InvalidInput                 a caller's input is wrong (carries per-field details)
-    │   └── TooManyItems             more items than the batch limit
+    │   ├── TooManyItems             more items than the batch limit
+    │   └── InvalidRequestId         a request id too long or with a control character
     ├── InsufficientCredits          available credits do not cover the amount
     ├── Conflict                     the state does not allow the operation
     │   ├── BatchAlreadyEnded        the batch has already ended
@@ -98,6 +99,12 @@ class TooManyItems(InvalidInput):
     """The batch has more items than allowed."""
 
     code = "TOO_MANY_ITEMS"
+
+
+class InvalidRequestId(InvalidInput):
+    """The request id cannot be used: it is never replaced by another."""
+
+    code = "INVALID_REQUEST_ID"
 
 
 class InsufficientCredits(VidbatchError):

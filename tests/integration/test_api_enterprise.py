@@ -113,7 +113,7 @@ async def test_seed_example_is_accepted_and_freezes_60(client: Any, engine: Asyn
         "ok": True,
         "batch_id": body["batch_id"],
         "total_count": 2,
-        "cost_per_video": None,  # 10 (sora-2) and 50 (veo-flash) differ
+        "cost_per_video": 50,  # 10 (sora-2) and 50 (veo-flash) differ: the highest
         "required_credits": 60,
         "available_credits": 940,
         "status": "queued",
@@ -260,7 +260,7 @@ async def test_bad_bodies_are_400_with_details_and_write_nothing(
         URL, content=raw, headers=auth(key, **{"content-type": "application/json"})
     )
     body = assert_error(r, 400, "INVALID_PAYLOAD")
-    assert body["details"][0]["field"].startswith(field)
+    assert body["details"]["fields"][0]["field"].startswith(field)
     assert await counts(engine) == before
     assert r.headers["x-ratelimit-remaining"] == "59"  # counted like any other request
 
@@ -279,7 +279,8 @@ async def test_invalid_items_report_every_problem_with_index_and_field(
     }
     r = await client.post(URL, json=body, headers=auth(key))
     details = assert_error(r, 400, "INVALID_PAYLOAD")["details"]
-    assert {(d["index"], d["field"]) for d in details} == {
+    assert details["fields"] == []
+    assert {(d["index"], d["field"]) for d in details["items"]} == {
         (1, "prompt"),
         (1, "model"),
         (2, "duration"),
@@ -294,7 +295,10 @@ async def test_too_many_items(settings_factory: Any, engine: AsyncEngine) -> Non
     async with app_client(settings_factory(max_items=3), engine) as c:
         r = await c.post(URL, json=body_of(4), headers=auth(key))
         body = assert_error(r, 400, "TOO_MANY_ITEMS")
-        assert body["details"] == [{"index": None, "field": "items", "message": "at most 3 items"}]
+        assert body["details"] == {
+            "items": [],
+            "fields": [{"index": None, "field": "items", "message": "at most 3 items"}],
+        }
         assert (await c.post(URL, json=body_of(3), headers=auth(key))).status_code == 200
 
 

@@ -95,9 +95,11 @@ def check(response: httpx.Response) -> None:
         assert body["error"] == body["error"].upper()
         assert isinstance(body["message"], str)
         assert body["request_id"] == response.headers["x-request-id"]
-        for detail in body.get("details", []):
+        details = body.get("details", {"items": [], "fields": []})
+        assert set(details) == {"items", "fields"}
+        for detail in details["items"] + details["fields"]:
             assert set(detail) == {"index", "field", "message"}
-            assert detail["index"] is None or isinstance(detail["index"], int)
+            assert (detail["index"] is None) == (detail in details["fields"])
     elif response.headers.get("content-type", "").startswith("application/json"):
         assert response.json()["ok"] is True
 

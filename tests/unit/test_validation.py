@@ -103,7 +103,7 @@ def test_prices_follow_the_catalog() -> None:
         }
     )
     assert [i.cost_credits for i in spec.items] == [10, 50, 250]
-    assert (spec.total_credits, spec.cost_per_video) == (310, None)
+    assert (spec.total_credits, spec.cost_per_video) == (310, 250)
     assert one({"prompt": "a"}).cost_per_video == 10
 
 

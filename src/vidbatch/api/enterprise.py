@@ -21,6 +21,8 @@ from vidbatch.api.schemas import (
     request_body,
     success_headers,
 )
+from vidbatch.domain import public
+from vidbatch.domain.states import BatchStatus
 from vidbatch.exceptions import FieldError, InvalidInput
 from vidbatch.services import intake
 from vidbatch.services.batches import Created
@@ -120,6 +122,8 @@ def parse_json_body(raw: bytes) -> Any:
 
 
 def _answer(created: Created, rid: str, mode: str) -> JSONResponse:
+    """The create answer; ``/api/v1`` says the batch's status in the published words."""
+    status = created.status if created.replay else BatchStatus.QUEUED
     body: dict[str, Any] = {
         "ok": True,
         "batch_id": created.batch_id,
@@ -127,12 +131,11 @@ def _answer(created: Created, rid: str, mode: str) -> JSONResponse:
         "cost_per_video": created.cost_per_video,
         "required_credits": created.required_credits,
         "available_credits": created.available_credits,
-        "status": "queued" if not created.replay else created.status,
+        "status": public.batch_status(status) if mode == "v1" else status,
         "mode": mode,
         "request_id": rid,
+        "idempotent_replay": created.replay,
     }
-    if created.replay:
-        body["idempotent_replay"] = True
     return JSONResponse(body)
 
 
@@ -148,16 +151,11 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
         problem = exc
 
     # The caller's request id (a header, else the body's) is also the idempotency key.
-    idempotency_key = request_ids.from_headers(request.headers)
-    if idempotency_key is None and isinstance(body, dict) and body.get("request_id") is not None:
-        idempotency_key = request_ids.clean(body["request_id"])
-        if idempotency_key is not None and not idempotency_key.isascii():
-            idempotency_key = None  # it is echoed in the x-request-id header
-        if idempotency_key is None and problem is None:
-            reason = "must be a string of 1 to 128 printable ASCII characters"
-            problem = InvalidInput(
-                f"request_id {reason}", details=[FieldError(field="request_id", message=reason)]
-            )
+    try:
+        idempotency_key = request_ids.requested(request.headers, body)
+    except InvalidInput as exc:
+        # Counted like any refused request; nothing is created for a request id we cannot use.
+        idempotency_key, problem = None, problem or exc
     if idempotency_key is not None:
         request.state.request_id = idempotency_key
     rid: str = request.state.request_id

@@ -1,8 +1,10 @@
 """Errors become HTTP responses here and only here.
 
-Every error body is ``{"ok": false, "error": "<CODE>", "message": "...", "details": [...],
-"request_id": "..."}`` plus any extra fields of the error (``required``/``available`` for
-402, for example). The code is stable; the message is for humans.
+Every error body is ``{"ok": false, "error": "<CODE>", "message": "...", "request_id": "..."}``
+plus, for invalid input, ``"details": {"items": [...], "fields": [...]}`` (each problem
+``{"index", "field", "message"}``: per-item ones under ``items``, the body's under
+``fields``) and any extra fields of the error (``required``/``available`` for 402, for
+example). The code is stable; the message is for humans.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ STATUS_BY_ERROR: dict[type[e.VidbatchError], int] = {
     e.NotFound: 404,
     e.InvalidInput: 400,
     e.TooManyItems: 400,
+    e.InvalidRequestId: 400,
     e.InsufficientCredits: 402,
     e.Conflict: 409,
     e.BatchAlreadyEnded: 400,
@@ -91,7 +94,11 @@ def error_response(
         "request_id": request_id_of(request),
     }
     if details:
-        body["details"] = details
+        # An object, as published: per-item problems under "items", the others under "fields".
+        body["details"] = {
+            "items": [d for d in details if d.get("index") is not None],
+            "fields": [d for d in details if d.get("index") is None],
+        }
     body.update({k: v for k, v in extra.items() if v is not None})
     return JSONResponse(body, status_code=status, headers=headers)
 

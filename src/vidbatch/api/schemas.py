@@ -11,6 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidbatch.domain.public import (
+    PublicBatchStatus,
+    PublicFailureType,
+    PublicItemStatus,
+    PublicLedgerType,
+)
+from vidbatch.domain.states import BatchStatus
+
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -20,6 +28,13 @@ class ErrorDetail(BaseModel):
     message: str = Field(..., examples=["is required and must be a non-empty string"])
 
 
+class ErrorDetails(BaseModel):
+    """Every problem with the input, at once."""
+
+    items: list[ErrorDetail] = Field(..., description="problems of items (`index` is set)")
+    fields: list[ErrorDetail] = Field(..., description="problems of the body's own fields")
+
+
 class ErrorResponse(BaseModel):
     """Every error: a stable code for programs, a message for humans."""
 
@@ -27,8 +42,10 @@ class ErrorResponse(BaseModel):
     error: str = Field(..., description="stable error code", examples=["INVALID_PAYLOAD"])
     message: str
     request_id: str | None = None
-    details: list[ErrorDetail] | None = Field(
-        None, description="per-field problems (400 INVALID_PAYLOAD / TOO_MANY_ITEMS)"
+    details: ErrorDetails | None = Field(
+        None,
+        description="invalid input (400 `INVALID_PAYLOAD`, `TOO_MANY_ITEMS`, "
+        "`INVALID_REQUEST_ID`): every problem",
     )
     required: int | None = Field(None, description="402: credits the batch needs")
     available: int | None = Field(None, description="402: credits available")
@@ -36,7 +53,8 @@ class ErrorResponse(BaseModel):
 
 _ERROR_TEXT = {
     400: "`INVALID_PAYLOAD` (bad JSON, no items, an invalid item: see `details`), "
-    "`TOO_MANY_ITEMS`, or `BATCH_ALREADY_ENDED` (cancel)",
+    "`TOO_MANY_ITEMS`, `INVALID_REQUEST_ID` (a request id over 128 characters or with a "
+    "control character), or `BATCH_ALREADY_ENDED` (cancel)",
     401: "`MISSING_API_KEY`: no `x-api-key` or `Authorization: Bearer` header",
     402: "`INSUFFICIENT_CREDITS`, with `required` and `available`; nothing was written",
     403: "`INVALID_API_KEY`: unknown, revoked or inactive key",
@@ -113,11 +131,14 @@ class BatchItemIn(BaseModel):
         "sora-2",
         description="`sora-2`, `veo-flash` or `veo-pro` (or an operator-added model)",
     )
-    aspect_ratio: Literal["9:16", "16:9"] | None = None
-    duration: int | None = Field(
+    aspect_ratio: Literal["9:16", "16:9"] | None = Field(
+        None, description="default: `16:9` on `/api/v1`, the provider's on the others"
+    )
+    duration: Literal[5, 10, 15] | None = Field(
         None,
-        description="Sora only: 10 or 15 seconds (default 10). Veo clips have a fixed length; "
-        "a duration sent with a Veo model is ignored.",
+        description="Sora only: 10 or 15 seconds (default 10; `5`, the published default, is "
+        "made and priced as 10). Veo clips have a fixed length; a duration sent with a Veo "
+        "model is ignored.",
     )
     reference_url: str | None = Field(
         None,
@@ -204,17 +225,21 @@ class CreatedBatch(BaseModel):
     ok: Literal[True] = True
     batch_id: str
     total_count: int
-    cost_per_video: int | None = Field(
-        None, description="the price of one item, when every item costs the same"
+    cost_per_video: int = Field(
+        ..., description="the price of one item; for a batch mixing prices, the highest"
     )
     required_credits: int = Field(..., description="credits frozen for this batch")
     available_credits: int = Field(..., description="credits left available after freezing")
-    status: str = Field(..., examples=["queued"])
+    status: BatchStatus = Field(..., examples=["queued"])
     mode: str = Field(..., examples=["enterprise"])
     request_id: str
-    idempotent_replay: bool | None = Field(
-        None, description="present (true) when this answers a repeat of an earlier request"
+    idempotent_replay: bool = Field(
+        ..., description="true when this answers a repeat of an earlier request"
     )
+
+
+class CreatedBatchV1(CreatedBatch):
+    status: PublicBatchStatus = Field(..., examples=["pending"])  # type: ignore[assignment]
 
 
 # --- reading batches ---------------------------------------------------------------------
@@ -224,13 +249,18 @@ class BatchOut(BaseModel):
     ok: Literal[True] = True
     batch_id: str
     request_id: str
-    status: Literal["queued", "processing", "completed", "partial", "failed", "cancelled"]
+    status: PublicBatchStatus = Field(
+        ...,
+        description="`pending` (not started), `running`, then once every item has ended "
+        "`succeeded` (all), `partial`, `failed` (none) or `cancelled`",
+    )
     total_count: int
     succeeded_count: int
-    failed_count: int
-    cancelled_count: int
+    failed_count: int = Field(..., description="failed items, cancelled ones included")
+    running_count: int
     pending_count: int
-    cost_per_video: int | None
+    cancelled_count: int = Field(..., description="items cancelled before they started")
+    cost_per_video: int = Field(..., description="for a batch mixing prices, the highest")
     credits_reserved: int
     credits_settled: int
     credits_refunded: int
@@ -251,18 +281,24 @@ class BatchListOut(BaseModel):
     )
 
 
-PublicItemStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-
-
 class ItemOut(BaseModel):
     item_id: str
     index: int
-    status: PublicItemStatus
+    status: PublicItemStatus = Field(
+        ...,
+        description="an item cancelled before it started is `failed` (`failure_reason` "
+        "`cancelled`)",
+    )
     prompt: str
-    model: str | None
+    model: str
+    duration: int | None = Field(..., description="seconds generated (Sora); null for Veo")
     video_url: str | None
+    thumbnail_url: str | None
     error: str | None
-    failure_type: str | None
+    failure_type: PublicFailureType | None
+    failure_reason: str | None = Field(
+        ..., description="vidbatch's finer reason: `moderation`, `cancelled`, `timeout`, …"
+    )
     metadata: dict[str, Any] | None
     created_at: str
     completed_at: str | None
@@ -280,8 +316,13 @@ class ItemPageOut(BaseModel):
 class CancelledOut(BaseModel):
     ok: Literal[True] = True
     batch_id: str
-    status: str = Field(..., examples=["cancelled"])
+    status: PublicBatchStatus = Field(
+        ..., description="`cancelled` when nothing was left running, else still `running`"
+    )
     cancelled_items: int = Field(..., description="items that had not started, now cancelled")
+    running_items: int = Field(
+        ..., description="items already at the provider: they finish, charged if they succeed"
+    )
     credits_refunded: int = Field(..., description="credits refunded for this batch so far")
 
 
@@ -295,19 +336,23 @@ class BalanceOut(BaseModel):
     total: int = Field(..., description="credits owned (available + reserved)")
 
 
-LedgerType = Literal["purchase", "bonus", "reserve", "settle", "refund", "adjustment"]
-
-
 class LedgerEntryOut(BaseModel):
-    id: int
-    type: LedgerType
-    delta: int = Field(..., description="change of the balance")
-    frozen_delta: int = Field(..., description="change of the reserved credits")
-    balance_after: int
+    id: str
+    type: PublicLedgerType = Field(..., description="admin adjustments are `bonus`")
+    delta: int = Field(
+        ...,
+        description="the entry's amount: reserve and settle negative, refund and purchase positive",
+    )
+    balance_after: int = Field(..., description="available credits after the entry")
     batch_id: str | None
     item_id: str | None
     description: str | None
     created_at: str
+    entry_type: str = Field(..., description="vidbatch's own type (`adjustment`, …)")
+    balance_delta: int = Field(..., description="change of the credits owned")
+    reserved_delta: int = Field(..., description="change of the reserved credits")
+    total_after: int = Field(..., description="credits owned after the entry")
+    reserved_after: int = Field(..., description="credits reserved after the entry")
 
 
 class LedgerPageOut(BaseModel):

@@ -25,18 +25,17 @@ from vidbatch.api.schemas import (
     BatchOut,
     BatchRequest,
     CancelledOut,
-    CreatedBatch,
+    CreatedBatchV1,
     ItemPageOut,
     LedgerPageOut,
-    LedgerType,
-    PublicItemStatus,
     error_responses,
     request_body,
     success_headers,
 )
-from vidbatch.domain.states import PUBLIC_ITEM_STATUS
+from vidbatch.domain import public
+from vidbatch.domain.public import PublicBatchStatus, PublicItemStatus, PublicLedgerType
 from vidbatch.exceptions import FieldError, InvalidInput
-from vidbatch.services import batches, credits, events
+from vidbatch.services import batches, credits, customer
 
 router = APIRouter(prefix="/api/v1", route_class=KeyedRoute)
 
@@ -49,13 +48,7 @@ OK: dict[int | str, dict[str, Any]] = {200: {"description": "OK", "headers": suc
 #: Rows read at a time when streaming a batch's results.
 RESULTS_PAGE = 500
 MAX_OFFSET = 1_000_000_000
-BatchStatus = Literal["queued", "processing", "completed", "partial", "failed", "cancelled"]
 ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
-
-#: Task statuses behind each public item status.
-_TASK_STATUSES: dict[str, tuple[str, ...]] = {}
-for _task_status, _public in PUBLIC_ITEM_STATUS.items():
-    _TASK_STATUSES[_public] = (*_TASK_STATUSES.get(_public, ()), _task_status)
 
 
 def _invalid(field: str, message: str) -> InvalidInput:
@@ -87,18 +80,8 @@ def _utc(value: datetime, field: str) -> datetime:
         raise _invalid(field, "is out of range") from None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return batches.iso(value)
-
-
-def item_view(row: Any) -> dict[str, Any]:
-    """An item as the customer sees it: the webhook's view plus prompt and times."""
-    return {
-        **events.item_view(row),
-        "prompt": row.prompt,
-        "created_at": _iso(row.created_at),
-        "completed_at": _iso(row.completed_at),
-    }
+async def _batch(conn: Any, row: Any) -> dict[str, Any]:
+    return customer.batch(row, await customer.summary(conn, row.id))
 
 
 # --- batches -----------------------------------------------------------------------------
@@ -109,7 +92,7 @@ def item_view(row: Any) -> dict[str, Any]:
     tags=[BATCHES],
     summary="Create a batch of videos",
     operation_id="create_batch",
-    response_model=CreatedBatch,
+    response_model=CreatedBatchV1,
     responses=CREATE_RESPONSES,
     openapi_extra=request_body(BatchRequest),
     description=CREATE_DESCRIPTION,
@@ -128,7 +111,9 @@ async def create_batch(request: Request, auth: Key) -> JSONResponse:
 async def list_batches(
     request: Request,
     auth: LimitedKey,
-    status: Annotated[BatchStatus | None, Query(description="only batches in this status")] = None,
+    status: Annotated[
+        PublicBatchStatus | None, Query(description="only batches in this status")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page")
@@ -137,9 +122,13 @@ async def list_batches(
     after = decode_cursor(cursor) if cursor else None
     async with runtime_of(request).engine.connect() as conn:
         rows = await batches.list_batches(
-            conn, account_id=auth.account_id, status=status, limit=limit + 1, cursor=after
+            conn,
+            account_id=auth.account_id,
+            status=public.batch_statuses(status)[0] if status else None,
+            limit=limit + 1,
+            cursor=after,
         )
-        views = [await batches.batch_view(conn, row) for row in rows[:limit]]
+        views = [await _batch(conn, row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
@@ -157,8 +146,8 @@ async def list_batches(
 async def get_batch(request: Request, auth: LimitedKey, batch_id: str) -> JSONResponse:
     async with runtime_of(request).engine.connect() as conn:
         row = await batches.get_batch_row(conn, batch_id, auth.account_id)
-        view = await batches.batch_view(conn, row)
-    return JSONResponse(view)
+        view = await _batch(conn, row)
+    return JSONResponse({"ok": True, **view})
 
 
 @router.get(
@@ -183,7 +172,7 @@ async def list_items(
         rows, total = await batches.list_items(
             conn,
             row.id,
-            statuses=_TASK_STATUSES[status] if status else None,
+            statuses=public.task_statuses(status) if status else None,
             limit=limit,
             offset=offset,
         )
@@ -191,7 +180,7 @@ async def list_items(
         {
             "ok": True,
             "batch_id": row.id,
-            "items": [item_view(r) for r in rows],
+            "items": [customer.item_with_times(r) for r in rows],
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -221,18 +210,29 @@ async def cancel_batch(request: Request, auth: LimitedKey, batch_id: str) -> JSO
         {
             "ok": True,
             "batch_id": done.batch_id,
-            "status": done.status,
+            "status": public.batch_status(done.status),
             "cancelled_items": done.cancelled_items,
+            "running_items": done.running_items,
             "credits_refunded": done.credits_refunded,
         }
     )
 
 
-RESULT_FIELDS = ("index", "item_id", "status", "video_url", "error", "failure_type", "metadata")
+RESULT_FIELDS = (
+    "index",
+    "item_id",
+    "status",
+    "video_url",
+    "thumbnail_url",
+    "error",
+    "failure_type",
+    "failure_reason",
+    "metadata",
+)
 
 
 def _result_line(row: Any) -> dict[str, Any]:
-    view = item_view(row)
+    view = customer.item(row)
     return {name: view[name] for name in RESULT_FIELDS}
 
 
@@ -344,7 +344,9 @@ async def ledger(
     request: Request,
     auth: LimitedKey,
     batch_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    type: Annotated[LedgerType | None, Query()] = None,
+    type: Annotated[
+        PublicLedgerType | None, Query(description="`bonus` includes admin adjustments")
+    ] = None,
     created_from: Annotated[datetime | None, Query(alias="from")] = None,
     created_to: Annotated[datetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

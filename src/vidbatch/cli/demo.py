@@ -202,15 +202,12 @@ async def _follow(
                 done = 0
                 for batch_id in batches:
                     view = await _json(http.get(f"/api/v1/batches/{batch_id}"))
-                    ended = (
-                        view["succeeded_count"]
-                        + view["failed_count"]
-                        + view.get("cancelled_count", 0)
-                    )
+                    # failed_count includes the items cancelled before they started
+                    ended = view["succeeded_count"] + view["failed_count"]
                     counts = (
                         f"succeeded {view['succeeded_count']}  failed "
-                        f"{view['failed_count']}  cancelled "
-                        f"{view.get('cancelled_count', 0)}  status {view['status']}"
+                        f"{view['failed_count'] - view['cancelled_count']}  cancelled "
+                        f"{view['cancelled_count']}  status {view['status']}"
                     )
                     progress.update(
                         bars[batch_id], total=view["total_count"], completed=ended, counts=counts
@@ -218,7 +215,7 @@ async def _follow(
                     if view["completed_at"]:
                         done += 1
                 second = await _json(http.get(f"/api/v1/batches/{batches[1]}"))
-                running = second.get("status") == "processing"
+                running = second.get("status") == "running"
                 if not cancelled and (running or time.monotonic() - started > 4.0):
                     async with http.post(f"/api/v1/batches/{batches[1]}/cancel") as r:
                         if r.status == 200:
@@ -244,11 +241,8 @@ async def _report(
             for col in ("item", "model", "status", "video URL", "failure"):
                 table.add_column(col, overflow="fold")
             for item in items:
-                failure = ""
-                if item["status"] not in ("succeeded",):
-                    failure = " ".join(
-                        x for x in (item.get("failure_type") or "", item.get("error") or "") if x
-                    )
+                reason, error = item.get("failure_reason") or "", item.get("error") or ""
+                failure = error if error.startswith(reason) else f"{reason}: {error}".strip(": ")
                 table.add_row(
                     str(item["index"]),
                     item["model"] or "",

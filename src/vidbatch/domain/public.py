@@ -122,6 +122,11 @@ def batch_statuses(public: PublicBatchStatus) -> tuple[BatchStatus, ...]:
     return tuple(s for s, p in _BATCH.items() if p == public)
 
 
+def ledger_types(kind: PublicLedgerType) -> tuple[LedgerType, ...]:
+    """Every ledger type shown as ``kind`` (what a ledger filter selects)."""
+    return tuple(t for t, p in _LEDGER.items() if p == kind)
+
+
 def failure(
     status: str, failure_type: str | None, reason: str | None
 ) -> tuple[str | None, str | None]:

@@ -95,17 +95,6 @@ _TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PROCESSING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED}),
 }
 
-#: What customers see of a task's status on the /api/v1 items endpoint.
-PUBLIC_ITEM_STATUS: dict[TaskStatus, str] = {
-    TaskStatus.PENDING: "pending",
-    TaskStatus.QUEUED: "pending",
-    TaskStatus.SUBMITTING: "running",
-    TaskStatus.PROCESSING: "running",
-    TaskStatus.SUCCEEDED: "succeeded",
-    TaskStatus.FAILED: "failed",
-    TaskStatus.CANCELLED: "cancelled",
-}
-
 
 def can_move(task_from: str, task_to: str) -> bool:
     """True when a task may go from ``task_from`` to ``task_to``."""

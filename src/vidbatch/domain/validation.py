@@ -63,10 +63,10 @@ class BatchSpec:
         return sum(i.cost_credits for i in self.items)
 
     @property
-    def cost_per_video(self) -> int | None:
-        """The per-item price when every item costs the same, else None."""
-        prices = {i.cost_credits for i in self.items}
-        return prices.pop() if len(prices) == 1 else None
+    def cost_per_video(self) -> int:
+        """The price of one item; for a batch mixing prices, the highest (the published
+        contract has an integer here, never null)."""
+        return max(i.cost_credits for i in self.items)
 
 
 def _is_http_url(value: Any) -> str | None:

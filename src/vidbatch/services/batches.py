@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from vidbatch.clock import utcnow
 from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import accounts, api_usage, batch_jobs, video_tasks
-from vidbatch.domain.states import TASK_WAITING
+from vidbatch.domain.states import TASK_LIVE, TASK_WAITING
 from vidbatch.domain.validation import BatchSpec
 from vidbatch.exceptions import (
     BatchAlreadyEnded,
@@ -35,7 +35,7 @@ class Created:
     batch_id: str
     request_id: str
     total_count: int
-    cost_per_video: int | None
+    cost_per_video: int
     required_credits: int
     available_credits: int
     status: str
@@ -82,7 +82,7 @@ async def find_replay(
         batch_id=row.id,
         request_id=row.request_id,
         total_count=row.total_count,
-        cost_per_video=row.cost_per_video,
+        cost_per_video=row.cost_per_video or 0,
         required_credits=row.frozen_credits,
         available_credits=int(available),
         status=row.status,
@@ -238,32 +238,6 @@ async def get_batch_row(conn: AsyncConnection, batch_id: str, account_id: str | 
     return row
 
 
-async def batch_view(conn: AsyncConnection, row: Any) -> dict[str, Any]:
-    """The customer's view of a batch (``GET /api/v1/batches/{id}``)."""
-    counts = await events.summary(conn, row.id)
-    return {
-        "ok": True,
-        "batch_id": row.id,
-        "request_id": row.request_id,
-        "status": row.status,
-        "total_count": row.total_count,
-        "succeeded_count": counts["succeeded"],
-        "failed_count": counts["failed"],
-        "cancelled_count": counts["cancelled"],
-        "pending_count": counts["pending"],
-        "cost_per_video": row.cost_per_video,
-        "credits_reserved": row.frozen_credits,
-        "credits_settled": row.credits_spent,
-        "credits_refunded": row.credits_refunded,
-        "settlement_status": row.settlement_status,
-        "webhook_status": row.webhook_status,
-        "metadata": row.metadata,
-        "parent_batch_id": row.parent_batch_id,
-        "created_at": iso(row.created_at),
-        "completed_at": iso(row.completed_at),
-    }
-
-
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -328,9 +302,14 @@ async def list_items(
 
 @dataclass(frozen=True)
 class Cancelled:
+    """What a cancel did: ``status`` is the batch's status after it (its final one when
+    nothing was left running, else still running), ``running_items`` the items already at
+    the provider, which finish and are charged only if they succeed."""
+
     batch_id: str
     status: str
     cancelled_items: int
+    running_items: int
     credits_refunded: int
 
 
@@ -395,9 +374,21 @@ async def cancel_batch(
         done = await settlement.settle_batch(
             conn, batch_id, now, webhook_max_attempts=webhook_max_attempts
         )
-        refunded = (
+        after = (
             await conn.execute(
-                select(batch_jobs.c.credits_refunded).where(batch_jobs.c.id == batch_id)
+                select(batch_jobs.c.status, batch_jobs.c.credits_refunded).where(
+                    batch_jobs.c.id == batch_id
+                )
+            )
+        ).one()
+        running = (
+            await conn.execute(
+                select(func.count())
+                .select_from(video_tasks)
+                .where(
+                    video_tasks.c.batch_job_id == batch_id,
+                    video_tasks.c.status.in_(TASK_LIVE),
+                )
             )
         ).scalar_one()
     log.info(
@@ -411,7 +402,8 @@ async def cancel_batch(
     )
     return Cancelled(
         batch_id=batch_id,
-        status=done.status if done else "cancelled",
+        status=done.status if done else after.status,
         cancelled_items=len(cancelled),
-        credits_refunded=int(refunded),
+        running_items=int(running),
+        credits_refunded=int(after.credits_refunded),
     )

@@ -9,24 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import credit_ledger
-from vidbatch.services.batches import iso
+from vidbatch.domain import public
+from vidbatch.services import customer
 from vidbatch.services.ledger import Balance, balance
 
-__all__ = ["Balance", "balance", "entry_view"]
-
-
-def entry_view(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "type": row.type,
-        "delta": row.delta,
-        "frozen_delta": row.frozen_delta,
-        "balance_after": row.balance_after,
-        "batch_id": row.batch_id,
-        "item_id": row.item_id,
-        "description": row.description,
-        "created_at": iso(row.created_at),
-    }
+__all__ = ["Balance", "balance", "list_ledger"]
 
 
 async def list_ledger(
@@ -34,21 +21,23 @@ async def list_ledger(
     account_id: str,
     *,
     batch_id: str | None = None,
-    type: str | None = None,
+    type: public.PublicLedgerType | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of the account's ledger entries, newest first, and how many match in all.
+    """A page of the account's ledger entries (as :func:`customer.ledger_entry` shows
+    them), newest first, and how many match in all.
 
+    ``type`` is a published type (``bonus`` also selects admin adjustments);
     ``created_from`` is inclusive, ``created_to`` exclusive.
     """
     where = [credit_ledger.c.account_id == account_id]
     if batch_id is not None:
         where.append(credit_ledger.c.batch_id == batch_id)
     if type is not None:
-        where.append(credit_ledger.c.type == type)
+        where.append(credit_ledger.c.type.in_(public.ledger_types(type)))
     if created_from is not None:
         where.append(credit_ledger.c.created_at >= created_from)
     if created_to is not None:
@@ -65,4 +54,4 @@ async def list_ledger(
             .offset(offset)
         )
     ).all()
-    return [entry_view(r) for r in rows], int(total)
+    return [customer.ledger_entry(r) for r in rows], int(total)

@@ -1,10 +1,15 @@
 """Customer webhook events: what each says, written to the outbox in the transaction that
 caused it, and delivered later (never inside that transaction).
 
-Events: ``batch.created``, ``batch.running``, ``batch.completed`` (with every item),
-``batch.failed`` (nothing succeeded), ``batch.refunded`` (credits came back). Items are
-inlined up to :data:`INLINE_ITEMS`; a larger batch's event carries ``items_url`` instead,
-the paged ``/api/v1/batches/{id}/items`` endpoint.
+Events, in the published words (``services/customer.py`` shapes the batch and its items):
+``batch.created`` (status ``pending``), ``batch.running`` (``running``, with
+``summary.running``), ``batch.completed`` once every item has ended (``succeeded``,
+``partial``, ``failed`` or ``cancelled``, with every item and ``duration_ms``) and
+``batch.refunded`` when credits came back (with ``refund_reason`` and ``refund_details``).
+``batch.failed`` is published for a batch that could not run at all; vidbatch has no such
+batch (every batch ends with ``batch.completed``), so it never sends it. Items are inlined up
+to :data:`INLINE_ITEMS` (the published limit of a batch); a larger batch's event carries
+``items_url`` instead, the paged ``/api/v1/batches/{id}/items`` endpoint.
 """
 
 from __future__ import annotations
@@ -13,61 +18,41 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.portable import insert_on_conflict
 from vidbatch.db.schema import batch_jobs, video_tasks, webhook_deliveries
-from vidbatch.domain.states import PUBLIC_ITEM_STATUS
+from vidbatch.domain import public
+from vidbatch.services import customer
 
 INLINE_ITEMS = 1000
 
 
-async def summary(conn: AsyncConnection, batch_id: str) -> dict[str, int]:
-    rows = (
-        await conn.execute(
-            select(video_tasks.c.status, func.count())
-            .where(video_tasks.c.batch_job_id == batch_id)
-            .group_by(video_tasks.c.status)
-        )
-    ).all()
-    counts: dict[str, int] = {status: int(n) for status, n in rows}
-    total = sum(counts.values())
-    succeeded = counts.get("succeeded", 0)
-    failed = counts.get("failed", 0)
-    cancelled = counts.get("cancelled", 0)
-    return {
-        "total": total,
-        "succeeded": succeeded,
-        "failed": failed,
-        "cancelled": cancelled,
-        "pending": total - succeeded - failed - cancelled,
-    }
-
-
-def item_view(row: Any) -> dict[str, Any]:
-    return {
-        "item_id": row.id,
-        "index": row.batch_index,
-        "status": PUBLIC_ITEM_STATUS.get(row.status, row.status),
-        "model": row.model,
-        "video_url": row.video_url,
-        "error": row.error_message or row.failure_reason,
-        "failure_type": row.failure_type,
-        "metadata": row.metadata,
-    }
+def refund(counts: dict[str, int], refunded: int) -> tuple[str, dict[str, int]]:
+    """Why a settled batch's credits came back (``refund_reason``) and the figures."""
+    cancelled = counts["cancelled"]
+    failed = counts["failed"] - cancelled
+    if cancelled and failed:
+        reason = "failed_and_cancelled_items"
+    elif cancelled:
+        reason = "cancelled_items"
+    else:
+        reason = "failed_items"
+    return reason, {"refunded": refunded, "failed_items": failed, "cancelled_items": cancelled}
 
 
 async def build_payload(
     conn: AsyncConnection, batch: Any, event: str, now: datetime, *, with_items: bool
 ) -> dict[str, Any]:
+    counts = await customer.summary(conn, batch.id)
     payload: dict[str, Any] = {
         "event": event,
         "batch_id": batch.id,
         "request_id": batch.request_id,
-        "status": batch.status,
-        "timestamp": now.isoformat().replace("+00:00", "Z"),
-        "summary": await summary(conn, batch.id),
+        "status": public.batch_status(batch.status),
+        "timestamp": customer.iso(now),
+        "summary": counts,
         "ledger": {
             "reserved": batch.frozen_credits,
             "settled": batch.credits_spent,
@@ -75,6 +60,11 @@ async def build_payload(
         },
         "metadata": batch.metadata,
     }
+    if event == "batch.completed" and batch.completed_at is not None:
+        elapsed = batch.completed_at - batch.created_at
+        payload["duration_ms"] = int(elapsed.total_seconds() * 1000)
+    if event == "batch.refunded":
+        payload["refund_reason"], payload["refund_details"] = refund(counts, batch.credits_refunded)
     if with_items:
         if batch.total_count <= INLINE_ITEMS:
             rows = (
@@ -84,7 +74,7 @@ async def build_payload(
                     .order_by(video_tasks.c.batch_index)
                 )
             ).all()
-            payload["items"] = [item_view(r) for r in rows]
+            payload["items"] = [customer.item(r) for r in rows]
         else:
             payload["items_url"] = f"/api/v1/batches/{batch.id}/items"
     return payload

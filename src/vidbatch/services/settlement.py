@@ -118,9 +118,8 @@ async def settle_batch(
             now=now,
         )
     sent: list[str] = []
-    event = "batch.failed" if status == "failed" else "batch.completed"
     for name, with_items, wanted in (
-        (event, True, True),
+        ("batch.completed", True, True),
         ("batch.refunded", False, figures.refunded > 0),
     ):
         if wanted and await events.enqueue(
