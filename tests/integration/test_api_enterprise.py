@@ -119,6 +119,7 @@ async def test_seed_example_is_accepted_and_freezes_60(client: Any, engine: Asyn
         "status": "queued",
         "mode": "enterprise",
         "request_id": r.headers["x-request-id"],
+        "idempotent_replay": False,
     }
     assert body["request_id"].startswith("req_")
     assert r.headers["x-ratelimit-limit"] == "60"
@@ -232,18 +233,53 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
         b'{"items": [{"prompt": "x", "metadata": ' + b'{"a": ' * 60 + b"1" + b"}" * 60 + b"}]}",
         "items[0].metadata.a.a.a",
     ),
-    ("request_id not a string", b'{"items": [{"prompt": "x"}], "request_id": 12}', "request_id"),
-    (
-        "request_id not ASCII",
-        '{"items": [{"prompt": "x"}], "request_id": "Āb"}'.encode(),
-        "request_id",
-    ),
-    (
-        "request_id too long",
-        b'{"items": [{"prompt": "x"}], "request_id": "' + b"r" * 129 + b'"}',
-        "request_id",
-    ),
 ]
+
+BAD_REQUEST_IDS = [
+    ("body: not a string", {}, 12, "request_id"),
+    ("body: not ASCII", {}, "Āb", "request_id"),
+    ("body: too long", {}, "r" * 129, "request_id"),
+    ("body: control character", {}, "order\x07-1", "request_id"),
+    ("header: too long", {"x-request-id": "h" * 129}, None, "x-request-id"),
+    ("header: control character", {"idempotency-key": "order\t1"}, None, "idempotency-key"),
+    ("header wins over body", {"request-id": "r" * 200}, "fine", "request-id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body_id", "field"),
+    [(h, b, f) for _, h, b, f in BAD_REQUEST_IDS],
+    ids=[name for name, _, _, _ in BAD_REQUEST_IDS],
+)
+async def test_an_unusable_request_id_is_refused_never_replaced(
+    client: Any, engine: AsyncEngine, headers: dict[str, str], body_id: Any, field: str
+) -> None:
+    """A request id that cannot be used is a 400, never silently swapped for a generated
+    one: the client's retry of the same request is refused again, so nothing is charged
+    twice (the original used a silently dropped id's generated stand-in)."""
+    key = await new_key(engine)
+    body: dict[str, Any] = {"items": [{"prompt": "x"}]}
+    if body_id is not None:
+        body["request_id"] = body_id
+    for _ in range(2):  # the retry
+        r = await client.post(URL, json=body, headers=auth(key, **headers))
+        answer = assert_error(r, 400, "INVALID_REQUEST_ID")
+        assert answer["details"]["fields"][0]["field"] == field
+    assert await count(engine, batch_jobs) == 0
+    assert await counts(engine) == (0, 0, 1)  # the top-up only
+
+
+async def test_a_request_id_is_trimmed_and_a_blank_one_is_none(
+    client: Any, engine: AsyncEngine
+) -> None:
+    key = await new_key(engine)
+    body = {"items": [{"prompt": "x"}]}
+    first = await client.post(URL, json=body, headers=auth(key, **{"x-request-id": "  r-7  "}))
+    again = await client.post(URL, json={**body, "request_id": "r-7"}, headers=auth(key))
+    assert (first.json()["request_id"], again.json()["idempotent_replay"]) == ("r-7", True)
+    blank = await client.post(URL, json=body, headers=auth(key, **{"x-request-id": "   "}))
+    assert blank.json()["request_id"].startswith("req_")
+    assert await count(engine, batch_jobs) == 2
 
 
 @pytest.mark.parametrize(
@@ -326,7 +362,7 @@ async def test_insufficient_credits_is_402_and_writes_nothing(
     await account_svc.topup(engine, key.account_id, 5)
     r = await client.post(URL, json=SEED_BODY, headers=auth(key, **{"x-request-id": "r-402"}))
     assert r.status_code == 200, r.text
-    assert "idempotent_replay" not in r.json()
+    assert r.json()["idempotent_replay"] is False
     await assert_audit_clean(engine)
 
 
@@ -418,7 +454,7 @@ async def test_invalid_request_leaves_its_id_free(client: Any, engine: AsyncEngi
     assert_error(bad, 400, "INVALID_PAYLOAD")
     good = await client.post(URL, json={"items": [{"prompt": "fixed"}]}, headers=headers)
     assert good.status_code == 200
-    assert "idempotent_replay" not in good.json()
+    assert good.json()["idempotent_replay"] is False
 
 
 async def test_concurrent_identical_requests_create_one_batch(

@@ -41,11 +41,15 @@ async def create(client: Any, key: NewKey, n: int = 3, **extra: Any) -> dict[str
 
 
 async def set_running(engine: AsyncEngine, batch_id: str, *indexes: int) -> None:
+    """Items submitted to the provider, as the worker leaves them (the batch is running)."""
     async with engine.begin() as conn:
         await conn.execute(
             update(video_tasks)
             .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.batch_index.in_(indexes))
             .values(status="processing", grsai_task_id="remote", next_attempt_at=utcnow())
+        )
+        await conn.execute(
+            update(batch_jobs).where(batch_jobs.c.id == batch_id).values(status="processing")
         )
 
 
@@ -129,7 +133,7 @@ async def test_get_batch(client: Any, engine: AsyncEngine) -> None:
     } == {
         "batch_id": created["batch_id"],
         "request_id": created["request_id"],
-        "status": "queued",
+        "status": "pending",  # the published word for a batch not started
         "total_count": 4,
         "succeeded_count": 1,
         "failed_count": 1,
@@ -213,9 +217,12 @@ async def test_items_with_status_filter_and_paging(client: Any, engine: AsyncEng
         "status",
         "prompt",
         "model",
+        "duration",
         "video_url",
+        "thumbnail_url",
         "error",
         "failure_type",
+        "failure_reason",
         "metadata",
         "created_at",
         "completed_at",
@@ -223,6 +230,7 @@ async def test_items_with_status_filter_and_paging(client: Any, engine: AsyncEng
     assert (first["prompt"], first["model"], first["metadata"]) == ("video 0", "sora-2", {"sku": 0})
     assert first["video_url"].startswith("https://")
     assert page["items"][1]["failure_type"] == "model_error"
+    assert (first["duration"], first["thumbnail_url"], first["failure_reason"]) == (10, None, None)
 
     r = await client.get(
         f"{V1}/batches/{bid}/items", params={"status": "succeeded"}, headers=auth(key)
@@ -252,10 +260,22 @@ async def test_cancel_refunds_exactly_the_unstarted_items(client: Any, engine: A
     assert r.json() == {
         "ok": True,
         "batch_id": bid,
-        "status": "cancelled",
+        "status": "running",  # item 2 still runs: charged only if it succeeds
         "cancelled_items": 3,
+        "running_items": 1,
         "credits_refunded": 30,
     }
+    items = (await client.get(f"{V1}/batches/{bid}/items", headers=auth(key))).json()["items"]
+    cancelled = items[3]
+    assert (cancelled["status"], cancelled["failure_type"], cancelled["failure_reason"]) == (
+        "failed",
+        "unknown",
+        "cancelled",
+    )
+    r = await client.get(
+        f"{V1}/batches/{bid}/items", params={"status": "failed"}, headers=auth(key)
+    )
+    assert [i["index"] for i in r.json()["items"]] == [1, 3, 4, 5]
     # Items 0-2 stay reserved until they end: 30 frozen.
     assert await balance(engine, key.account_id) == (1000, 30)
     await assert_audit_clean(engine)
@@ -289,6 +309,7 @@ async def test_cancel_of_a_waiting_batch_refunds_everything(
         "batch_id": bid,
         "status": "cancelled",
         "cancelled_items": 5,
+        "running_items": 0,
         "credits_refunded": 50,
     }
     assert await balance(engine, key.account_id) == (100, 0)
@@ -327,7 +348,7 @@ async def test_another_accounts_batch_is_404_like_a_missing_one(
         assert answers[0] == answers[1], (method, suffix)
     # Nothing changed for the owner.
     view = (await client.get(f"{V1}/batches/{bid}", headers=auth(owner))).json()
-    assert (view["status"], view["pending_count"]) == ("queued", 2)
+    assert (view["status"], view["pending_count"]) == ("pending", 2)
     listed = (await client.get(f"{V1}/batches", headers=auth(intruder))).json()
     assert listed["batches"] == []
     ledger = (
@@ -355,8 +376,10 @@ async def test_results_jsonl_and_csv_over_several_pages(client: Any, engine: Asy
         "item_id",
         "status",
         "video_url",
+        "thumbnail_url",
         "error",
         "failure_type",
+        "failure_reason",
         "metadata",
     }
     assert (lines[0]["status"], lines[0]["metadata"]) == ("succeeded", {"sku": 0})
@@ -375,8 +398,10 @@ async def test_results_jsonl_and_csv_over_several_pages(client: Any, engine: Asy
         "item_id": lines[0]["item_id"],
         "status": "succeeded",
         "video_url": "https://cdn.example/v.mp4",
+        "thumbnail_url": "",
         "error": "",
         "failure_type": "",
+        "failure_reason": "",
         "metadata": '{"sku":0}',
     }
     assert [int(row["index"]) for row in rows] == list(range(1203))
@@ -401,28 +426,46 @@ async def test_balance_and_ledger(client: Any, engine: AsyncEngine) -> None:
     page = r.json()
     assert (page["total"], page["limit"], page["offset"]) == (4, 50, 0)
     assert [e["type"] for e in page["entries"]] == ["refund", "reserve", "reserve", "purchase"]
+    # As published: the signed amount for the customer and the available balance after it.
+    shown = [(e["type"], e["delta"], e["balance_after"]) for e in page["entries"]]
+    assert shown == [("refund", 20, 470), ("reserve", -20, 450), ("reserve", -30, 470),
+                     ("purchase", 500, 500)]  # fmt: skip
     refund = page["entries"][0]
     assert {
         k: refund[k]
-        for k in ("type", "delta", "frozen_delta", "balance_after", "batch_id", "item_id")
+        for k in (
+            "entry_type",
+            "balance_delta",
+            "reserved_delta",
+            "total_after",
+            "reserved_after",
+            "batch_id",
+            "item_id",
+        )
     } == {
-        "type": "refund",
-        "delta": 0,
-        "frozen_delta": -20,
-        "balance_after": 500,
+        "entry_type": "refund",
+        "balance_delta": 0,
+        "reserved_delta": -20,
+        "total_after": 500,
+        "reserved_after": 30,
         "batch_id": second,
         "item_id": None,
     }
+    assert isinstance(refund["id"], str) and refund["id"].isdigit()
     assert set(refund) == {
         "id",
         "type",
         "delta",
-        "frozen_delta",
         "balance_after",
         "batch_id",
         "item_id",
         "description",
         "created_at",
+        "entry_type",
+        "balance_delta",
+        "reserved_delta",
+        "total_after",
+        "reserved_after",
     }
 
     async def entries(**params: Any) -> list[dict[str, Any]]:

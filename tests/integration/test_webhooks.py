@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import jsonschema
 import pytest
 from sqlalchemy import select, update
 
+from tests.contract import published
 from tests.helpers import assert_audit_clean, finish_tasks, items, new_batch
 from tests.integration.webhook_receiver import Receiver, free_port, running_receiver
 from tests.integration.worker_helpers import batch_row, run_until_settled, runtime_with
@@ -267,7 +269,7 @@ async def test_slow_receiver_times_out_and_delays_neither_settlement_nor_others(
         assert len(receiver.seen) == 3  # each was sent, none answered in time
         fast_rows = await deliveries(engine, fast_batch.batch_id)
         assert all(r.delivered_at is not None for r in fast_rows)
-        assert sorted(fast.events()) == ["batch.created", "batch.failed", "batch.refunded"]
+        assert sorted(fast.events()) == ["batch.completed", "batch.created", "batch.refunded"]
         await assert_audit_clean(engine)
 
 
@@ -306,17 +308,22 @@ async def test_the_full_flow_through_the_worker(runtime: Any, receiver: Receiver
         assert event["batch_id"] == created.batch_id and event["request_id"] == "flow-1"
         assert event["metadata"] == {"campaign": "spring"}
         assert event["timestamp"].endswith("Z")
-    assert events["batch.created"]["status"] == "queued"
+        # every event as the original's published webhook spec describes it
+        jsonschema.validate(event, published.EVENTS[event["event"]])
+    assert events["batch.created"]["status"] == "pending"
     assert events["batch.created"]["ledger"] == {"reserved": 20, "settled": 0, "refunded": 0}
+    assert events["batch.running"]["status"] == "running"
     completed = events["batch.completed"]
     assert completed["status"] == "partial"
     assert completed["summary"] == {
         "total": 2,
         "succeeded": 1,
         "failed": 1,
-        "cancelled": 0,
+        "running": 0,
         "pending": 0,
+        "cancelled": 0,
     }
+    assert completed["duration_ms"] >= 0
     assert completed["ledger"] == {"reserved": 20, "settled": 10, "refunded": 10}
     ok, bad = completed["items"]
     assert (ok["index"], ok["status"], ok["metadata"], ok["error"]) == (
@@ -326,9 +333,20 @@ async def test_the_full_flow_through_the_worker(runtime: Any, receiver: Receiver
         None,
     )
     assert ok["video_url"] and ok["failure_type"] is None
-    assert (bad["index"], bad["status"], bad["failure_type"]) == (1, "failed", "moderation")
+    assert (bad["index"], bad["status"], bad["failure_type"], bad["failure_reason"]) == (
+        1,
+        "failed",
+        "model_error",
+        "moderation",
+    )
     assert bad["video_url"] is None and bad["error"] and bad["metadata"] == {"sku": "B2"}
     assert events["batch.refunded"]["ledger"]["refunded"] == 10
+    assert events["batch.refunded"]["refund_reason"] == "failed_items"
+    assert events["batch.refunded"]["refund_details"] == {
+        "refunded": 10,
+        "failed_items": 1,
+        "cancelled_items": 0,
+    }
     assert "items" not in events["batch.refunded"]
     rows = await deliveries(runtime.engine, created.batch_id)
     assert len(rows) == 4 and all(r.attempts == 1 and r.delivered_at for r in rows)
@@ -336,7 +354,7 @@ async def test_the_full_flow_through_the_worker(runtime: Any, receiver: Receiver
     await assert_audit_clean(runtime.engine)
 
 
-async def test_a_batch_where_nothing_succeeded_sends_failed_and_refunded(
+async def test_a_batch_where_nothing_succeeded_completes_failed_and_refunds(
     runtime: Any, receiver: Receiver, sim: Any
 ) -> None:
     caller, secret = await customer(runtime.engine)
@@ -352,9 +370,13 @@ async def test_a_batch_where_nothing_succeeded_sends_failed_and_refunded(
     while await deliver_due(runtime, owner="w") != (0, 0):
         pass
     events = {e["event"]: e for e in (verify(r.body, r.headers, secret) for r in receiver.seen)}
-    assert "batch.completed" not in events
-    assert events["batch.failed"]["status"] == "failed"
-    assert [i["status"] for i in events["batch.failed"]["items"]] == ["failed", "failed"]
+    # As published: batch.completed with status failed (batch.failed is for a batch that
+    # could not run at all).
+    assert "batch.failed" not in events
+    assert events["batch.completed"]["status"] == "failed"
+    assert [i["status"] for i in events["batch.completed"]["items"]] == ["failed", "failed"]
+    for event in events.values():
+        jsonschema.validate(event, published.EVENTS[event["event"]])
     assert events["batch.refunded"]["ledger"] == {"reserved": 20, "settled": 0, "refunded": 20}
     assert (await batch_row(runtime.engine, created.batch_id)).webhook_status == "sent"
 

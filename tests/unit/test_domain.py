@@ -5,17 +5,18 @@ from __future__ import annotations
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vidbatch.domain import public
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.domain.settlement import settle_figures
 from vidbatch.domain.states import (
     BATCH_OPEN,
     BATCH_TERMINAL,
-    PUBLIC_ITEM_STATUS,
     TASK_LIVE,
     TASK_TERMINAL,
     TASK_WAITING,
@@ -92,19 +93,59 @@ def test_state_sets_partition() -> None:
     assert TASK_WAITING < TASK_LIVE
     assert not TASK_LIVE & TASK_TERMINAL
     assert not BATCH_OPEN & BATCH_TERMINAL
-    assert set(PUBLIC_ITEM_STATUS) == ALL_TASK_STATES
+    assert {public.item_status(s) for s in ALL_TASK_STATES} == set(public.PublicItemStatus)
 
 
-def test_public_item_status_hides_internal_states() -> None:
-    assert set(PUBLIC_ITEM_STATUS.values()) == {
+# --- the published vocabulary --------------------------------------------------------------
+
+
+def test_public_item_status_is_the_published_four() -> None:
+    assert {str(s) for s in public.PublicItemStatus} == {
         "pending",
         "running",
         "succeeded",
         "failed",
-        "cancelled",
     }
-    assert PUBLIC_ITEM_STATUS["queued"] == "pending"
-    assert PUBLIC_ITEM_STATUS["submitting"] == PUBLIC_ITEM_STATUS["processing"] == "running"
+    assert public.item_status("queued") == "pending"
+    assert public.item_status("submitting") == public.item_status("processing") == "running"
+    assert public.item_status("cancelled") == "failed"
+    assert public.task_statuses(public.PublicItemStatus.FAILED) == ("failed", "cancelled")
+
+
+def test_public_batch_status_is_reached_only_when_the_batch_ended() -> None:
+    assert {str(public.batch_status(s)) for s in BATCH_OPEN} == {"pending", "running"}
+    assert {public.batch_status(s) for s in BATCH_TERMINAL} == public.PUBLIC_BATCH_ENDED
+    assert public.batch_status("completed") == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("status", "failure_type", "reason", "expected"),
+    [
+        ("succeeded", None, None, (None, None)),
+        ("processing", None, None, (None, None)),
+        ("failed", "moderation", "output_moderation", ("model_error", "moderation")),
+        ("failed", "timeout", "timeout", ("timeout", "timeout")),
+        ("failed", "network", "ambiguous_submit", ("network", "ambiguous_submit")),
+        ("failed", None, None, ("unknown", "unknown")),
+        ("cancelled", None, None, ("unknown", "cancelled")),
+    ],
+)
+def test_failure_type_is_one_of_the_published_five_with_the_finer_reason_beside(
+    status: str, failure_type: str | None, reason: str | None, expected: tuple[Any, Any]
+) -> None:
+    got = public.failure(status, failure_type, reason)
+    assert got == expected
+    assert got[0] is None or got[0] in set(public.PublicFailureType)
+
+
+def test_ledger_entries_read_as_the_published_example() -> None:
+    # a 3-item batch at 10 credits, all succeeded: reserve -30, settle -30, nothing refunded
+    assert public.ledger_delta("reserve", 0, 30) == -30
+    assert public.ledger_delta("settle", -30, -30) == -30
+    assert public.ledger_delta("refund", 0, -10) == 10
+    assert public.ledger_delta("purchase", 5000, 0) == 5000
+    assert public.ledger_type("adjustment") == public.ledger_type("bonus") == "bonus"
+    assert set(public.ledger_types(public.PublicLedgerType.BONUS)) == {"bonus", "adjustment"}
 
 
 ALLOWED_MOVES = {
