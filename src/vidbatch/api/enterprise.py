@@ -172,6 +172,9 @@ async def accept_batch(request: Request, auth: Authenticated, *, mode: str) -> J
         show_rate=lambda: show_rate(request, auth),
         client_ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
+        # As published, /api/v1 items default to 16:9; the original's endpoints leave it to
+        # the provider.
+        default_aspect_ratio="16:9" if mode == "v1" else None,
     )
     if not created.replay:
         worker = getattr(request.app.state, "worker", None)

@@ -34,6 +34,7 @@ async def accept(
     show_rate: Metering,
     client_ip: str | None = None,
     user_agent: str | None = None,
+    default_aspect_ratio: str | None = None,
 ) -> Created:
     """Create the batch ``body`` describes, or answer with the earlier batch of the same
     ``idempotency_key`` and body.
@@ -62,6 +63,7 @@ async def accept(
         catalog=settings.catalog,
         max_items=settings.max_items,
         allow_private_webhooks=settings.allow_private_webhooks,
+        default_aspect_ratio=default_aspect_ratio,
     )
     created = await create_batch(
         rt.engine,
