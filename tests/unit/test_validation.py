@@ -162,7 +162,7 @@ def test_a_default_aspect_ratio_fills_only_the_items_without_one() -> None:
     assert [i.aspect_ratio for i in spec.items] == ["16:9", "9:16"]
 
 
-@pytest.mark.parametrize("duration", [4, 12, 20, 10.5, "10", "5", True, 0, -10])
+@pytest.mark.parametrize("duration", [4, 12, 20, 10.5, "10", "5", True, 0, -10, {}, [5]])
 def test_other_sora_durations_refused(duration: Any) -> None:
     assert item_problems({"prompt": "x", "duration": duration}) == [(0, "duration")]
 

@@ -171,7 +171,8 @@ def _validate_item(
             if duration is None:
                 duration = spec.default_duration
             elif (
-                not isinstance(duration, bool)
+                isinstance(duration, int | float)
+                and not isinstance(duration, bool)
                 and duration in ROUNDED_UP_DURATIONS
                 and ROUNDED_UP_DURATIONS[duration] in spec.durations
             ):
