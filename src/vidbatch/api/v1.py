@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -36,6 +36,7 @@ from vidbatch.domain import public
 from vidbatch.domain.public import PublicBatchStatus, PublicItemStatus, PublicLedgerType
 from vidbatch.exceptions import FieldError, InvalidInput
 from vidbatch.services import batches, credits, customer
+from vidbatch.timestamps import as_utc
 
 router = APIRouter(prefix="/api/v1", route_class=KeyedRoute)
 
@@ -75,7 +76,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def _utc(value: datetime, field: str) -> datetime:
     try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
     except (OverflowError, ValueError):
         raise _invalid(field, "is out of range") from None
 

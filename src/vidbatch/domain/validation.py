@@ -171,12 +171,10 @@ def _validate_item(
             if duration is None:
                 duration = spec.default_duration
             elif (
-                isinstance(duration, int | float)
-                and not isinstance(duration, bool)
-                and duration in ROUNDED_UP_DURATIONS
-                and ROUNDED_UP_DURATIONS[duration] in spec.durations
-            ):
-                duration = ROUNDED_UP_DURATIONS[duration]
+                (isinstance(duration, int) and not isinstance(duration, bool))
+                or (isinstance(duration, float) and duration.is_integer())
+            ) and ROUNDED_UP_DURATIONS.get(int(duration)) in spec.durations:
+                duration = ROUNDED_UP_DURATIONS[int(duration)]
             elif (
                 isinstance(duration, bool)
                 or not isinstance(duration, int | float)
