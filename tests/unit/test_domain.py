@@ -110,10 +110,8 @@ def test_public_item_status_hides_internal_states() -> None:
 ALLOWED_MOVES = {
     ("pending", "submitting"),
     ("pending", "cancelled"),
-    ("pending", "failed"),
     ("queued", "submitting"),
     ("queued", "cancelled"),
-    ("queued", "failed"),
     ("submitting", "processing"),
     ("submitting", "pending"),
     ("submitting", "failed"),
