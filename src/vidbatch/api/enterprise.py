@@ -21,6 +21,7 @@ from vidbatch.api.schemas import (
     request_body,
     success_headers,
 )
+from vidbatch.domain.states import BatchStatus
 from vidbatch.exceptions import FieldError, InvalidInput
 from vidbatch.services import intake
 from vidbatch.services.batches import Created
@@ -127,7 +128,7 @@ def _answer(created: Created, rid: str, mode: str) -> JSONResponse:
         "cost_per_video": created.cost_per_video,
         "required_credits": created.required_credits,
         "available_credits": created.available_credits,
-        "status": "queued" if not created.replay else created.status,
+        "status": BatchStatus.QUEUED if not created.replay else created.status,
         "mode": mode,
         "request_id": rid,
     }
