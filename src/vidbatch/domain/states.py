@@ -8,7 +8,8 @@ Terminal states never change again.
 
 Every status stored in the database is a member of one of these enums: the schema's CHECK
 lists, the API's ``Literal`` types and the dashboard's labels are derived from them, and the
-conditional ``WHERE`` clauses that enforce a move name its states through :func:`sources`.
+conditional ``WHERE`` clauses that enforce a move name its states through :func:`sources`
+(or check a given one with :func:`can_move`).
 """
 
 from __future__ import annotations
