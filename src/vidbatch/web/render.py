@@ -122,7 +122,7 @@ def templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters |= {"when": when, "excerpt": excerpt, "playable": playable, "signed": signed}
-    env.globals["static"] = static_url
+    env.globals |= {"static": static_url, "TaskStatus": TaskStatus}
     return Jinja2Templates(env=env)
 
 

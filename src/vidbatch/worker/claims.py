@@ -96,7 +96,7 @@ async def claim_for_submit(
     lease_until: datetime,
     limit: int,
 ) -> list[Any]:
-    """Take up to ``limit`` due waiting tasks of a batch: pending → submitting."""
+    """Take up to ``limit`` due waiting tasks of a batch: pending|queued → submitting."""
     due = due_ids(
         conn,
         select(video_tasks.c.id)
