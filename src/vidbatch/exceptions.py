@@ -35,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vidbatch.domain.states import FailureType
+
 
 class VidbatchError(Exception):
     """Something went wrong in vidbatch."""
@@ -188,7 +190,7 @@ class ProviderError(VidbatchError):
         self,
         message: str | None = None,
         *,
-        failure_type: str = "unknown",
+        failure_type: str = FailureType.UNKNOWN,
         http_status: int | None = None,
         provider_code: int | None = None,
     ) -> None:
@@ -208,7 +210,7 @@ class ProviderTransient(ProviderError):
         message: str | None = None,
         *,
         retry_after: float | None = None,
-        failure_type: str = "network",
+        failure_type: str = FailureType.NETWORK,
         http_status: int | None = None,
         provider_code: int | None = None,
     ) -> None:

@@ -16,11 +16,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from vidbatch.domain.catalog import Catalog, parse_catalog_overrides
 from vidbatch.exceptions import ConfigError
 
-
-def _env(*names: str) -> Any:
-    return Field(validation_alias=AliasChoices(*names))
-
-
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 

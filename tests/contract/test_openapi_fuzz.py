@@ -114,6 +114,7 @@ def test_schemathesis_finds_no_violation_of_the_document(
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # its cache and reports stay out of the repository
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

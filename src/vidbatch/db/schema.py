@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.sql.elements import TextClause
 
 from vidbatch.db.types import JSONType, UTCDateTime
 from vidbatch.domain.states import (
@@ -56,6 +57,10 @@ FAILURE_TYPES = tuple(FailureType)
 
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+def _default(value: str) -> TextClause:
+    return text(repr(str(value)))
 
 
 accounts = Table(
@@ -127,7 +132,7 @@ batch_jobs = Table(
     # The original's name; points at accounts.id.
     Column("user_id", ID, ForeignKey("accounts.id"), nullable=False),
     Column("key_id", ID, ForeignKey("enterprise_api_keys.id"), nullable=True),
-    Column("status", String(16), nullable=False, server_default=text("'queued'")),
+    Column("status", String(16), nullable=False, server_default=_default(BatchStatus.QUEUED)),
     Column("total_count", Integer, nullable=False),
     Column("success_count", Integer, nullable=False, server_default=text("0")),
     Column("failed_count", Integer, nullable=False, server_default=text("0")),
@@ -138,10 +143,17 @@ batch_jobs = Table(
     Column("credits_spent", BigInteger, nullable=False, server_default=text("0")),
     # Released so far (cancelled items at once, the rest at settlement).
     Column("credits_refunded", BigInteger, nullable=False, server_default=text("0")),
-    Column("settlement_status", String(16), nullable=False, server_default=text("'pending'")),
+    Column(
+        "settlement_status",
+        String(16),
+        nullable=False,
+        server_default=_default(SettlementStatus.PENDING),
+    ),
     Column("settled_at", UTCDateTime(), nullable=True),
     Column("webhook_url", Text, nullable=True),
-    Column("webhook_status", String(16), nullable=False, server_default=text("'none'")),
+    Column(
+        "webhook_status", String(16), nullable=False, server_default=_default(WebhookStatus.NONE)
+    ),
     Column("webhook_attempts", Integer, nullable=False, server_default=text("0")),
     Column("webhook_last_error", Text, nullable=True),
     Column("webhook_last_sent_at", UTCDateTime(), nullable=True),
@@ -196,7 +208,7 @@ video_tasks = Table(
     Column("meta", JSONType, nullable=True),
     Column("metadata", JSONType, nullable=True),
     Column("cost_credits", Integer, nullable=False),
-    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("status", String(16), nullable=False, server_default=_default(TaskStatus.PENDING)),
     Column("progress", Integer, nullable=False, server_default=text("0")),
     Column("video_url", Text, nullable=True),
     Column("remove_watermark", Boolean, nullable=True),

@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from vidbatch.domain.states import FailureType
+
 #: The provider of a model that names none, and of every task stored before there were several.
 DEFAULT_PROVIDER = "grsai"
 
 RemoteStatus = Literal["running", "succeeded", "failed"]
 
 #: The ``failure_type`` values a failed :class:`RemoteResult` can carry.
-FAILURE_TYPES: frozenset[str] = frozenset(
-    {"moderation", "param_error", "model_error", "network", "timeout", "unknown"}
-)
+FAILURE_TYPES: frozenset[str] = frozenset(FailureType)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vidbatch.domain.states import SettlementStatus
+
 
 @dataclass(frozen=True)
 class SettlementFigures:
@@ -17,8 +19,8 @@ class SettlementFigures:
         return self.already_refunded + self.refund_now
 
     @property
-    def settlement_status(self) -> str:
-        return "refunded" if self.refunded > 0 else "finalized"
+    def settlement_status(self) -> SettlementStatus:
+        return SettlementStatus.REFUNDED if self.refunded > 0 else SettlementStatus.FINALIZED
 
 
 def settle_figures(reserved: int, already_refunded: int, succeeded_cost: int) -> SettlementFigures:

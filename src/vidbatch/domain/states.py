@@ -1,13 +1,15 @@
 """The vocabulary of states, and the task and batch state machines — written once.
 
 Task:  pending|queued → submitting → processing → succeeded|failed;  pending|queued → cancelled.
-       submitting → pending (a transient error, retried later); waiting → failed (refused).
+       submitting → pending (a transient error, retried later); submitting → failed (refused,
+       or given up on). A task is refused only once a provider saw it, never while waiting.
 Batch: queued → processing → completed|partial|failed|cancelled.
 Terminal states never change again.
 
 Every status stored in the database is a member of one of these enums: the schema's CHECK
 lists, the API's ``Literal`` types and the dashboard's labels are derived from them, and the
-conditional ``WHERE`` clauses that enforce a move name its states through :func:`sources`.
+conditional ``WHERE`` clauses that enforce a move name its states through :func:`sources`
+(or check a given one with :func:`can_move`).
 """
 
 from __future__ import annotations
@@ -80,15 +82,17 @@ class FailureType(StrEnum):
 
 
 TASK_WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
-TASK_LIVE = TASK_WAITING | {TaskStatus.SUBMITTING, TaskStatus.PROCESSING}
+#: At the provider, or on its way there: what a fleet-wide cap counts.
+TASK_RUNNING = frozenset({TaskStatus.SUBMITTING, TaskStatus.PROCESSING})
+TASK_LIVE = TASK_WAITING | TASK_RUNNING
 TASK_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 BATCH_OPEN = frozenset({BatchStatus.QUEUED, BatchStatus.PROCESSING})
 BATCH_TERMINAL = frozenset(BatchStatus) - BATCH_OPEN
 
 _TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.SUBMITTING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
-    TaskStatus.QUEUED: frozenset({TaskStatus.SUBMITTING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.PENDING: frozenset({TaskStatus.SUBMITTING, TaskStatus.CANCELLED}),
+    TaskStatus.QUEUED: frozenset({TaskStatus.SUBMITTING, TaskStatus.CANCELLED}),
     TaskStatus.SUBMITTING: frozenset(
         {TaskStatus.PROCESSING, TaskStatus.PENDING, TaskStatus.FAILED}
     ),

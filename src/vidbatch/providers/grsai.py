@@ -36,6 +36,7 @@ import aiohttp
 
 from vidbatch.domain.catalog import Catalog
 from vidbatch.domain.provider import RemoteResult, TaskSpec
+from vidbatch.domain.states import FailureType
 from vidbatch.exceptions import (
     CallbackInvalid,
     ProviderAmbiguous,
@@ -61,9 +62,9 @@ _DEFAULT_SORA_MODEL = "sora-2"
 _SORA_ASPECT_RATIOS = frozenset({"9:16", "16:9"})
 _MAX_VEO_URLS = 3
 _FAILURE_REASON_TYPES = {
-    "input_moderation": "moderation",
-    "output_moderation": "moderation",
-    "error": "model_error",
+    "input_moderation": FailureType.MODERATION,
+    "output_moderation": FailureType.MODERATION,
+    "error": FailureType.MODEL_ERROR,
 }
 _NO_URL_ERROR = "provider reported success but gave no video URL"
 # Provider messages are kept for operators, but a whole HTML error page is not a message.
@@ -202,14 +203,16 @@ def normalise_task(obj: Mapping[str, Any], *, remote_id: str | None = None) -> R
             return RemoteResult(
                 status="failed",
                 progress=progress,
-                failure_type="model_error",
+                failure_type=FailureType.MODEL_ERROR,
                 **{**common, "error": error or _NO_URL_ERROR},
             )
         return RemoteResult(status="succeeded", progress=100, **common)
     if status == "violation":
-        return RemoteResult(status="failed", progress=progress, failure_type="moderation", **common)
+        return RemoteResult(
+            status="failed", progress=progress, failure_type=FailureType.MODERATION, **common
+        )
     if status == "failed":
-        failure_type = _FAILURE_REASON_TYPES.get(failure_reason or "", "unknown")
+        failure_type = _FAILURE_REASON_TYPES.get(failure_reason or "", FailureType.UNKNOWN)
         return RemoteResult(status="failed", progress=progress, failure_type=failure_type, **common)
     return RemoteResult(status="running", progress=progress, **common)
 
@@ -359,45 +362,53 @@ class GrsAIClient:
                 text = await response.text(errors="replace")
         except aiohttp.ClientConnectorError as exc:
             raise ProviderTransient(
-                f"cannot connect to provider ({exc.__class__.__name__})", failure_type="network"
+                f"cannot connect to provider ({exc.__class__.__name__})",
+                failure_type=FailureType.NETWORK,
             ) from None
         except aiohttp.ConnectionTimeoutError:
             raise ProviderTransient(
-                "timed out connecting to provider", failure_type="network"
+                "timed out connecting to provider", failure_type=FailureType.NETWORK
             ) from None
         except aiohttp.InvalidURL:
-            raise ProviderTransient("provider URL is invalid", failure_type="network") from None
+            raise ProviderTransient(
+                "provider URL is invalid", failure_type=FailureType.NETWORK
+            ) from None
         except TimeoutError:
-            raise after_send("provider did not answer in time", failure_type="network") from None
+            raise after_send(
+                "provider did not answer in time", failure_type=FailureType.NETWORK
+            ) from None
         except aiohttp.ClientError as exc:
             raise after_send(
-                f"connection to provider broke ({exc.__class__.__name__})", failure_type="network"
+                f"connection to provider broke ({exc.__class__.__name__})",
+                failure_type=FailureType.NETWORK,
             ) from None
 
         if status == 429:
             raise ProviderTransient(
                 "provider is rate limiting",
                 retry_after=_parse_retry_after(retry_after),
-                failure_type="network",
+                failure_type=FailureType.NETWORK,
                 http_status=status,
             )
         if status in (502, 504):
             # A gateway answered for GrsAI: the create may have reached it and been stored.
             raise after_send(
                 f"provider gateway error HTTP {status}: {_message_from(text)}",
-                failure_type="network",
+                failure_type=FailureType.NETWORK,
             )
         if status >= 500:
             raise ProviderTransient(
                 f"provider error HTTP {status}: {_message_from(text)}",
                 retry_after=_parse_retry_after(retry_after),
-                failure_type="network",
+                failure_type=FailureType.NETWORK,
                 http_status=status,
             )
         if status >= 400:
             raise ProviderRejected(
                 _message_from(text) or f"HTTP {status}",
-                failure_type="param_error" if status in (400, 422) else "unknown",
+                failure_type=FailureType.PARAM_ERROR
+                if status in (400, 422)
+                else FailureType.UNKNOWN,
                 http_status=status,
             )
 
@@ -419,7 +430,7 @@ class GrsAIClient:
             )
         raise ProviderRejected(
             message or f"provider refused the request (code {code})",
-            failure_type="param_error",
+            failure_type=FailureType.PARAM_ERROR,
             http_status=status,
             provider_code=code,
         )

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
@@ -290,10 +290,6 @@ async def touch_key(conn: AsyncConnection, key_id: str) -> None:
         .where(enterprise_api_keys.c.id == key_id)
         .values(last_seen_at=utcnow())
     )
-
-
-async def count_accounts(conn: AsyncConnection) -> int:
-    return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
 
 
 def new_webhook_secret() -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import accounts, batch_jobs, credit_ledger, video_tasks
-from vidbatch.domain.states import TASK_LIVE
+from vidbatch.domain.states import TASK_LIVE, LedgerType, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,10 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
         select(
             video_tasks.c.batch_job_id,
             func.sum(
-                case((video_tasks.c.status == "succeeded", video_tasks.c.cost_credits), else_=0)
+                case(
+                    (video_tasks.c.status == TaskStatus.SUCCEEDED, video_tasks.c.cost_credits),
+                    else_=0,
+                )
             ).label("succeeded_cost"),
             func.sum(case((video_tasks.c.status.in_(TASK_LIVE), 1), else_=0)).label("live"),
             func.sum(video_tasks.c.cost_credits).label("total_cost"),
@@ -110,10 +113,16 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
             credit_ledger.c.batch_id,
             func.sum(credit_ledger.c.delta).label("delta"),
             func.sum(
-                case((credit_ledger.c.type == "reserve", credit_ledger.c.frozen_delta), else_=0)
+                case(
+                    (credit_ledger.c.type == LedgerType.RESERVE, credit_ledger.c.frozen_delta),
+                    else_=0,
+                )
             ).label("reserved"),
             func.sum(
-                case((credit_ledger.c.type == "refund", -credit_ledger.c.frozen_delta), else_=0)
+                case(
+                    (credit_ledger.c.type == LedgerType.REFUND, -credit_ledger.c.frozen_delta),
+                    else_=0,
+                )
             ).label("refunded"),
         )
         .where(credit_ledger.c.batch_id.is_not(None))

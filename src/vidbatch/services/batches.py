@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from vidbatch.clock import utcnow
 from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import accounts, api_usage, batch_jobs, video_tasks
-from vidbatch.domain.states import TASK_LIVE, TASK_WAITING
+from vidbatch.domain.states import TASK_LIVE, BatchStatus, TaskStatus, sources
 from vidbatch.domain.validation import BatchSpec
 from vidbatch.exceptions import (
     BatchAlreadyEnded,
@@ -119,7 +119,7 @@ async def create_batch(
                     id=batch_id,
                     user_id=caller.account_id,
                     key_id=caller.key_id,
-                    status="queued",
+                    status=BatchStatus.QUEUED,
                     total_count=len(spec.items),
                     cost_per_video=spec.cost_per_video,
                     frozen_credits=total,
@@ -149,11 +149,10 @@ async def create_batch(
                         "reference_url": item.reference_url,
                         "aspect_ratio": item.aspect_ratio,
                         "duration": item.duration,
-                        "size": "small" if item.model.startswith("sora") else None,
                         "meta": item.meta,
                         "metadata": item.metadata,
                         "cost_credits": item.cost_credits,
-                        "status": "pending",
+                        "status": TaskStatus.PENDING,
                         "next_attempt_at": now,
                         "created_at": now,
                         "updated_at": now,
@@ -206,7 +205,7 @@ async def create_batch(
         cost_per_video=spec.cost_per_video,
         required_credits=total,
         available_credits=posting.entry["balance_after"] - posting.entry["frozen_after"],
-        status="queued",
+        status=BatchStatus.QUEUED,
         replay=False,
     )
 
@@ -344,10 +343,10 @@ async def cancel_batch(
                 update(video_tasks)
                 .where(
                     video_tasks.c.batch_job_id == batch_id,
-                    video_tasks.c.status.in_(TASK_WAITING),
+                    video_tasks.c.status.in_(sources(TaskStatus.CANCELLED)),
                 )
                 .values(
-                    status="cancelled",
+                    status=TaskStatus.CANCELLED,
                     next_attempt_at=None,
                     completed_at=now,
                     updated_at=now,

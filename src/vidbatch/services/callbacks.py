@@ -17,7 +17,7 @@ from vidbatch.clock import utcnow
 from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.callback_tokens import token_ok
-from vidbatch.domain.states import TASK_TERMINAL
+from vidbatch.domain.states import TASK_LIVE, TASK_TERMINAL, TaskStatus
 from vidbatch.exceptions import CallbackInvalid, NotFound, ProviderError
 from vidbatch.services import tasks
 from vidbatch.services.context import Context
@@ -66,7 +66,7 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
     if task.status in TASK_TERMINAL:
         metrics.labels("ignored_terminal").inc()
         return Received(task.status, ignored=True)
-    if task.status != "processing" or not task.grsai_task_id:
+    if task.status != TaskStatus.PROCESSING or not task.grsai_task_id:
         # The provider finished before our submit was recorded: remember it, so the task
         # is checked as soon as it is (progress before that is of no use).
         if hint.is_final:
@@ -77,12 +77,12 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
                     update(video_tasks)
                     .where(
                         video_tasks.c.id == task_id,
-                        video_tasks.c.status.in_(("pending", "queued", "submitting", "processing")),
+                        video_tasks.c.status.in_(TASK_LIVE),
                     )
                     .values(
                         callback_at=now,
                         next_attempt_at=case(
-                            (video_tasks.c.status == "processing", now),
+                            (video_tasks.c.status == TaskStatus.PROCESSING, now),
                             else_=video_tasks.c.next_attempt_at,
                         ),
                     )
@@ -99,11 +99,13 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
             async with rt.engine.begin() as conn:
                 await conn.execute(
                     update(video_tasks)
-                    .where(video_tasks.c.id == task_id, video_tasks.c.status == "processing")
+                    .where(
+                        video_tasks.c.id == task_id, video_tasks.c.status == TaskStatus.PROCESSING
+                    )
                     .values(callback_at=now, next_attempt_at=now, last_error=exc.message[:2000])
                 )
             metrics.labels("unconfirmed").inc()
-            return Received("processing", deferred=True)
+            return Received(TaskStatus.PROCESSING, deferred=True)
     async with rt.engine.begin() as conn:
         await conn.execute(
             update(video_tasks).where(video_tasks.c.id == task_id).values(callback_at=now)

@@ -22,6 +22,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, webhook_deliveries
+from vidbatch.domain.states import WebhookStatus
 from vidbatch.domain.webhook_retry import next_delay
 
 wd = webhook_deliveries
@@ -108,7 +109,7 @@ async def record(
     return result
 
 
-async def refresh_batch_status(conn: AsyncConnection, batch_id: str) -> str:
+async def refresh_batch_status(conn: AsyncConnection, batch_id: str) -> WebhookStatus:
     """Set the batch's ``webhook_status`` from its events: ``retrying`` while one waits for
     another attempt, ``pending`` while one waits for its first, else ``failed`` if one ran
     out of attempts, else ``sent`` (every event delivered); ``none`` without events."""
@@ -126,17 +127,17 @@ async def refresh_batch_status(conn: AsyncConnection, batch_id: str) -> str:
     ).one()
     total, retrying, waiting, failed = (int(v or 0) for v in row)
     if not total:
-        status = "none"
+        status = WebhookStatus.NONE
     elif retrying:
-        status = "retrying"
+        status = WebhookStatus.RETRYING
     elif waiting:
-        status = "pending"
+        status = WebhookStatus.PENDING
     elif failed:
-        status = "failed"
+        status = WebhookStatus.FAILED
     else:
-        status = "sent"
+        status = WebhookStatus.SENT
     values: dict[str, Any] = {"webhook_status": status}
-    if status == "sent":
+    if status == WebhookStatus.SENT:
         values["webhook_last_error"] = None
     await conn.execute(update(batch_jobs).where(batch_jobs.c.id == batch_id).values(**values))
     return status

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, credit_ledger
+from vidbatch.domain.states import LedgerType
 from vidbatch.exceptions import (
     IdempotencyKeyReused,
     InsufficientCredits,
@@ -46,7 +47,7 @@ async def post(
     conn: AsyncConnection,
     *,
     account_id: str,
-    type: str,
+    type: LedgerType,
     delta: int,
     frozen_delta: int = 0,
     key: str,
@@ -118,7 +119,7 @@ async def post(
 
 
 def _repeat(
-    existing: dict[str, Any], type: str, delta: int, frozen_delta: int, key: str
+    existing: dict[str, Any], type: LedgerType, delta: int, frozen_delta: int, key: str
 ) -> Posting:
     """The earlier entry for a repeated key — refused when it asked for something else."""
     if (existing["type"], existing["delta"], existing["frozen_delta"]) != (
@@ -189,7 +190,7 @@ async def topup(
     amount: int,
     *,
     key: str,
-    type: str = "purchase",
+    type: LedgerType = LedgerType.PURCHASE,
     description: str | None = None,
 ) -> Posting:
     """Add ``amount`` purchased (or bonus) credits."""
@@ -206,7 +207,7 @@ async def reserve(conn: AsyncConnection, account_id: str, amount: int, *, batch_
     return await post(
         conn,
         account_id=account_id,
-        type="reserve",
+        type=LedgerType.RESERVE,
         delta=0,
         frozen_delta=amount,
         key=f"reserve:{batch_id}",
@@ -231,7 +232,7 @@ async def release(
     return await post(
         conn,
         account_id=account_id,
-        type="refund",
+        type=LedgerType.REFUND,
         delta=0,
         frozen_delta=-amount,
         key=key,
@@ -256,7 +257,7 @@ async def charge(
     return await post(
         conn,
         account_id=account_id,
-        type="settle",
+        type=LedgerType.SETTLE,
         delta=-amount,
         frozen_delta=-amount,
         key=key,
@@ -277,7 +278,7 @@ async def adjust(
     return await post(
         conn,
         account_id=account_id,
-        type="adjustment",
+        type=LedgerType.ADJUSTMENT,
         delta=amount,
         key=key,
         description=reason.strip(),

@@ -15,6 +15,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
+from vidbatch.domain.states import FailureType, LedgerType, TaskStatus
 from vidbatch.services import accounts, batches, views
 from vidbatch.services.views import (
     Account,
@@ -56,9 +57,9 @@ async def ledger_figures(conn: AsyncConnection, batch_ids: list[str]) -> dict[st
         await conn.execute(
             select(
                 led.c.batch_id,
-                func.sum(case((led.c.type == "reserve", led.c.frozen_delta), else_=0)),
-                func.sum(case((led.c.type == "settle", -led.c.delta), else_=0)),
-                func.sum(case((led.c.type == "refund", -led.c.frozen_delta), else_=0)),
+                func.sum(case((led.c.type == LedgerType.RESERVE, led.c.frozen_delta), else_=0)),
+                func.sum(case((led.c.type == LedgerType.SETTLE, -led.c.delta), else_=0)),
+                func.sum(case((led.c.type == LedgerType.REFUND, -led.c.frozen_delta), else_=0)),
             )
             .where(led.c.batch_id.in_(batch_ids))
             .group_by(led.c.batch_id)
@@ -201,7 +202,10 @@ async def batch_detail(conn: AsyncConnection, batch_id: str) -> BatchDetail:
         (
             await conn.execute(
                 select(video_tasks.c.failure_type, func.count())
-                .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.status == "failed")
+                .where(
+                    video_tasks.c.batch_job_id == batch_id,
+                    video_tasks.c.status == TaskStatus.FAILED,
+                )
                 .group_by(video_tasks.c.failure_type)
             )
         ).all()
@@ -220,7 +224,7 @@ async def batch_detail(conn: AsyncConnection, batch_id: str) -> BatchDetail:
         figures,
         task_counts={status: int(n) for status, n in sorted(counts.items())},
         failure_types={
-            str(k or "unknown"): int(n)
+            str(k or FailureType.UNKNOWN): int(n)
             for k, n in sorted(failures.items(), key=lambda kv: str(kv[0]))
         },
         child_batch_ids=children,

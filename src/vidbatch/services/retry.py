@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.domain.catalog import Catalog
+from vidbatch.domain.states import FailureType, TaskStatus
 from vidbatch.domain.validation import BatchSpec, request_fingerprint, validate_batch
 from vidbatch.exceptions import BatchNotSettled, NothingToRetry
 from vidbatch.services import batches
@@ -49,7 +50,10 @@ async def retry_failed(
             (
                 await conn.execute(
                     select(video_tasks)
-                    .where(video_tasks.c.batch_job_id == batch_id, video_tasks.c.status == "failed")
+                    .where(
+                        video_tasks.c.batch_job_id == batch_id,
+                        video_tasks.c.status == TaskStatus.FAILED,
+                    )
                     .order_by(video_tasks.c.batch_index)
                 )
             ).all()
@@ -64,7 +68,9 @@ async def retry_failed(
                 )
             ).scalars()
         )
-        eligible = [t for t in failed if include_moderation or t.failure_type != "moderation"]
+        eligible = [
+            t for t in failed if include_moderation or t.failure_type != FailureType.MODERATION
+        ]
         skipped = len(failed) - len(eligible)
         caller = Caller(account_id=parent.user_id, key_id=parent.key_id)
         variant = "all" if include_moderation else "no-moderation"

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.domain.settlement import settle_figures
-from vidbatch.domain.states import TASK_LIVE, batch_final_status
+from vidbatch.domain.states import TASK_LIVE, TaskStatus, batch_final_status
 from vidbatch.services import events, ledger
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,14 @@ async def settle_batch(
         await conn.execute(
             select(
                 func.sum(case((video_tasks.c.status.in_(TASK_LIVE), 1), else_=0)),
-                func.sum(case((video_tasks.c.status == "succeeded", 1), else_=0)),
-                func.sum(case((video_tasks.c.status == "failed", 1), else_=0)),
-                func.sum(case((video_tasks.c.status == "cancelled", 1), else_=0)),
+                func.sum(case((video_tasks.c.status == TaskStatus.SUCCEEDED, 1), else_=0)),
+                func.sum(case((video_tasks.c.status == TaskStatus.FAILED, 1), else_=0)),
+                func.sum(case((video_tasks.c.status == TaskStatus.CANCELLED, 1), else_=0)),
                 func.sum(
-                    case((video_tasks.c.status == "succeeded", video_tasks.c.cost_credits), else_=0)
+                    case(
+                        (video_tasks.c.status == TaskStatus.SUCCEEDED, video_tasks.c.cost_credits),
+                        else_=0,
+                    )
                 ),
             ).where(video_tasks.c.batch_job_id == batch_id)
         )

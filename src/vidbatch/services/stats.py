@@ -12,7 +12,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.schema import video_tasks
-from vidbatch.domain.states import TASK_WAITING
+from vidbatch.domain.states import TASK_WAITING, TaskStatus
 from vidbatch.metrics import Metrics
 from vidbatch.services import reads
 from vidbatch.services.views import BatchListing
@@ -91,8 +91,8 @@ async def completed_per_bucket(
     for start, end in zip(starts, ends, strict=True):
         within = (vt.c.completed_at >= start) & (vt.c.completed_at < end)
         columns += [
-            func.sum(case((within & (vt.c.status == "succeeded"), 1), else_=0)),
-            func.sum(case((within & (vt.c.status == "failed"), 1), else_=0)),
+            func.sum(case((within & (vt.c.status == TaskStatus.SUCCEEDED), 1), else_=0)),
+            func.sum(case((within & (vt.c.status == TaskStatus.FAILED), 1), else_=0)),
         ]
     row = (
         await conn.execute(

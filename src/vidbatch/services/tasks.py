@@ -7,6 +7,7 @@ worker, a late poll or a repeated callback changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vidbatch.db.portable import greatest
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.domain.provider import RemoteResult
-from vidbatch.domain.states import TASK_LIVE
+from vidbatch.domain.states import (
+    TASK_LIVE,
+    BatchStatus,
+    FailureType,
+    TaskStatus,
+    can_move,
+    sources,
+)
 from vidbatch.services import events
 
 MAX_TEXT = 2000
@@ -36,8 +44,9 @@ class Fence:
     token: int
 
 
-def _fenced(task_id: str, status: str, fence: Fence | None) -> list[Any]:
-    where = [video_tasks.c.id == task_id, video_tasks.c.status == status]
+def _fenced(task_id: str, states: Collection[TaskStatus], fence: Fence | None) -> list[Any]:
+    """The task, in one of ``states``, still held under ``fence`` (if one is given)."""
+    where = [video_tasks.c.id == task_id, video_tasks.c.status.in_(states)]
     if fence is not None:
         where += [
             video_tasks.c.lease_owner == fence.owner,
@@ -60,9 +69,9 @@ async def mark_submitted(
     this write (``callback_at`` set) makes the task due for a poll at once."""
     result = await conn.execute(
         update(video_tasks)
-        .where(*_fenced(task_id, "submitting", fence))
+        .where(*_fenced(task_id, sources(TaskStatus.PROCESSING), fence))
         .values(
-            status="processing",
+            status=TaskStatus.PROCESSING,
             grsai_task_id=remote_id,
             submitted_at=now,
             deadline_at=deadline_at,
@@ -84,8 +93,8 @@ async def mark_batch_started(
     """queued → processing when its first task reached the provider (and the event)."""
     started = await conn.execute(
         update(batch_jobs)
-        .where(batch_jobs.c.id == batch_id, batch_jobs.c.status == "queued")
-        .values(status="processing", updated_at=now)
+        .where(batch_jobs.c.id == batch_id, batch_jobs.c.status == BatchStatus.QUEUED)
+        .values(status=BatchStatus.PROCESSING, updated_at=now)
     )
     if started.rowcount:
         await events.enqueue(
@@ -106,9 +115,8 @@ async def reschedule_submit(
     """submitting → pending, to be submitted again at ``retry_at`` (a transient error).
     A 429 does not burn an attempt (``count_attempt=False``)."""
     values: dict[str, Any] = {
-        "status": "pending",
+        "status": TaskStatus.PENDING,
         "next_attempt_at": retry_at,
-        "next_retry_at": retry_at,
         "last_error": _clip(error),
         "lease_owner": None,
         "lease_expires_at": None,
@@ -117,7 +125,9 @@ async def reschedule_submit(
     if not count_attempt:
         values["attempts"] = video_tasks.c.attempts - 1
     result = await conn.execute(
-        update(video_tasks).where(*_fenced(task_id, "submitting", fence)).values(**values)
+        update(video_tasks)
+        .where(*_fenced(task_id, sources(TaskStatus.PENDING), fence))
+        .values(**values)
     )
     return result.rowcount == 1
 
@@ -126,7 +136,7 @@ async def fail(
     conn: AsyncConnection,
     task_id: str,
     *,
-    from_status: str,
+    from_status: TaskStatus,
     failure_type: str,
     error: str,
     now: datetime,
@@ -134,9 +144,11 @@ async def fail(
     fence: Fence | None = None,
     extra: dict[str, Any] | None = None,
 ) -> bool:
-    """A live task fails for good; its price is refunded at settlement."""
+    """A task in ``from_status`` fails for good; its price is refunded at settlement."""
+    if not can_move(from_status, TaskStatus.FAILED):
+        raise ValueError(f"a {from_status} task cannot fail")
     values: dict[str, Any] = {
-        "status": "failed",
+        "status": TaskStatus.FAILED,
         "failure_type": failure_type,
         "failure_reason": _clip(failure_reason or failure_type),
         "error_message": _clip(error),
@@ -149,7 +161,7 @@ async def fail(
     }
     values.update(extra or {})
     result = await conn.execute(
-        update(video_tasks).where(*_fenced(task_id, from_status, fence)).values(**values)
+        update(video_tasks).where(*_fenced(task_id, {from_status}, fence)).values(**values)
     )
     return result.rowcount == 1
 
@@ -166,7 +178,8 @@ def acceptable_video_url(url: str | None, *, require_https: bool) -> bool:
 class Applied:
     """What recording a remote result did to the task."""
 
-    outcome: str  # succeeded | failed | running | stale
+    #: ``TaskStatus.SUCCEEDED`` or ``FAILED`` when the task ended, ``"running"`` otherwise.
+    outcome: str
     applied: bool
 
 
@@ -198,20 +211,20 @@ async def apply_result(
             ok = await fail(
                 conn,
                 task_id,
-                from_status="processing",
-                failure_type="model_error",
+                from_status=TaskStatus.PROCESSING,
+                failure_type=FailureType.MODEL_ERROR,
                 error=f"provider reported success with {why}",
                 now=now,
                 failure_reason="invalid_result",
                 fence=fence,
                 extra=polled,
             )
-            return Applied("failed", ok)
+            return Applied(TaskStatus.FAILED, ok)
         res = await conn.execute(
             update(video_tasks)
-            .where(*_fenced(task_id, "processing", fence))
+            .where(*_fenced(task_id, sources(TaskStatus.SUCCEEDED), fence))
             .values(
-                status="succeeded",
+                status=TaskStatus.SUCCEEDED,
                 progress=100,
                 video_url=result.video_url,
                 pid=result.pid,
@@ -224,33 +237,33 @@ async def apply_result(
                 **polled,
             )
         )
-        return Applied("succeeded", res.rowcount == 1)
+        return Applied(TaskStatus.SUCCEEDED, res.rowcount == 1)
     if result.status == "failed":
         ok = await fail(
             conn,
             task_id,
-            from_status="processing",
-            failure_type=result.failure_type or "unknown",
+            from_status=TaskStatus.PROCESSING,
+            failure_type=result.failure_type or FailureType.UNKNOWN,
             error=result.error or result.failure_reason or "generation failed",
             failure_reason=result.failure_reason,
             now=now,
             fence=fence,
             extra=polled,
         )
-        return Applied("failed", ok)
+        return Applied(TaskStatus.FAILED, ok)
     if timed_out:
         ok = await fail(
             conn,
             task_id,
-            from_status="processing",
-            failure_type="timeout",
+            from_status=TaskStatus.PROCESSING,
+            failure_type=FailureType.TIMEOUT,
             error="the provider did not finish in time",
             failure_reason="timeout",
             now=now,
             fence=fence,
             extra=polled,
         )
-        return Applied("failed", ok)
+        return Applied(TaskStatus.FAILED, ok)
     values: dict[str, Any] = {
         "progress": greatest(conn, video_tasks.c.progress, result.progress),
         "updated_at": now,
@@ -259,7 +272,9 @@ async def apply_result(
     if next_check_at is not None:
         values.update(next_attempt_at=next_check_at, lease_owner=None, lease_expires_at=None)
     res = await conn.execute(
-        update(video_tasks).where(*_fenced(task_id, "processing", fence)).values(**values)
+        update(video_tasks)
+        .where(*_fenced(task_id, {TaskStatus.PROCESSING}, fence))
+        .values(**values)
     )
     return Applied("running", res.rowcount == 1)
 
@@ -277,7 +292,7 @@ async def reschedule_poll(
     count, and it is checked again at ``next_check_at``."""
     result = await conn.execute(
         update(video_tasks)
-        .where(*_fenced(task_id, "processing", fence))
+        .where(*_fenced(task_id, {TaskStatus.PROCESSING}, fence))
         .values(
             next_attempt_at=next_check_at,
             last_error=_clip(error),

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from vidbatch.domain.states import TASK_RUNNING, TASK_WAITING, BatchStatus, TaskStatus
 from vidbatch.timestamps import as_utc
 from vidbatch.web.session import (
     COOKIE_PATH,
@@ -25,17 +26,18 @@ from vidbatch.web.session import (
     unpack_flash,
 )
 
-#: The orders in which pages list statuses.
-BATCH_STATUSES = ("queued", "processing", "completed", "partial", "failed", "cancelled")
-TASK_STATUSES = (
-    "pending",
-    "queued",
-    "submitting",
-    "processing",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
+#: The orders in which pages list statuses: the enums' own.
+BATCH_STATUSES = tuple(BatchStatus)
+TASK_STATUSES = tuple(TaskStatus)
+
+#: The progress bar's parts, in the order it shows them, and the task states each counts.
+PROGRESS_PARTS: dict[str, frozenset[TaskStatus]] = {
+    "succeeded": frozenset({TaskStatus.SUCCEEDED}),
+    "failed": frozenset({TaskStatus.FAILED}),
+    "cancelled": frozenset({TaskStatus.CANCELLED}),
+    "running": TASK_RUNNING,
+    "pending": TASK_WAITING,
+}
 
 
 # --- what the pages show (no I/O) ----------------------------------------------------------
@@ -44,11 +46,8 @@ TASK_STATUSES = (
 def progress(counts: dict[str, int], total: int | None = None) -> dict[str, Any]:
     """A batch's tasks as the progress bar shows them: counts and widths in percent."""
     parts = {
-        "succeeded": counts.get("succeeded", 0),
-        "failed": counts.get("failed", 0),
-        "cancelled": counts.get("cancelled", 0),
-        "running": counts.get("submitting", 0) + counts.get("processing", 0),
-        "pending": counts.get("pending", 0) + counts.get("queued", 0),
+        part: sum(counts.get(status, 0) for status in states)
+        for part, states in PROGRESS_PARTS.items()
     }
     whole = max(total if total is not None else sum(parts.values()), sum(parts.values()))
     ended = parts["succeeded"] + parts["failed"] + parts["cancelled"]
@@ -123,7 +122,7 @@ def templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters |= {"when": when, "excerpt": excerpt, "playable": playable, "signed": signed}
-    env.globals["static"] = static_url
+    env.globals |= {"static": static_url, "TaskStatus": TaskStatus}
     return Jinja2Templates(env=env)
 
 

@@ -17,10 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vidbatch.db.queue import due_ids, serialise_claims
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.db.types import as_utc
-from vidbatch.domain.states import TASK_WAITING
+from vidbatch.domain.states import TASK_LIVE, TASK_RUNNING, TaskStatus, sources
 
 #: Failure reasons of tasks that may still be running at the provider.
 MAY_STILL_RUN = ("timeout", "ambiguous_submit")
+
+#: The states a task is claimed for submission from.
+SUBMITTABLE = sources(TaskStatus.SUBMITTING)
 
 #: Key of the PostgreSQL advisory lock that serialises claims under a fleet-wide cap.
 CAP_LOCK_KEY = 0x76696462  # "vidb"
@@ -31,7 +34,7 @@ async def pick_batches(conn: AsyncConnection, now: datetime, limit: int) -> list
     so a small batch posted after a huge one starts in the next round."""
     due = exists().where(
         video_tasks.c.batch_job_id == batch_jobs.c.id,
-        video_tasks.c.status.in_(TASK_WAITING),
+        video_tasks.c.status.in_(SUBMITTABLE),
         video_tasks.c.next_attempt_at <= now,
     )
     ids = list(
@@ -69,7 +72,7 @@ async def inflight_room(conn: AsyncConnection, cap: int, now: datetime) -> int:
             select(func.count())
             .select_from(video_tasks)
             .where(
-                video_tasks.c.status.in_(("submitting", "processing")),
+                video_tasks.c.status.in_(TASK_RUNNING),
                 video_tasks.c.next_attempt_at.is_not(None),
             )  # the partial index
         )
@@ -93,13 +96,13 @@ async def claim_for_submit(
     lease_until: datetime,
     limit: int,
 ) -> list[Any]:
-    """Take up to ``limit`` due waiting tasks of a batch: pending → submitting."""
+    """Take up to ``limit`` due waiting tasks of a batch: pending|queued → submitting."""
     due = due_ids(
         conn,
         select(video_tasks.c.id)
         .where(
             video_tasks.c.batch_job_id == batch_id,
-            video_tasks.c.status.in_(TASK_WAITING),
+            video_tasks.c.status.in_(SUBMITTABLE),
             video_tasks.c.next_attempt_at <= now,
         )
         .order_by(video_tasks.c.batch_index)
@@ -107,9 +110,9 @@ async def claim_for_submit(
     )
     rows = await conn.execute(
         update(video_tasks)
-        .where(video_tasks.c.id.in_(due), video_tasks.c.status.in_(TASK_WAITING))
+        .where(video_tasks.c.id.in_(due), video_tasks.c.status.in_(SUBMITTABLE))
         .values(
-            status="submitting",
+            status=TaskStatus.SUBMITTING,
             lease_owner=owner,
             lease_expires_at=lease_until,
             next_attempt_at=lease_until,
@@ -129,13 +132,13 @@ async def claim_for_poll(
     due = due_ids(
         conn,
         select(video_tasks.c.id)
-        .where(video_tasks.c.status == "processing", video_tasks.c.next_attempt_at <= now)
+        .where(video_tasks.c.status == TaskStatus.PROCESSING, video_tasks.c.next_attempt_at <= now)
         .order_by(video_tasks.c.next_attempt_at)
         .limit(limit),
     )
     rows = await conn.execute(
         update(video_tasks)
-        .where(video_tasks.c.id.in_(due), video_tasks.c.status == "processing")
+        .where(video_tasks.c.id.in_(due), video_tasks.c.status == TaskStatus.PROCESSING)
         .values(
             lease_owner=owner,
             lease_expires_at=lease_until,
@@ -154,14 +157,14 @@ async def expired_submissions(conn: AsyncConnection, *, now: datetime, limit: in
     due = due_ids(
         conn,
         select(video_tasks.c.id)
-        .where(video_tasks.c.status == "submitting", video_tasks.c.next_attempt_at <= now)
+        .where(video_tasks.c.status == TaskStatus.SUBMITTING, video_tasks.c.next_attempt_at <= now)
         .limit(limit),
     )
     rows = await conn.execute(
         update(video_tasks)
         .where(
             video_tasks.c.id.in_(due),
-            video_tasks.c.status == "submitting",
+            video_tasks.c.status == TaskStatus.SUBMITTING,
             video_tasks.c.next_attempt_at <= now,
         )
         .values(lease_token=video_tasks.c.lease_token + 1, lease_owner="rescue", updated_at=now)
@@ -180,7 +183,7 @@ async def settleable_batches(conn: AsyncConnection, limit: int) -> list[str]:
     a batch whose settlement keeps failing cannot block the others."""
     live = exists().where(
         video_tasks.c.batch_job_id == batch_jobs.c.id,
-        video_tasks.c.status.in_(("pending", "queued", "submitting", "processing")),
+        video_tasks.c.status.in_(TASK_LIVE),
     )
     return list(
         (
@@ -201,7 +204,10 @@ async def count_waiting_polls(conn: AsyncConnection, now: datetime) -> int:
             await conn.execute(
                 select(func.count())
                 .select_from(video_tasks)
-                .where(video_tasks.c.status == "processing", video_tasks.c.next_attempt_at > now)
+                .where(
+                    video_tasks.c.status == TaskStatus.PROCESSING,
+                    video_tasks.c.next_attempt_at > now,
+                )
             )
         ).scalar_one()
     )
@@ -228,9 +234,12 @@ async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: dat
     )
     result = await conn.execute(
         update(video_tasks)
-        .where(video_tasks.c.status.in_(TASK_WAITING), video_tasks.c.batch_job_id.in_(cancelled))
+        .where(
+            video_tasks.c.status.in_(sources(TaskStatus.CANCELLED)),
+            video_tasks.c.batch_job_id.in_(cancelled),
+        )
         .values(
-            status="cancelled",
+            status=TaskStatus.CANCELLED,
             next_attempt_at=None,
             completed_at=now,
             updated_at=now,

@@ -22,6 +22,7 @@ from typing import Any
 from vidbatch.domain.callback_tokens import callback_url
 from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
+from vidbatch.domain.states import FailureType, TaskStatus
 from vidbatch.exceptions import (
     ProviderAmbiguous,
     ProviderError,
@@ -49,7 +50,6 @@ class RoundSummary:
     dispatch: dict[str, int] = field(
         default_factory=lambda: {
             "claimed": 0,
-            "frozen": 0,
             "tasks_started": 0,
             "transientErrors": 0,
             "rejected": 0,
@@ -96,7 +96,9 @@ class RoundSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": True,
-            "dispatch": self.dispatch,
+            # The original's ``dispatch.frozen`` is always 0: credits are frozen when a
+            # batch is created, never by a round. Kept in second place for its clients.
+            "dispatch": {"claimed": self.dispatch["claimed"], "frozen": 0, **self.dispatch},
             "poll": self.poll,
             "settle": self.settle,
             "duration_ms": self.duration_ms,
@@ -206,8 +208,8 @@ class Round:
                 await tasks.fail(
                     conn,
                     task_id,
-                    from_status="submitting",
-                    failure_type="network",
+                    from_status=TaskStatus.SUBMITTING,
+                    failure_type=FailureType.NETWORK,
                     failure_reason="ambiguous_submit",
                     error=f"submission outcome unknown ({why}); failed and refunded so it "
                     "is never paid twice",
@@ -313,8 +315,8 @@ class Round:
                 await tasks.fail(
                     conn,
                     row.id,
-                    from_status="submitting",
-                    failure_type=exc.failure_type or "param_error",
+                    from_status=TaskStatus.SUBMITTING,
+                    failure_type=exc.failure_type or FailureType.PARAM_ERROR,
                     failure_reason="rejected",
                     error=exc.message,
                     now=self.rt.clock.now(),
@@ -370,8 +372,8 @@ class Round:
                 await tasks.fail(
                     conn,
                     row.id,
-                    from_status="submitting",
-                    failure_type="network",
+                    from_status=TaskStatus.SUBMITTING,
+                    failure_type=FailureType.NETWORK,
                     failure_reason="provider_unavailable",
                     error=f"provider unavailable after {row.attempts} attempts: {exc.message}",
                     now=now,
@@ -428,8 +430,8 @@ class Round:
                 if await tasks.fail(
                     conn,
                     row.id,
-                    from_status="processing",
-                    failure_type="unknown",
+                    from_status=TaskStatus.PROCESSING,
+                    failure_type=FailureType.UNKNOWN,
                     failure_reason="not_found",
                     error=f"the provider does not know this task: {exc.message}",
                     now=self.rt.clock.now(),
@@ -470,9 +472,9 @@ class Round:
         self.rt.metrics.polls.labels(applied.outcome).inc()
         if not applied.applied:
             return
-        if applied.outcome == "succeeded":
+        if applied.outcome == TaskStatus.SUCCEEDED:
             self.summary.poll["succeeded"] += 1
-        elif applied.outcome == "failed":
+        elif applied.outcome == TaskStatus.FAILED:
             self.summary.poll["failed"] += 1
             if too_long and result.status == "running":
                 self.summary.poll["maxPollReached"] += 1
@@ -490,8 +492,8 @@ class Round:
                 await tasks.fail(
                     conn,
                     row.id,
-                    from_status="processing",
-                    failure_type="timeout",
+                    from_status=TaskStatus.PROCESSING,
+                    failure_type=FailureType.TIMEOUT,
                     failure_reason="timeout",
                     error=f"deadline passed while the provider was unreachable: {message}",
                     now=now,

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from vidbatch.api.app import runtime_of
 from vidbatch.api.v1 import decode_cursor, encode_cursor
+from vidbatch.domain.states import TaskStatus
 from vidbatch.exceptions import InvalidInput, NotFound, VidbatchError
 from vidbatch.services import batches, reads, resend, retry
 from vidbatch.services.views import BatchDetail
@@ -160,7 +161,8 @@ async def batch_page(
             "deliveries": report.deliveries,
             "account_name": report.account_name,
             "can_cancel": detail.settled_at is None,
-            "can_retry": detail.settled_at is not None and detail.task_counts.get("failed"),
+            "can_retry": detail.settled_at is not None
+            and detail.task_counts.get(TaskStatus.FAILED),
             "can_resend": bool(report.deliveries),
         },
         operator=operator,
@@ -245,7 +247,7 @@ async def confirm_batch_action(
                 ("Batch", batch_id),
                 ("Status", detail.status),
                 ("Items", str(detail.total_count)),
-                ("Failed items", str(detail.task_counts.get("failed", 0))),
+                ("Failed items", str(detail.task_counts.get(TaskStatus.FAILED, 0))),
             ],
         },
         operator=operator,

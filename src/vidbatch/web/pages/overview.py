@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from vidbatch.api.app import runtime_of
 from vidbatch.clock import utcnow
+from vidbatch.domain.states import TASK_RUNNING, TASK_WAITING
 from vidbatch.services import stats
 from vidbatch.web.render import TASK_STATUSES, age, progress, render
 from vidbatch.web.routing import page_router
@@ -29,8 +30,8 @@ async def overview(request: Request, operator: Signed) -> Response:
         {
             "counts": {s: counts.get(s, 0) for s in TASK_STATUSES},
             "total_tasks": sum(counts.values()),
-            "in_flight": counts.get("submitting", 0) + counts.get("processing", 0),
-            "waiting": counts.get("pending", 0) + counts.get("queued", 0),
+            "in_flight": sum(counts.get(s, 0) for s in TASK_RUNNING),
+            "waiting": sum(counts.get(s, 0) for s in TASK_WAITING),
             "buckets": [
                 {
                     "start": b.start,
