@@ -19,6 +19,7 @@ from vidbatch.domain.states import (
     TASK_LIVE,
     TASK_TERMINAL,
     TASK_WAITING,
+    TaskStatus,
     batch_final_status,
     can_move,
 )
@@ -103,8 +104,12 @@ def test_public_item_status_hides_internal_states() -> None:
         "failed",
         "cancelled",
     }
-    assert PUBLIC_ITEM_STATUS["queued"] == "pending"
-    assert PUBLIC_ITEM_STATUS["submitting"] == PUBLIC_ITEM_STATUS["processing"] == "running"
+    assert PUBLIC_ITEM_STATUS[TaskStatus.QUEUED] == "pending"
+    assert (
+        PUBLIC_ITEM_STATUS[TaskStatus.SUBMITTING]
+        == PUBLIC_ITEM_STATUS[TaskStatus.PROCESSING]
+        == "running"
+    )
 
 
 ALLOWED_MOVES = {
