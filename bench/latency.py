@@ -83,7 +83,8 @@ async def run_one(
     sent: dict[str, float] = {}
     for cb in finals:  # the first delivery of each task's final state
         sent.setdefault(cb["remote_id"], cb["sent"])
-    per_task, last_cb = [], {}
+    per_task: list[float] = []
+    last_cb: dict[str, float] = {}
     for remote_id, batch_id, completed_at in task_rows:
         if remote_id in sent and completed_at is not None:
             per_task.append(completed_at.timestamp() - sent[remote_id])

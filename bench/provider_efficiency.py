@@ -90,7 +90,9 @@ async def run_one(mode: str, n_tasks: int, f: float, work: c.Workdir) -> dict[st
     finally:
         c.stop_all(procs)
         sim.stop()
-    delays, delays_lost, outcomes = [], [], {}
+    delays: list[float] = []
+    delays_lost: list[float] = []
+    outcomes: dict[str, int] = {}
     for remote_id, status, reason, completed_at, _polls in rows:
         key = status if status == "succeeded" else f"{status}:{reason}"
         outcomes[key] = outcomes.get(key, 0) + 1

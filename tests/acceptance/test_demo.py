@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 DEMO = [sys.executable, "-m", "vidbatch", "demo", "--gen-time", "0.5"]
 
 
-def test_demo_runs_to_a_clean_audit(tmp_path) -> None:
+def test_demo_runs_to_a_clean_audit(tmp_path: Path) -> None:
     done = subprocess.run(DEMO, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = done.stdout
@@ -45,6 +46,7 @@ def test_demo_stops_on_ctrl_c() -> None:
     slow = [*DEMO[:-1], "60"]  # generation takes 60 s: the demo is mid-way when stopped
     proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    assert proc.stderr is not None
     seen = []
     for line in proc.stdout:  # until both batches are posted and followed
         seen.append(line)

@@ -70,10 +70,12 @@ class Served:
     rt: Any
 
 
+#: What the ``served`` fixture gives: ``served(**settings)`` opens a :class:`Served` app.
+Serve = Callable[..., AbstractAsyncContextManager[Served]]
+
+
 @pytest.fixture
-def served(
-    settings_factory: Any, engine: Any
-) -> Callable[..., AbstractAsyncContextManager[Served]]:
+def served(settings_factory: Any, engine: Any) -> Serve:
     """``async with served(**settings) as app:`` the app on a free port, worker running."""
     from vidbatch.api.app import create_app
     from vidbatch.embedded import EmbeddedServer

@@ -5,18 +5,19 @@ socket, its worker running, the simulator holding the videos until the test lets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
 import httpx
 import pytest
 
-try:
+# Without playwright the browser fixture skips (or fails) with the reason before a test
+# reaches `expect`.
+with contextlib.suppress(ImportError):
     from playwright.async_api import expect
-except ImportError:  # the browser fixture skips (or fails) with the reason
-    expect = None
 
-from tests.browser.conftest import Served, save_screenshot
+from tests.browser.conftest import Serve, save_screenshot
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 
@@ -73,11 +74,10 @@ async def sign_in(page: Any, base: str, path: str) -> None:
 
 
 async def test_batch_progress_is_live_and_its_videos_play(
-    browser: Any, served: Any, sim: Any
+    browser: Any, served: Serve, sim: Any
 ) -> None:
     sim.configure(hold=True)  # the items run until the page has shown them running
     async with served() as app:
-        app: Served
         caller = await new_account(app.rt.engine, credits=1000, name="acme")
         watched = await open_page(browser, viewport={"width": 1280, "height": 900})
         page = watched.page
@@ -151,7 +151,7 @@ async def test_batch_progress_is_live_and_its_videos_play(
         assert watched.problems == []
 
 
-async def test_cancel_a_running_batch_from_the_page(browser: Any, served: Any, sim: Any) -> None:
+async def test_cancel_a_running_batch_from_the_page(browser: Any, served: Serve, sim: Any) -> None:
     # two tasks at a time at the provider, held there until released: the other four are
     # still waiting when we cancel, however long the page takes
     sim.configure(hold=True)
@@ -187,7 +187,7 @@ async def test_cancel_a_running_batch_from_the_page(browser: Any, served: Any, s
         assert watched.problems == []
 
 
-async def test_a_new_key_is_shown_once(browser: Any, served: Any, sim: Any) -> None:
+async def test_a_new_key_is_shown_once(browser: Any, served: Serve, sim: Any) -> None:
     async with served() as app:
         caller = await new_account(app.rt.engine, credits=100, name="acme")
         watched = await open_page(browser)

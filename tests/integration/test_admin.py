@@ -301,7 +301,7 @@ async def test_retry_failed_charges_only_what_it_submits(
     client: httpx.AsyncClient, runtime: Any, sim: Any
 ) -> None:
     caller = await new_account(runtime.engine, credits=1000)
-    body = {"items": items(4), "metadata": {"order": 7}}
+    body: dict[str, Any] = {"items": items(4), "metadata": {"order": 7}}
     body["items"][3]["metadata"] = {"sku": "D"}
     parent = await new_batch(runtime.engine, caller, body)
     premature = await post(client, f"/batches/{parent.batch_id}/retry-failed", status=409)

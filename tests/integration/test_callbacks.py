@@ -4,12 +4,17 @@ nothing they should not; a valid final callback is confirmed with the provider f
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.helpers import assert_audit_clean, items, new_account, new_batch
 from tests.integration.worker_helpers import run_until_settled, task_rows
+from tests.simulator_fixture import SimulatorHandle
 from vidbatch.domain.callback_tokens import callback_token
+from vidbatch.runtime import Runtime
+from vidbatch.services.batches import Created
 from vidbatch.worker.round import run_once
 
 KEY = b"test-callback-secret"
@@ -22,7 +27,7 @@ def url(task_id: str, token: str | None) -> str:
     return f"/api/video/callback?{q}"
 
 
-async def processing_task(runtime, sim):
+async def processing_task(runtime: Runtime, sim: SimulatorHandle) -> tuple[Created, Any]:
     """A task running at the provider until ``sim.release()`` (its progress near 0)."""
     sim.configure(hold=True, gen_time=3600.0)
     caller = await new_account(runtime.engine, credits=100)
@@ -46,7 +51,9 @@ def final_body(remote_id: str, status: str = "succeeded") -> bytes:
 
 
 @pytest.mark.parametrize("token", [None, "", "0" * 40, "wrong"])
-async def test_forged_callbacks_are_404_and_change_nothing(client, runtime, sim, token):
+async def test_forged_callbacks_are_404_and_change_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle, token: str | None
+) -> None:
     created, row = await processing_task(runtime, sim)
     r = await client.post(url(row.id, token), content=final_body(row.grsai_task_id))
     assert r.status_code == 404 and r.json()["error"] == "NOT_FOUND"
@@ -54,13 +61,17 @@ async def test_forged_callbacks_are_404_and_change_nothing(client, runtime, sim,
     assert (after.status, after.video_url) == ("processing", None)
 
 
-async def test_unknown_task_answers_the_same_404(client, runtime, sim):
+async def test_unknown_task_answers_the_same_404(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     token = callback_token(KEY, "no-such-task")
     r = await client.post(url("no-such-task", token), content=final_body("4-x"))
     assert r.status_code == 404 and r.json()["error"] == "NOT_FOUND"
 
 
-async def test_token_of_another_task_is_refused(client, runtime, sim):
+async def test_token_of_another_task_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     _, row = await processing_task(runtime, sim)
     r = await client.post(
         url(row.id, callback_token(KEY, "other-task")), content=final_body(row.grsai_task_id)
@@ -69,7 +80,9 @@ async def test_token_of_another_task_is_refused(client, runtime, sim):
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"status": "succeeded"}', b"\xff\xfe"])
-async def test_malformed_body_is_400_and_changes_nothing(client, runtime, sim, body):
+async def test_malformed_body_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle, body: bytes
+) -> None:
     created, row = await processing_task(runtime, sim)
     r = await client.post(url(row.id, callback_token(KEY, row.id)), content=body)
     assert r.status_code == 400 and r.json()["error"] == "INVALID_CALLBACK"
@@ -77,7 +90,9 @@ async def test_malformed_body_is_400_and_changes_nothing(client, runtime, sim, b
     assert after.status == "processing"
 
 
-async def test_callback_for_another_remote_task_is_refused(client, runtime, sim):
+async def test_callback_for_another_remote_task_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     created, row = await processing_task(runtime, sim)
     r = await client.post(
         url(row.id, callback_token(KEY, row.id)), content=final_body("4-someone-else")
@@ -87,7 +102,9 @@ async def test_callback_for_another_remote_task_is_refused(client, runtime, sim)
     assert after.status == "processing"
 
 
-async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(client, runtime, sim):
+async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     """A valid-token callback claiming success while the provider says running: the task
     stays processing (the body is a hint, not the truth)."""
     created, row = await processing_task(runtime, sim)
@@ -99,7 +116,9 @@ async def test_success_claimed_by_the_body_is_confirmed_with_the_provider(client
     assert (after.status, after.video_url) == ("processing", None)
 
 
-async def test_final_callback_records_the_confirmed_result_once(client, runtime, sim):
+async def test_final_callback_records_the_confirmed_result_once(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     created, row = await processing_task(runtime, sim)
     assert sim.release() == 1  # done at the provider; no poll has seen it yet
     target = url(row.id, callback_token(KEY, row.id))
@@ -121,7 +140,9 @@ async def test_final_callback_records_the_confirmed_result_once(client, runtime,
     await assert_audit_clean(runtime.engine)
 
 
-async def test_progress_callbacks_only_move_progress_forward(client, runtime, sim):
+async def test_progress_callbacks_only_move_progress_forward(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     created, row = await processing_task(runtime, sim)
     target = url(row.id, callback_token(KEY, row.id))
     for p in (40, 20):  # out of order

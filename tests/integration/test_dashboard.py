@@ -47,6 +47,13 @@ async def follow(client: httpx.AsyncClient, response: httpx.Response) -> httpx.R
     return await client.get(response.headers["location"])
 
 
+def shown_once(element_id: str, page: str) -> str:
+    """The text of the element a page shows a new secret in."""
+    found = re.search(rf'id="{element_id}">([^<]+)<', page)
+    assert found is not None, f"no #{element_id} on the page"
+    return html.unescape(found.group(1))
+
+
 # --- signing in ------------------------------------------------------------------------------
 
 
@@ -354,8 +361,8 @@ async def test_a_new_key_is_shown_once_and_never_listed(
     shown_at = created.headers["location"]
     shown = await client.get(shown_at)
     assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
-    api_key = html.unescape(re.search(r'id="new-api-key">([^<]+)<', shown.text).group(1))
-    secret = html.unescape(re.search(r'id="new-webhook-secret">([^<]+)<', shown.text).group(1))
+    api_key = shown_once("new-api-key", shown.text)
+    secret = shown_once("new-webhook-secret", shown.text)
     assert api_key.startswith(account_svc.KEY_PREFIX) and secret
     async with runtime.engine.connect() as conn:
         identity = await account_svc.verify_key(conn, api_key)
@@ -375,6 +382,7 @@ async def test_keys_and_credits_from_the_accounts_page(
     caller = await new_account(runtime.engine, credits=100, name="acme")
     csrf = await sign_in(client)
     key = caller.key_id
+    assert key is not None
 
     off = await follow(
         client, await client.post(f"/admin/keys/{key}/deactivate", data={"csrf": csrf})

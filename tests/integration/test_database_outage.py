@@ -5,14 +5,17 @@ recover when it is back; the API answers 503 meanwhile, never as if rows were mi
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from tests.conftest import _pg_admin
 from tests.helpers import assert_audit_clean, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, task_rows
+from tests.simulator_fixture import SimulatorHandle
 from vidbatch.api.app import create_app
 from vidbatch.api.deps import Authenticated, rate_limited
 from vidbatch.db.engine import make_engine
@@ -21,6 +24,12 @@ from vidbatch.services import accounts
 from vidbatch.services.accounts import KeyIdentity
 from vidbatch.settings import Settings
 from vidbatch.worker.loop import WorkerLoop
+
+
+def _database_name(url: str) -> str:
+    name = make_url(url).database
+    assert name, f"no database in {url}"
+    return name
 
 
 async def _rename(old: str, new: str) -> None:
@@ -33,8 +42,10 @@ async def _rename(old: str, new: str) -> None:
 
 
 @pytest.mark.postgres
-async def test_readyz_and_worker_recover_after_the_database_returns(pg_url, sim):
-    name = make_url(pg_url).database
+async def test_readyz_and_worker_recover_after_the_database_returns(
+    pg_url: str, sim: SimulatorHandle
+) -> None:
+    name = _database_name(pg_url)
     # A write lost with the connection leaves its claim to expire: keep leases short.
     settings = Settings(
         database_url=pg_url,
@@ -52,7 +63,7 @@ async def test_readyz_and_worker_recover_after_the_database_returns(pg_url, sim)
     rt = await Runtime.open(settings, engine=engine)
     app = create_app(settings, runtime=rt)
     loop = WorkerLoop(rt)
-    running = None
+    running: asyncio.Task[None] | None = None
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://t"
@@ -101,7 +112,7 @@ def _known_key(account_id: str) -> Authenticated:
     )
 
 
-async def _read_batch(app, path: str, headers: dict[str, str]) -> httpx.Response:
+async def _read_batch(app: FastAPI, path: str, headers: dict[str, str]) -> httpx.Response:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
@@ -109,8 +120,8 @@ async def _read_batch(app, path: str, headers: dict[str, str]) -> httpx.Response
 
 
 @pytest.mark.postgres
-async def test_a_batch_read_during_an_outage_is_503_not_404(pg_url):
-    name = make_url(pg_url).database
+async def test_a_batch_read_during_an_outage_is_503_not_404(pg_url: str) -> None:
+    name = _database_name(pg_url)
     settings = Settings(database_url=pg_url, grsai_api_key="sk-test", callback_secret="outage")
     engine = make_engine(pg_url)
     rt = await Runtime.open(settings, engine=engine)
@@ -142,7 +153,9 @@ async def test_a_batch_read_during_an_outage_is_503_not_404(pg_url):
         await engine.dispose()
 
 
-async def test_a_batch_read_with_the_database_unreachable_is_503_not_404(tmp_path):
+async def test_a_batch_read_with_the_database_unreachable_is_503_not_404(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path}/missing/vidbatch.db"  # a directory that does not exist
     settings = Settings(database_url=url, grsai_api_key="sk-test", callback_secret="outage")
     engine = make_engine(url)

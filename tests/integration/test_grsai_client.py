@@ -715,7 +715,7 @@ async def test_delayed_callbacks_arrive_late(
 
 async def run_scenario(client: GrsAIClient, sim: SimulatorHandle) -> list[tuple[Any, ...]]:
     sim.reset()
-    outcomes = []
+    outcomes: list[tuple[Any, ...]] = []
     for i in range(12):
         try:
             remote_id = await client.create_task(spec(prompt=f"clip {i}", model="veo-flash"))

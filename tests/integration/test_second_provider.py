@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import assert_audit_clean, balance
 from tests.integration.worker_helpers import run_until_settled, task_rows
+from tests.simulator_fixture import SimulatorHandle
 from vidbatch.api.app import create_app
 from vidbatch.domain.callback_tokens import callback_token
 from vidbatch.domain.provider import RemoteResult, TaskSpec
@@ -114,7 +115,9 @@ async def post_batch(client: httpx.AsyncClient, api_key: str, items: list[dict[s
     return str(created.json()["batch_id"])
 
 
-async def test_one_batch_is_served_by_two_providers(mixed, sim, clipworks) -> None:
+async def test_one_batch_is_served_by_two_providers(
+    mixed: tuple[Runtime, httpx.AsyncClient], sim: SimulatorHandle, clipworks: ClipWorks
+) -> None:
     rt, client = mixed
     account_id, key = await account_svc.create_account(rt.engine, "acme", credits=200)
     batch_id = await post_batch(
@@ -164,7 +167,9 @@ async def test_one_batch_is_served_by_two_providers(mixed, sim, clipworks) -> No
     await assert_audit_clean(rt.engine)
 
 
-async def test_a_callback_is_read_by_the_tasks_own_provider(mixed, sim, clipworks) -> None:
+async def test_a_callback_is_read_by_the_tasks_own_provider(
+    mixed: tuple[Runtime, httpx.AsyncClient], sim: SimulatorHandle, clipworks: ClipWorks
+) -> None:
     rt, client = mixed
     clipworks.auto_finish = False
     _, key = await account_svc.create_account(rt.engine, "acme", credits=100)
@@ -188,7 +193,9 @@ async def test_a_callback_is_read_by_the_tasks_own_provider(mixed, sim, clipwork
     await assert_audit_clean(rt.engine)
 
 
-async def test_runtime_takes_injected_providers_by_name(settings_factory, engine, sim) -> None:
+async def test_runtime_takes_injected_providers_by_name(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     one, other = ClipWorks(), ClipWorks()
     rt = await Runtime.open(settings_factory(), engine=engine, provider=one)
     try:
@@ -205,7 +212,7 @@ async def test_runtime_takes_injected_providers_by_name(settings_factory, engine
 
 
 async def test_a_catalog_model_of_an_unregistered_provider_is_refused(
-    settings_factory, engine, sim
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
 ) -> None:
     with pytest.raises(ConfigError, match="no provider registered as 'clipworks'"):
         await Runtime.open(settings_factory(model_catalog=json.dumps(CATALOG)), engine=engine)

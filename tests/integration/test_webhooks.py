@@ -385,6 +385,7 @@ async def test_rotation_signs_with_both_secrets_until_the_overlap_ends(
     runtime: Any, receiver: Receiver
 ) -> None:
     caller, old = await customer(runtime.engine)
+    assert caller.key_id is not None
     new = await account_svc.rotate_webhook_secret(runtime.engine, caller.key_id)
     assert new != old and new.startswith("whsec_")
     await new_batch(runtime.engine, caller, {"items": items(1), "webhook_url": receiver.at("/")})

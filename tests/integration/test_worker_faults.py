@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any
 
+import httpx
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled, runtime_with, task_rows
+from tests.simulator_fixture import SimulatorHandle
 from vidbatch.clock import FakeClock, utcnow
 from vidbatch.db.schema import video_tasks
 from vidbatch.runtime import Runtime
@@ -17,7 +21,7 @@ from vidbatch.worker import claims
 from vidbatch.worker.round import Round, run_once
 
 
-async def retries_due_now(engine) -> None:
+async def retries_due_now(engine: AsyncEngine) -> None:
     """Make retried tasks due again at once (their backoff is seconds long)."""
     async with engine.begin() as conn:
         await conn.execute(
@@ -27,7 +31,9 @@ async def retries_due_now(engine) -> None:
         )
 
 
-async def test_outage_then_recovery_retries_without_failing(settings_factory, engine, sim):
+async def test_outage_then_recovery_retries_without_failing(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     settings = settings_factory(submit_max_attempts=50)
     rt = await Runtime.open(settings, engine=engine)
     try:
@@ -50,7 +56,9 @@ async def test_outage_then_recovery_retries_without_failing(settings_factory, en
         await rt.close()
 
 
-async def test_submit_gives_up_after_its_attempts_and_refunds(settings_factory, engine, sim):
+async def test_submit_gives_up_after_its_attempts_and_refunds(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(settings_factory, engine, submit_max_attempts=2) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, items(2))
@@ -65,7 +73,9 @@ async def test_submit_gives_up_after_its_attempts_and_refunds(settings_factory, 
         await assert_audit_clean(engine)
 
 
-async def test_rate_limited_submit_does_not_burn_attempts(settings_factory, engine, sim):
+async def test_rate_limited_submit_does_not_burn_attempts(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(settings_factory, engine, submit_max_attempts=1) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, items(1))
@@ -80,7 +90,9 @@ async def test_rate_limited_submit_does_not_burn_attempts(settings_factory, engi
         assert (await batch_row(engine, created.batch_id)).status == "completed"
 
 
-async def test_provider_refusal_fails_at_once_with_its_reason(runtime, sim):
+async def test_provider_refusal_fails_at_once_with_its_reason(
+    runtime: Runtime, sim: SimulatorHandle
+) -> None:
     caller = await new_account(runtime.engine, credits=100)
     created = await new_batch(
         runtime.engine, caller, [{"prompt": "x [sim:reject]"}, {"prompt": "fine"}]
@@ -95,7 +107,9 @@ async def test_provider_refusal_fails_at_once_with_its_reason(runtime, sim):
     await assert_audit_clean(runtime.engine)
 
 
-async def test_ambiguous_create_fails_and_refunds_by_default(settings_factory, engine, sim):
+async def test_ambiguous_create_fails_and_refunds_by_default(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(settings_factory, engine, provider_read_timeout=0.5) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(
@@ -111,7 +125,9 @@ async def test_ambiguous_create_fails_and_refunds_by_default(settings_factory, e
         await assert_audit_clean(engine)
 
 
-async def test_ambiguous_create_resubmits_under_retry_policy(settings_factory, engine, sim):
+async def test_ambiguous_create_resubmits_under_retry_policy(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(
         settings_factory,
         engine,
@@ -135,7 +151,9 @@ async def test_ambiguous_create_resubmits_under_retry_policy(settings_factory, e
         await assert_audit_clean(engine)
 
 
-async def test_task_that_never_finishes_times_out_and_is_refunded(settings_factory, engine, sim):
+async def test_task_that_never_finishes_times_out_and_is_refunded(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(settings_factory, engine, max_poll_count=3) as rt:
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, [{"prompt": "stuck [sim:hang]"}])
@@ -147,7 +165,9 @@ async def test_task_that_never_finishes_times_out_and_is_refunded(settings_facto
         await assert_audit_clean(engine)
 
 
-async def test_wall_clock_deadline_times_out(settings_factory, engine, sim):
+async def test_wall_clock_deadline_times_out(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     clock = FakeClock()
     async with runtime_with(settings_factory, engine, clock=clock, max_wait_seconds=1) as rt:
         caller = await new_account(engine, credits=100)
@@ -160,7 +180,9 @@ async def test_wall_clock_deadline_times_out(settings_factory, engine, sim):
         assert row.poll_count < 20
 
 
-async def test_transient_poll_errors_neither_fail_nor_count(runtime, sim):
+async def test_transient_poll_errors_neither_fail_nor_count(
+    runtime: Runtime, sim: SimulatorHandle
+) -> None:
     runtime.clock = clock = FakeClock()
     caller = await new_account(runtime.engine, credits=100)
     created = await new_batch(runtime.engine, caller, items(2), now=clock.now())
@@ -182,7 +204,9 @@ async def test_transient_poll_errors_neither_fail_nor_count(runtime, sim):
     await assert_audit_clean(runtime.engine)
 
 
-async def test_stale_worker_cannot_write_after_losing_its_lease(runtime, sim):
+async def test_stale_worker_cannot_write_after_losing_its_lease(
+    runtime: Runtime, sim: SimulatorHandle
+) -> None:
     caller = await new_account(runtime.engine, credits=100)
     created = await new_batch(runtime.engine, caller, items(1))
     now = utcnow()
@@ -214,7 +238,9 @@ async def test_stale_worker_cannot_write_after_losing_its_lease(runtime, sim):
     await assert_audit_clean(runtime.engine)
 
 
-async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_factory, engine, sim):
+async def test_small_batch_after_a_huge_one_starts_in_the_next_round(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(
         settings_factory,
         engine,
@@ -233,7 +259,9 @@ async def test_small_batch_after_a_huge_one_starts_in_the_next_round(settings_fa
         assert len(started_big) == 5
 
 
-async def test_fleet_cap_is_never_exceeded(settings_factory, engine, sim):
+async def test_fleet_cap_is_never_exceeded(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     async with runtime_with(
         settings_factory,
         engine,
@@ -250,7 +278,9 @@ async def test_fleet_cap_is_never_exceeded(settings_factory, engine, sim):
         assert (await batch_row(engine, created.batch_id)).status == "completed"
 
 
-async def test_worker_trigger_endpoint(client, settings_factory, sim) -> None:
+async def test_worker_trigger_endpoint(
+    client: httpx.AsyncClient, settings_factory: Any, sim: SimulatorHandle
+) -> None:
     r = await client.post("/api/internal/batch-worker")
     assert (r.status_code, r.json()["error"]) == (401, "WORKER_UNAUTHORIZED")
     r = await client.post("/api/internal/batch-worker", headers={"x-worker-secret": "nope"})
@@ -274,7 +304,9 @@ async def test_worker_trigger_endpoint(client, settings_factory, sim) -> None:
     assert set(body["settle"]) >= {"scanned", "settled", "webhook_sent", "webhook_failed"}
 
 
-async def test_worker_trigger_without_secret_configured(settings_factory, engine, sim) -> None:
+async def test_worker_trigger_without_secret_configured(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     import httpx
 
     from vidbatch.api.app import create_app
@@ -293,8 +325,8 @@ async def test_worker_trigger_without_secret_configured(settings_factory, engine
 
 
 async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(
-    settings_factory, engine, sim
-):
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle
+) -> None:
     """We stop waiting for a task before the provider stops running it: under a cap, its
     slot stays taken until its deadline, so the provider never sees one task too many."""
     clock = FakeClock()
@@ -335,7 +367,9 @@ async def test_a_timed_out_task_keeps_its_provider_slot_until_its_deadline(
         assert sim.stats()["cap_overshoots"] == 0
 
 
-async def test_a_task_back_to_waiting_after_a_cancel_is_cancelled_and_refunded(runtime, sim):
+async def test_a_task_back_to_waiting_after_a_cancel_is_cancelled_and_refunded(
+    runtime: Runtime, sim: SimulatorHandle
+) -> None:
     """Cancel while an item is being submitted; the provider then answers 429 and the item
     goes back to waiting: the next round cancels it, and the batch settles."""
     from vidbatch.services.batches import cancel_batch
@@ -363,7 +397,9 @@ async def test_a_task_back_to_waiting_after_a_cancel_is_cancelled_and_refunded(r
     await assert_audit_clean(runtime.engine)
 
 
-async def test_a_claimed_task_whose_lease_is_too_short_is_given_back_unsent(runtime, sim):
+async def test_a_claimed_task_whose_lease_is_too_short_is_given_back_unsent(
+    runtime: Runtime, sim: SimulatorHandle
+) -> None:
     caller = await new_account(runtime.engine, credits=100)
     created = await new_batch(runtime.engine, caller, items(1))
     now = utcnow()
@@ -384,6 +420,8 @@ async def test_a_claimed_task_whose_lease_is_too_short_is_given_back_unsent(runt
     assert (await task_rows(runtime.engine, created.batch_id))[0].status == "succeeded"
 
 
-async def test_unusable_callback_token_is_a_404_not_a_crash(client, runtime, sim):
+async def test_unusable_callback_token_is_a_404_not_a_crash(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     r = await client.post("/api/video/callback?task_id=x&token=%C3%A9", content=b"{}")
     assert r.status_code == 404

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
+from tests.simulator_fixture import SimulatorHandle
+from vidbatch.runtime import Runtime
 from vidbatch.services import accounts as account_svc
 from vidbatch.worker.round import run_once
 
-SEED_ITEMS = [
+SEED_ITEMS: list[dict[str, Any]] = [
     {
         "prompt": "A cinematic video of a city",
         "model": "sora-2",
@@ -25,7 +31,7 @@ SEED_ITEMS = [
 ]
 
 
-async def test_polling_mode_settles_the_seed_batch(runtime, sim) -> None:
+async def test_polling_mode_settles_the_seed_batch(runtime: Runtime, sim: SimulatorHandle) -> None:
     caller = await new_account(runtime.engine, credits=100)
     created = await new_batch(runtime.engine, caller, SEED_ITEMS)
     first = await run_once(runtime, deliver_webhooks=False)
@@ -47,7 +53,9 @@ async def test_polling_mode_settles_the_seed_batch(runtime, sim) -> None:
     await assert_audit_clean(runtime.engine)
 
 
-async def test_batches_well_over_ten_items_finish_with_failures_refunded(runtime, sim) -> None:
+async def test_batches_well_over_ten_items_finish_with_failures_refunded(
+    runtime: Runtime, sim: SimulatorHandle
+) -> None:
     caller = await new_account(runtime.engine, credits=1000)
     body = [
         *items(23),
@@ -67,7 +75,9 @@ async def test_batches_well_over_ten_items_finish_with_failures_refunded(runtime
 
 
 @pytest.mark.parametrize("webhook", [True])
-async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim, webhook) -> None:
+async def test_webhook_mode_settles_from_callbacks(
+    settings_factory: Any, engine: AsyncEngine, sim: SimulatorHandle, webhook: bool
+) -> None:
     """The provider calls back to our real HTTP server; the next round settles."""
     import asyncio
     import socket
@@ -75,7 +85,6 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
     import uvicorn
 
     from vidbatch.api.app import create_app
-    from vidbatch.runtime import Runtime
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -118,7 +127,9 @@ async def test_webhook_mode_settles_from_callbacks(settings_factory, engine, sim
         await rt.close()
 
 
-async def test_metrics_after_a_flow(client, runtime, sim) -> None:
+async def test_metrics_after_a_flow(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
     caller = await new_account(runtime.engine, credits=100)
     key = await account_svc.create_key(runtime.engine, caller.account_id)
     created = await client.post(

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import assert_audit_clean, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, task_rows, unsettled
+from tests.simulator_fixture import SimulatorHandle
 from vidbatch.db.engine import make_engine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -55,7 +57,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    codes = []
+    codes: list[int | None] = []
     for p in procs:
         try:
             codes.append(p.wait(timeout=20))
@@ -75,7 +77,9 @@ async def wait_until(pred: Any, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("n_workers", [2, 3])
-async def test_workers_share_one_large_batch(pg_url, sim, tmp_path, n_workers):
+async def test_workers_share_one_large_batch(
+    pg_url: str, sim: SimulatorHandle, tmp_path: Path, n_workers: int
+) -> None:
     engine = make_engine(pg_url)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -115,7 +119,9 @@ async def test_workers_share_one_large_batch(pg_url, sim, tmp_path, n_workers):
         await engine.dispose()
 
 
-async def test_killed_worker_is_taken_over_after_its_lease(pg_url, sim, tmp_path):
+async def test_killed_worker_is_taken_over_after_its_lease(
+    pg_url: str, sim: SimulatorHandle, tmp_path: Path
+) -> None:
     engine = make_engine(pg_url)
     procs: list[subprocess.Popen[bytes]] = []
     try:

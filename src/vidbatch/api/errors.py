@@ -121,6 +121,24 @@ def _unavailable(request: Request, code: str) -> JSONResponse:
     )
 
 
+def _domain_error_response(request: Request, exc: e.VidbatchError) -> JSONResponse:
+    """The answer to an error of ``vidbatch.exceptions``, at the status of its class."""
+    status = status_for(exc)
+    if status == 500:
+        log.error("unhandled vidbatch error", extra={"action": "error", "code": exc.code})
+        return error_response(request, 500, "INTERNAL_ERROR", "internal error")
+    if status == 503:  # the cause stays in the log: it may name hosts
+        log.error("service unavailable: %s", exc.message, extra={"action": "error"})
+        return _unavailable(request, exc.code)
+    details = [d.as_dict() for d in getattr(exc, "details", [])]
+    headers = None
+    if isinstance(exc, e.RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return error_response(
+        request, status, exc.code, exc.message, details=details, headers=headers, **exc.extra
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -130,20 +148,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(e.VidbatchError)
     async def _vidbatch_error(request: Request, exc: e.VidbatchError) -> JSONResponse:
-        status = status_for(exc)
-        if status == 500:
-            log.error("unhandled vidbatch error", extra={"action": "error", "code": exc.code})
-            return error_response(request, 500, "INTERNAL_ERROR", "internal error")
-        if status == 503:  # the cause stays in the log: it may name hosts
-            log.error("service unavailable: %s", exc.message, extra={"action": "error"})
-            return _unavailable(request, exc.code)
-        details = [d.as_dict() for d in getattr(exc, "details", [])]
-        headers = None
-        if isinstance(exc, e.RateLimited):
-            headers = {"Retry-After": str(exc.retry_after)}
-        return error_response(
-            request, status, exc.code, exc.message, details=details, headers=headers, **exc.extra
-        )
+        return _domain_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -98,15 +98,23 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
     ``provider`` (default ``grsai``) has the model served by another registered provider.
     """
     models = {m.name: m for m in DEFAULT_MODELS}
-    if raw in (None, "", {}):
+    if raw is None or raw in ("", {}):
         return Catalog(models)
-    try:
-        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("must be a JSON object keyed by model name")
-    allowed = {
+    for name, fields in _overrides_object(raw).items():
+        kwargs = _override_fields(name, fields)
+        if name in models:
+            models[name] = replace(models[name], **kwargs)
+        else:
+            missing = _NEW_MODEL_FIELDS - set(kwargs)
+            if missing:
+                raise ConfigError(f"model {name!r}: missing {', '.join(sorted(missing))}")
+            models[name] = ModelSpec(name=name, **kwargs)
+    return Catalog(models)
+
+
+#: The fields an override may set.
+_OVERRIDE_FIELDS = frozenset(
+    {
         "family",
         "provider_model",
         "price_credits",
@@ -116,38 +124,44 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
         "max_wait_seconds",
         "provider",
     }
-    for name, fields in data.items():
-        if not isinstance(fields, dict):
-            raise ConfigError(f"model {name!r}: must be an object")
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ConfigError(f"model {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
-        kwargs: dict[str, Any] = dict(fields)
-        if "durations" in kwargs:
-            kwargs["durations"] = tuple(int(d) for d in kwargs["durations"])
-        if "duration_prices" in kwargs:
-            kwargs["duration_prices"] = {
-                int(k): int(v) for k, v in kwargs["duration_prices"].items()
-            }
-        if kwargs.get("family") not in (None, "sora", "veo"):
-            raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
-        provider = kwargs.get("provider")
-        if provider is not None and (
-            not isinstance(provider, str) or not 0 < len(provider) <= MAX_PROVIDER_NAME
-        ):
-            raise ConfigError(
-                f"model {name!r}: provider must be a name of 1 to {MAX_PROVIDER_NAME} characters"
-            )
-        price = kwargs.get("price_credits")
-        if price is not None and (
-            isinstance(price, bool) or not isinstance(price, int) or price < 0
-        ):
-            raise ConfigError(f"model {name!r}: price_credits must be a non-negative integer")
-        if name in models:
-            models[name] = replace(models[name], **kwargs)
-        else:
-            missing = {"family", "provider_model", "price_credits"} - set(kwargs)
-            if missing:
-                raise ConfigError(f"model {name!r}: missing {', '.join(sorted(missing))}")
-            models[name] = ModelSpec(name=name, **kwargs)
-    return Catalog(models)
+)
+#: The fields a model new to the catalog must set.
+_NEW_MODEL_FIELDS = frozenset({"family", "provider_model", "price_credits"})
+
+
+def _overrides_object(raw: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides as a dict keyed by model name (from JSON text or a mapping)."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("must be a JSON object keyed by model name")
+    return data
+
+
+def _override_fields(name: str, fields: Any) -> dict[str, Any]:
+    """One model's override, checked, its numbers typed as :class:`ModelSpec` keeps them."""
+    if not isinstance(fields, dict):
+        raise ConfigError(f"model {name!r}: must be an object")
+    unknown = set(fields) - _OVERRIDE_FIELDS
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = dict(fields)
+    if "durations" in kwargs:
+        kwargs["durations"] = tuple(int(d) for d in kwargs["durations"])
+    if "duration_prices" in kwargs:
+        kwargs["duration_prices"] = {int(k): int(v) for k, v in kwargs["duration_prices"].items()}
+    if kwargs.get("family") not in (None, "sora", "veo"):
+        raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
+    provider = kwargs.get("provider")
+    if provider is not None and (
+        not isinstance(provider, str) or not 0 < len(provider) <= MAX_PROVIDER_NAME
+    ):
+        raise ConfigError(
+            f"model {name!r}: provider must be a name of 1 to {MAX_PROVIDER_NAME} characters"
+        )
+    price = kwargs.get("price_credits")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int) or price < 0):
+        raise ConfigError(f"model {name!r}: price_credits must be a non-negative integer")
+    return kwargs

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from vidbatch.domain.catalog import Catalog
+from vidbatch.domain.catalog import Catalog, ModelSpec
 from vidbatch.domain.provider import DEFAULT_PROVIDER
 from vidbatch.exceptions import FieldError, InvalidInput, TooManyItems
 
@@ -126,6 +127,10 @@ def check_webhook_url(value: Any, *, allow_private: bool) -> str | None:
     return None
 
 
+#: Reports one problem of an item: ``report(field, message)``.
+Report = Callable[[str, str], None]
+
+
 def _validate_item(
     index: int,
     raw: Any,
@@ -133,105 +138,32 @@ def _validate_item(
     errors: list[FieldError],
     default_aspect_ratio: str | None = None,
 ) -> ItemSpec | None:
+    """The item as an :class:`ItemSpec`, or None with its problems added to ``errors`` (in
+    the order of its fields)."""
     start = len(errors)
 
-    def err(field: str, message: str) -> None:
+    def report(field: str, message: str) -> None:
         errors.append(FieldError(field=field, message=message, index=index))
 
     if not isinstance(raw, dict):
-        err("item", "must be an object")
+        report("item", "must be an object")
         return None
-
-    prompt = raw.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        err("prompt", "is required and must be a non-empty string")
-    elif len(prompt) > MAX_PROMPT:
-        err("prompt", f"must be at most {MAX_PROMPT} characters (got {len(prompt)})")
-
-    model = raw.get("model")
-    if model is None:
-        model = DEFAULT_MODEL
-    spec = None
-    if not isinstance(model, str):
-        err("model", "must be a string")
-    else:
-        spec = catalog.get(model)
-        if spec is None:
-            err("model", f"unknown model {model!r}; expected one of {', '.join(catalog.names)}")
-
-    aspect = raw.get("aspect_ratio")
-    if aspect is None:
-        aspect = default_aspect_ratio
-    elif aspect not in ASPECT_RATIOS:
-        err("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
-
-    duration = raw.get("duration")
-    if spec is not None:
-        if spec.durations:
-            if duration is None:
-                duration = spec.default_duration
-            elif (
-                (isinstance(duration, int) and not isinstance(duration, bool))
-                or (isinstance(duration, float) and duration.is_integer())
-            ) and ROUNDED_UP_DURATIONS.get(int(duration)) in spec.durations:
-                duration = ROUNDED_UP_DURATIONS[int(duration)]
-            elif (
-                isinstance(duration, bool)
-                or not isinstance(duration, int | float)
-                or (int(duration) != duration or int(duration) not in spec.durations)
-            ):
-                allowed = " or ".join(str(d) for d in spec.durations)
-                err("duration", f"must be {allowed} seconds for {spec.name}")
-            else:
-                duration = int(duration)
-        else:
-            duration = None  # the model has a fixed length: a given duration is ignored
-
+    prompt = _prompt(raw.get("prompt"), report)
+    spec = _model(raw.get("model"), catalog, report)
+    aspect = _aspect_ratio(raw.get("aspect_ratio"), default_aspect_ratio, report)
+    duration = None if spec is None else _duration(raw.get("duration"), spec, report)
     reference_url = raw.get("reference_url")
-    if reference_url is not None:
-        reason = _is_http_url(reference_url)
-        if reason:
-            err("reference_url", reason)
-
+    _check_url("reference_url", reference_url, report)
     meta = raw.get("meta")
-    if meta is not None:
-        if not isinstance(meta, dict):
-            err("meta", "must be an object")
-        else:
-            for key in meta:
-                if key not in META_KEYS:
-                    err(f"meta.{key}", f"unknown key; expected {', '.join(META_KEYS)}")
-            for key in ("firstFrameUrl", "lastFrameUrl"):
-                if meta.get(key) is not None:
-                    reason = _is_http_url(meta[key])
-                    if reason:
-                        err(f"meta.{key}", reason)
-            if meta.get("lastFrameUrl") is not None and meta.get("firstFrameUrl") is None:
-                err("meta.lastFrameUrl", "is only allowed together with meta.firstFrameUrl")
-            urls = meta.get("urls")
-            if urls is not None:
-                if not isinstance(urls, list):
-                    err("meta.urls", "must be a list of URLs")
-                elif len(urls) > MAX_META_URLS:
-                    err("meta.urls", f"must have at most {MAX_META_URLS} URLs (got {len(urls)})")
-                else:
-                    for n, url in enumerate(urls):
-                        reason = _is_http_url(url)
-                        if reason:
-                            err(f"meta.urls[{n}]", reason)
-
+    _check_meta(meta, report)
     metadata = raw.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            err("metadata", "must be an object")
-        elif len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
-            err("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    _check_metadata(metadata, report)
 
-    if len(errors) > start or spec is None:
+    if len(errors) > start or spec is None or prompt is None:
         return None
     return ItemSpec(
         index=index,
-        prompt=prompt,  # type: ignore[arg-type]
+        prompt=prompt,
         model=spec.name,
         aspect_ratio=aspect,
         duration=duration,
@@ -241,6 +173,112 @@ def _validate_item(
         cost_credits=spec.price_for(duration),
         provider=spec.provider,
     )
+
+
+def _prompt(prompt: Any, report: Report) -> str | None:
+    """The prompt when it is acceptable, else None (reported)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        report("prompt", "is required and must be a non-empty string")
+        return None
+    if len(prompt) > MAX_PROMPT:
+        report("prompt", f"must be at most {MAX_PROMPT} characters (got {len(prompt)})")
+        return None
+    return prompt
+
+
+def _model(model: Any, catalog: Catalog, report: Report) -> ModelSpec | None:
+    """The catalog's entry for the model (``sora-2`` when none is given), else None."""
+    if model is None:
+        model = DEFAULT_MODEL
+    if not isinstance(model, str):
+        report("model", "must be a string")
+        return None
+    spec = catalog.get(model)
+    if spec is None:
+        report("model", f"unknown model {model!r}; expected one of {', '.join(catalog.names)}")
+    return spec
+
+
+def _aspect_ratio(aspect: Any, default: str | None, report: Report) -> str | None:
+    """The aspect ratio, the default when none is given."""
+    if aspect is None:
+        return default
+    if aspect not in ASPECT_RATIOS:
+        report("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
+        return None
+    return aspect
+
+
+def _duration(duration: Any, spec: ModelSpec, report: Report) -> int | None:
+    """The duration the model makes: its default when none is given, a published one it
+    cannot make rounded up, None for a model of fixed length (a given one is ignored)."""
+    if not spec.durations:
+        return None
+    if duration is None:
+        return spec.default_duration
+    whole = (isinstance(duration, int) and not isinstance(duration, bool)) or (
+        isinstance(duration, float) and duration.is_integer()
+    )
+    if whole and ROUNDED_UP_DURATIONS.get(int(duration)) in spec.durations:
+        return ROUNDED_UP_DURATIONS[int(duration)]
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, int | float)
+        or (int(duration) != duration or int(duration) not in spec.durations)
+    ):
+        allowed = " or ".join(str(d) for d in spec.durations)
+        report("duration", f"must be {allowed} seconds for {spec.name}")
+        return None
+    return int(duration)
+
+
+def _check_url(field: str, value: Any, report: Report) -> None:
+    """An optional http(s) URL."""
+    if value is not None:
+        reason = _is_http_url(value)
+        if reason:
+            report(field, reason)
+
+
+def _check_meta(meta: Any, report: Report) -> None:
+    """The provider hints: frame URLs (a last frame only with a first) and reference URLs."""
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        report("meta", "must be an object")
+        return
+    for key in meta:
+        if key not in META_KEYS:
+            report(f"meta.{key}", f"unknown key; expected {', '.join(META_KEYS)}")
+    for key in ("firstFrameUrl", "lastFrameUrl"):
+        _check_url(f"meta.{key}", meta.get(key), report)
+    if meta.get("lastFrameUrl") is not None and meta.get("firstFrameUrl") is None:
+        report("meta.lastFrameUrl", "is only allowed together with meta.firstFrameUrl")
+    _check_meta_urls(meta.get("urls"), report)
+
+
+def _check_meta_urls(urls: Any, report: Report) -> None:
+    if urls is None:
+        return
+    if not isinstance(urls, list):
+        report("meta.urls", "must be a list of URLs")
+    elif len(urls) > MAX_META_URLS:
+        report("meta.urls", f"must have at most {MAX_META_URLS} URLs (got {len(urls)})")
+    else:
+        for n, url in enumerate(urls):
+            reason = _is_http_url(url)
+            if reason:
+                report(f"meta.urls[{n}]", reason)
+
+
+def _check_metadata(metadata: Any, report: Report) -> None:
+    """The caller's own object, kept as given, up to a size."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        report("metadata", "must be an object")
+    elif len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
+        report("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
 
 
 def validate_batch(

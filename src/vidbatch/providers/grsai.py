@@ -383,57 +383,66 @@ class GrsAIClient:
                 failure_type=FailureType.NETWORK,
             ) from None
 
-        if status == 429:
-            raise ProviderTransient(
-                "provider is rate limiting",
-                retry_after=_parse_retry_after(retry_after),
-                failure_type=FailureType.NETWORK,
-                http_status=status,
-            )
-        if status in (502, 504):
-            # A gateway answered for GrsAI: the create may have reached it and been stored.
-            raise after_send(
-                f"provider gateway error HTTP {status}: {_message_from(text)}",
-                failure_type=FailureType.NETWORK,
-            )
-        if status >= 500:
-            raise ProviderTransient(
-                f"provider error HTTP {status}: {_message_from(text)}",
-                retry_after=_parse_retry_after(retry_after),
-                failure_type=FailureType.NETWORK,
-                http_status=status,
-            )
-        if status >= 400:
-            raise ProviderRejected(
-                _message_from(text) or f"HTTP {status}",
-                failure_type=FailureType.PARAM_ERROR
-                if status in (400, 422)
-                else FailureType.UNKNOWN,
-                http_status=status,
-            )
+        _raise_for_status(status, text, retry_after, after_send)
+        return _accepted(text, status, after_send)
 
-        try:
-            envelope = json.loads(text)
-        except json.JSONDecodeError:
-            envelope = None
-        code = _code_of(envelope) if isinstance(envelope, dict) else None
-        if not isinstance(envelope, dict) or code is None:
-            raise after_send("provider answered with an unreadable body", http_status=status)
-        if code == 0:
-            return envelope
-        message = envelope.get("msg") if isinstance(envelope.get("msg"), str) else ""
-        if code == CODE_NOT_FOUND:
-            raise ProviderNotFound(
-                message or "provider does not know this task",
-                http_status=status,
-                provider_code=code,
-            )
+
+def _raise_for_status(
+    status: int, text: str, retry_after: str | None, after_send: type[ProviderError]
+) -> None:
+    """Raise the ProviderError an HTTP error status stands for; nothing below 400."""
+    if status == 429:
+        raise ProviderTransient(
+            "provider is rate limiting",
+            retry_after=_parse_retry_after(retry_after),
+            failure_type=FailureType.NETWORK,
+            http_status=status,
+        )
+    if status in (502, 504):
+        # A gateway answered for GrsAI: the create may have reached it and been stored.
+        raise after_send(
+            f"provider gateway error HTTP {status}: {_message_from(text)}",
+            failure_type=FailureType.NETWORK,
+        )
+    if status >= 500:
+        raise ProviderTransient(
+            f"provider error HTTP {status}: {_message_from(text)}",
+            retry_after=_parse_retry_after(retry_after),
+            failure_type=FailureType.NETWORK,
+            http_status=status,
+        )
+    if status >= 400:
         raise ProviderRejected(
-            message or f"provider refused the request (code {code})",
-            failure_type=FailureType.PARAM_ERROR,
+            _message_from(text) or f"HTTP {status}",
+            failure_type=FailureType.PARAM_ERROR if status in (400, 422) else FailureType.UNKNOWN,
+            http_status=status,
+        )
+
+
+def _accepted(text: str, status: int, after_send: type[ProviderError]) -> dict[str, Any]:
+    """The answer's envelope when its ``code`` is 0, else raise the ProviderError it means."""
+    try:
+        envelope = json.loads(text)
+    except json.JSONDecodeError:
+        envelope = None
+    code = _code_of(envelope) if isinstance(envelope, dict) else None
+    if not isinstance(envelope, dict) or code is None:
+        raise after_send("provider answered with an unreadable body", http_status=status)
+    if code == 0:
+        return envelope
+    message = envelope.get("msg") if isinstance(envelope.get("msg"), str) else ""
+    if code == CODE_NOT_FOUND:
+        raise ProviderNotFound(
+            message or "provider does not know this task",
             http_status=status,
             provider_code=code,
         )
+    raise ProviderRejected(
+        message or f"provider refused the request (code {code})",
+        failure_type=FailureType.PARAM_ERROR,
+        http_status=status,
+        provider_code=code,
+    )
 
 
 def _clean_base_url(base_url: str) -> str:

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -66,32 +68,8 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
             .outerjoin(open_batches, open_batches.c.user_id == accounts.c.id)
         )
     ).all()
-    for acc_id, balance, frozen, ledger_delta, ledger_frozen, held in rows:
-        subject = f"account {acc_id}"
-        if balance != ledger_delta:
-            out.append(
-                Violation(
-                    "balance == Σ ledger", subject, f"balance {balance}, ledger says {ledger_delta}"
-                )
-            )
-        if frozen != ledger_frozen:
-            out.append(
-                Violation(
-                    "frozen == Σ ledger frozen",
-                    subject,
-                    f"frozen {frozen}, ledger says {ledger_frozen}",
-                )
-            )
-        if frozen != held:
-            out.append(
-                Violation(
-                    "frozen == Σ unsettled reservations",
-                    subject,
-                    f"frozen {frozen}, unsettled batches hold {held}",
-                )
-            )
-        if balance - frozen < 0 or frozen < 0:
-            out.append(Violation("available >= 0", subject, f"balance {balance}, frozen {frozen}"))
+    for account in rows:
+        out.extend(_account_violations(account))
 
     task_sums = (
         select(
@@ -148,7 +126,37 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
             .outerjoin(batch_ledger, batch_ledger.c.batch_id == batch_jobs.c.id)
         )
     ).all()
-    for (
+    for batch in batch_rows:
+        out.extend(_batch_violations(batch))
+    return out
+
+
+def _account_violations(row: Sequence[Any]) -> Iterator[Violation]:
+    """An account's balance and frozen credits against its ledger and its open batches."""
+    acc_id, balance, frozen, ledger_delta, ledger_frozen, held = row
+    subject = f"account {acc_id}"
+    if balance != ledger_delta:
+        yield Violation(
+            "balance == Σ ledger", subject, f"balance {balance}, ledger says {ledger_delta}"
+        )
+    if frozen != ledger_frozen:
+        yield Violation(
+            "frozen == Σ ledger frozen", subject, f"frozen {frozen}, ledger says {ledger_frozen}"
+        )
+    if frozen != held:
+        yield Violation(
+            "frozen == Σ unsettled reservations",
+            subject,
+            f"frozen {frozen}, unsettled batches hold {held}",
+        )
+    if balance - frozen < 0 or frozen < 0:
+        yield Violation("available >= 0", subject, f"balance {balance}, frozen {frozen}")
+
+
+def _batch_violations(row: Sequence[Any]) -> Iterator[Violation]:
+    """A batch's reservation and refunds against its items and ledger; once settled, its
+    charge too."""
+    (
         bid,
         settled_at,
         reserved,
@@ -160,62 +168,41 @@ async def audit(conn: AsyncConnection) -> list[Violation]:
         l_delta,
         l_reserved,
         l_refunded,
-    ) in batch_rows:
-        subject = f"batch {bid}"
-        if l_reserved != reserved:
-            out.append(
-                Violation(
-                    "reserve entry == reservation",
-                    subject,
-                    f"reserved {reserved}, ledger reserved {l_reserved}",
-                )
-            )
-        if total_cost != reserved:
-            out.append(
-                Violation(
-                    "reservation == Σ item prices",
-                    subject,
-                    f"reserved {reserved}, items cost {total_cost}",
-                )
-            )
-        if l_refunded != refunded:
-            out.append(
-                Violation(
-                    "refunded == Σ refund entries",
-                    subject,
-                    f"refunded {refunded}, ledger refunded {l_refunded}",
-                )
-            )
-        if settled_at is None:
-            if spent:
-                out.append(
-                    Violation("unsettled batch charged nothing", subject, f"credits_spent {spent}")
-                )
-            continue
-        if spent + refunded != reserved:
-            out.append(
-                Violation(
-                    "charged + refunded == reserved", subject, f"{spent} + {refunded} != {reserved}"
-                )
-            )
-        if spent != succ_cost:
-            out.append(
-                Violation(
-                    "charged == Σ price of succeeded",
-                    subject,
-                    f"charged {spent}, succeeded items cost {succ_cost}",
-                )
-            )
-        if -l_delta != spent:
-            out.append(
-                Violation(
-                    "ledger charge == charged",
-                    subject,
-                    f"ledger charged {-l_delta}, batch says {spent}",
-                )
-            )
-        if live:
-            out.append(
-                Violation("settled batch has no live task", subject, f"{live} task(s) still live")
-            )
-    return out
+    ) = row
+    subject = f"batch {bid}"
+    if l_reserved != reserved:
+        yield Violation(
+            "reserve entry == reservation",
+            subject,
+            f"reserved {reserved}, ledger reserved {l_reserved}",
+        )
+    if total_cost != reserved:
+        yield Violation(
+            "reservation == Σ item prices", subject, f"reserved {reserved}, items cost {total_cost}"
+        )
+    if l_refunded != refunded:
+        yield Violation(
+            "refunded == Σ refund entries",
+            subject,
+            f"refunded {refunded}, ledger refunded {l_refunded}",
+        )
+    if settled_at is None:
+        if spent:
+            yield Violation("unsettled batch charged nothing", subject, f"credits_spent {spent}")
+        return
+    if spent + refunded != reserved:
+        yield Violation(
+            "charged + refunded == reserved", subject, f"{spent} + {refunded} != {reserved}"
+        )
+    if spent != succ_cost:
+        yield Violation(
+            "charged == Σ price of succeeded",
+            subject,
+            f"charged {spent}, succeeded items cost {succ_cost}",
+        )
+    if -l_delta != spent:
+        yield Violation(
+            "ledger charge == charged", subject, f"ledger charged {-l_delta}, batch says {spent}"
+        )
+    if live:
+        yield Violation("settled batch has no live task", subject, f"{live} task(s) still live")

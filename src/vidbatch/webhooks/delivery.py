@@ -37,6 +37,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -256,6 +257,26 @@ async def attempt(rt: Runtime, d: Due) -> Outcome:
         return Outcome(ok=False, error=f"error: {type(exc).__name__}")
 
 
+def _answered(status: int, headers: Mapping[str, str]) -> Outcome:
+    """What the receiver's answer makes of the attempt: a 2xx delivers; a redirect is
+    refused (never followed); anything else fails, with its Retry-After."""
+    if 200 <= status < 300:
+        return Outcome(ok=True, status=status)
+    if 300 <= status < 400:
+        where = headers.get("Location", "")
+        return Outcome(
+            ok=False,
+            status=status,
+            error=f"redirect refused: HTTP {status}" + (f" to {where[:200]}" if where else ""),
+        )
+    return Outcome(
+        ok=False,
+        status=status,
+        error=f"HTTP {status}",
+        retry_after=_retry_after(headers.get("Retry-After")),
+    )
+
+
 async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
     url = URL(d.url)
     host = url.raw_host
@@ -297,23 +318,7 @@ async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
                 timeout=client_timeout,
                 server_hostname=host if url.scheme == "https" else None,
             ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return Outcome(ok=True, status=status)
-                if 300 <= status < 400:
-                    where = response.headers.get("Location", "")
-                    return Outcome(
-                        ok=False,
-                        status=status,
-                        error=f"redirect refused: HTTP {status}"
-                        + (f" to {where[:200]}" if where else ""),
-                    )
-                return Outcome(
-                    ok=False,
-                    status=status,
-                    error=f"HTTP {status}",
-                    retry_after=_retry_after(response.headers.get("Retry-After")),
-                )
+                return _answered(response.status, response.headers)
         except aiohttp.ClientConnectorCertificateError as exc:
             return Outcome(ok=False, error=f"TLS certificate refused: {exc.certificate_error}")
         except aiohttp.ClientConnectorError as exc:

@@ -62,6 +62,14 @@ _FAILED_PROGRESS = 99
 
 def validate_create(family: Family, body: Mapping[str, Any]) -> str | None:
     """Why GrsAI would refuse this create body, or ``None`` if it is acceptable."""
+    refusal = _common_refusal(body)
+    if refusal is not None:
+        return refusal
+    return _sora_refusal(body) if family == "sora" else _veo_refusal(body)
+
+
+def _common_refusal(body: Mapping[str, Any]) -> str | None:
+    """What any create body needs: a prompt, a webhook (or "-1"), a known aspect ratio."""
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return "prompt is required"
@@ -74,23 +82,30 @@ def validate_create(family: Family, body: Mapping[str, Any]) -> str | None:
         return 'webHook must be a URL or "-1"'
     if "shutProgress" in body and not isinstance(body["shutProgress"], bool):
         return "shutProgress must be a boolean"
-    model = body.get("model")
     aspect = body.get("aspectRatio")
     if aspect is not None and aspect not in ASPECT_RATIOS:
         return f"unsupported aspectRatio {aspect!r}"
-    if family == "sora":
-        if model not in SORA_MODELS:
-            return f"unsupported model {model!r}"
-        duration = body.get("duration")
-        if duration is not None and (isinstance(duration, bool) or duration not in SORA_DURATIONS):
-            return f"unsupported duration {duration!r}"
-        size = body.get("size")
-        if size is not None and size not in SORA_SIZES:
-            return f"unsupported size {size!r}"
-        url = body.get("url")
-        if url is not None and not isinstance(url, str):
-            return "url must be a string"
-        return None
+    return None
+
+
+def _sora_refusal(body: Mapping[str, Any]) -> str | None:
+    model = body.get("model")
+    if model not in SORA_MODELS:
+        return f"unsupported model {model!r}"
+    duration = body.get("duration")
+    if duration is not None and (isinstance(duration, bool) or duration not in SORA_DURATIONS):
+        return f"unsupported duration {duration!r}"
+    size = body.get("size")
+    if size is not None and size not in SORA_SIZES:
+        return f"unsupported size {size!r}"
+    url = body.get("url")
+    if url is not None and not isinstance(url, str):
+        return "url must be a string"
+    return None
+
+
+def _veo_refusal(body: Mapping[str, Any]) -> str | None:
+    model = body.get("model")
     if model not in VEO_MODELS:
         return f"unsupported model {model!r}"
     urls = body.get("urls")
