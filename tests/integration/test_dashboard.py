@@ -323,7 +323,7 @@ async def test_retry_failed_and_resend_through_the_page(
     csrf = await sign_in(client)
     detail = text_of(await client.get(f"/admin/batches/{created.batch_id}"))
     assert "Status failed" in detail and "Retry failed items…" in detail
-    assert "Resend webhook…" in detail and "batch.failed" in detail
+    assert "Resend webhook…" in detail and "batch.completed" in detail
 
     child_page = await follow(
         client,
@@ -337,7 +337,7 @@ async def test_retry_failed_and_resend_through_the_page(
         client,
         await client.post(f"/admin/batches/{created.batch_id}/resend-webhook", data={"csrf": csrf}),
     )
-    assert "Webhook event batch.failed will be sent again now." in text_of(resent)
+    assert "Webhook event batch.completed will be sent again now." in text_of(resent)
 
     no_hook = await new_batch(runtime.engine, caller, items(1))
     refused = await follow(
