@@ -135,7 +135,7 @@ async def test_one_batch_is_served_by_two_providers(
     headers = {"x-api-key": key.api_key}
     batch = (await client.get(f"/api/v1/batches/{batch_id}", headers=headers)).json()
     assert (batch["status"], batch["succeeded_count"], batch["failed_count"]) == (
-        "completed",
+        "succeeded",
         4,
         0,
     )
