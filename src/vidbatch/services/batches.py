@@ -237,10 +237,6 @@ async def get_batch_row(conn: AsyncConnection, batch_id: str, account_id: str | 
     return row
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 async def list_batches(
     conn: AsyncConnection,
     *,

@@ -8,7 +8,6 @@ the words); vidbatch's own fields are additions and are listed in the README.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,11 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain import public
 from vidbatch.domain.states import TaskStatus
-
-
-def iso(value: datetime | None) -> str | None:
-    """A time as the API writes it: ISO 8601, UTC, ``Z``."""
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+from vidbatch.timestamps import iso
 
 
 async def summary(conn: AsyncConnection, batch_id: str) -> dict[str, int]:

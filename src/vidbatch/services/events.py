@@ -25,6 +25,7 @@ from vidbatch.db.portable import insert_on_conflict
 from vidbatch.db.schema import batch_jobs, video_tasks, webhook_deliveries
 from vidbatch.domain import public
 from vidbatch.services import customer
+from vidbatch.timestamps import iso
 
 INLINE_ITEMS = 1000
 
@@ -51,7 +52,7 @@ async def build_payload(
         "batch_id": batch.id,
         "request_id": batch.request_id,
         "status": public.batch_status(batch.status),
-        "timestamp": customer.iso(now),
+        "timestamp": iso(now),
         "summary": counts,
         "ledger": {
             "reserved": batch.frozen_credits,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from vidbatch.services.batches import iso
+from vidbatch.timestamps import iso
 
 #: Where the next page of batches starts: (created_at, batch_id) of the last one shown.
 Cursor = tuple[datetime, str]
