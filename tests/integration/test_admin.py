@@ -3,6 +3,7 @@ the operator sees (and that it agrees with the ledger), and what its actions do 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -24,9 +25,12 @@ from tests.integration.webhook_receiver import Receiver, running_receiver
 from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
 from vidbatch.clock import utcnow
-from vidbatch.db.schema import credit_ledger, video_tasks, webhook_deliveries
+from vidbatch.db.engine import make_engine
+from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
+from vidbatch.exceptions import NothingToRetry
 from vidbatch.services import accounts as account_svc
+from vidbatch.services import retry
 from vidbatch.webhooks.delivery import deliver_due
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -355,6 +359,79 @@ async def test_retry_failed_charges_only_what_it_submits(
     nothing = await post(client, f"/batches/{child['batch_id']}/retry-failed", status=409)
     assert nothing["error"] == "NOTHING_TO_RETRY"
     await assert_audit_clean(runtime.engine)
+
+
+async def test_retry_failed_variants_at_once_take_each_item_once(
+    client: httpx.AsyncClient, runtime: Any, db_url: str
+) -> None:
+    """Both variants posted at once: every failed item lands in exactly one child, and the
+    account is charged for each once (the second variant takes only what is left)."""
+    caller = await new_account(runtime.engine, credits=1000)
+    parent = await new_batch(runtime.engine, caller, items(5))
+    await settle_with(
+        runtime,
+        parent.batch_id,
+        dict.fromkeys(range(5), "failed"),
+        {0: "moderation", 1: "moderation"},
+    )
+    assert await balance(runtime.engine, caller.account_id) == (1000, 0)
+
+    async def ask(include_moderation: bool) -> httpx.Response:
+        return await client.post(
+            f"/api/admin/batches/{parent.batch_id}/retry-failed",
+            headers=ADMIN,
+            json={"include_moderation": include_moderation},
+        )
+
+    answers = await asyncio.gather(ask(False), ask(True), ask(False), ask(True))
+    assert {a.status_code for a in answers} <= {200, 409}, [a.text for a in answers]
+    await _assert_each_failed_item_retried_once(runtime.engine, parent.batch_id, 5)
+    assert await balance(runtime.engine, caller.account_id) == (1000, 50)
+    await assert_audit_clean(runtime.engine)
+
+    if not db_url.startswith("postgresql"):
+        return
+    # two processes (two engines, two connection pools) asking at once
+    second = await new_batch(runtime.engine, caller, items(5))
+    await settle_with(
+        runtime, second.batch_id, dict.fromkeys(range(5), "failed"), {4: "moderation"}
+    )
+    before = await balance(runtime.engine, caller.account_id)
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                retry.retry_failed(
+                    eng,
+                    second.batch_id,
+                    include_moderation=variant,
+                    catalog=runtime.settings.catalog,
+                    allow_private_webhooks=True,
+                    webhook_max_attempts=4,
+                )
+                for eng, variant in zip(engines * 2, (False, True, True, False), strict=True)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for eng in engines:
+            await eng.dispose()
+    assert all(not isinstance(o, Exception) or isinstance(o, NothingToRetry) for o in outcomes)
+    await _assert_each_failed_item_retried_once(runtime.engine, second.batch_id, 5)
+    assert await balance(runtime.engine, caller.account_id) == (before[0], before[1] + 50)
+    await assert_audit_clean(runtime.engine)
+
+
+async def _assert_each_failed_item_retried_once(engine: Any, parent_id: str, failed: int) -> None:
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(video_tasks.c.batch_index, batch_jobs.c.frozen_credits)
+                .join(batch_jobs, batch_jobs.c.id == video_tasks.c.batch_job_id)
+                .where(batch_jobs.c.parent_batch_id == parent_id)
+            )
+        ).all()
+    assert sorted(r.batch_index for r in rows) == list(range(failed))
 
 
 async def test_retry_failed_refusals(client: httpx.AsyncClient, runtime: Any) -> None:
