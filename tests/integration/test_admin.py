@@ -28,9 +28,10 @@ from vidbatch.clock import utcnow
 from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
-from vidbatch.exceptions import NothingToRetry
+from vidbatch.exceptions import CreditLimitExceeded, NothingToRetry
 from vidbatch.services import accounts as account_svc
 from vidbatch.services import retry
+from vidbatch.services.ledger import MAX_CREDITS
 from vidbatch.webhooks.delivery import deliver_due
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -581,6 +582,30 @@ async def test_accounts_and_adjustments(client: httpx.AsyncClient, runtime: Any)
         assert answer["error"] == "INVALID_PAYLOAD"
     missing = await post(client, "/accounts/nope/adjust", {"credits": 5, "reason": "x"}, status=404)
     assert missing["error"] == "NOT_FOUND"
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_a_balance_never_exceeds_the_credit_cap(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """Adjustments up to the cap are taken; one credit more is refused with the balance
+    unchanged (the stored figures stay exact integers on both databases)."""
+    caller = await new_account(runtime.engine, credits=0)
+    adjust = f"/accounts/{caller.account_id}/adjust"
+    await post(client, adjust, {"credits": MAX_CREDITS - 3, "reason": "big"})
+    await post(client, adjust, {"credits": 3, "reason": "to the cap"})
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    refused = await post(client, adjust, {"credits": 1, "reason": "one more"}, status=409)
+    assert refused["error"] == "CREDIT_LIMIT_EXCEEDED" and str(MAX_CREDITS) in refused["message"]
+    with pytest.raises(CreditLimitExceeded):
+        await account_svc.topup(runtime.engine, caller.account_id, 1, key="order-9")
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    # at the cap the account still spends, and may be topped up again afterwards
+    created = await new_batch(runtime.engine, caller, items(2))
+    await settle_with(runtime, created.batch_id, {0: "succeeded", 1: "failed"})
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS - 10, 0)
+    await post(client, adjust, {"credits": 10, "reason": "back to the cap"})
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
     await assert_audit_clean(runtime.engine)
 
 

@@ -6,7 +6,8 @@ records its change to both (``delta``, ``frozen_delta``) and the values after it
 ``balance == Σ delta`` and ``frozen == Σ frozen_delta`` for every account, always.
 
 Every posting is one conditional UPDATE (the database refuses a change that would make
-available credits negative; no read-then-write race) plus one INSERT whose unique
+available credits negative, or the balance exceed :data:`MAX_CREDITS`; no read-then-write
+race) plus one INSERT whose unique
 ``(account_id, idempotency_key)`` makes a repeated operation post nothing. The functions
 take a connection and never commit: the use case that calls them owns the transaction.
 """
@@ -24,14 +25,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, credit_ledger
 from vidbatch.exceptions import (
+    CreditLimitExceeded,
     IdempotencyKeyReused,
     InsufficientCredits,
     InvalidInput,
     NotFound,
 )
 
-#: The largest change one posting may make (the columns are 64-bit integers).
-MAX_AMOUNT = 10**15
+#: The most credits one account may hold. Every stored figure of money is bounded by it:
+#: ``frozen <= balance <= MAX_CREDITS``, a batch reserves at most its account's frozen
+#: credits, and charges plus refunds at most its reservation. It fits a BIGINT with room
+#: for any sum SQL makes of two figures, and is exact in SQLite, JSON and a double.
+MAX_CREDITS = 10**15
+
+#: The largest change one posting may make.
+MAX_AMOUNT = MAX_CREDITS
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,8 @@ async def post(
     """Apply one change to an account and record it, at most once per ``key``.
 
     Raises :class:`InsufficientCredits` when the change would leave available credits (or
-    frozen credits) negative, :class:`NotFound` for an unknown account. A repeat of an
+    frozen credits) negative, :class:`CreditLimitExceeded` when the balance would exceed
+    :data:`MAX_CREDITS`, :class:`NotFound` for an unknown account. A repeat of an
     earlier key changes nothing and returns the first entry with ``created=False``.
     """
     if abs(delta) > MAX_AMOUNT or abs(frozen_delta) > MAX_AMOUNT:
@@ -78,6 +87,7 @@ async def post(
                             accounts.c.balance_credits + delta
                             >= accounts.c.frozen_credits + frozen_delta,
                             accounts.c.frozen_credits + frozen_delta >= 0,
+                            accounts.c.balance_credits + delta <= MAX_CREDITS,
                         )
                     )
                     .values(
@@ -173,7 +183,13 @@ async def balance(conn: AsyncConnection, account_id: str) -> Balance:
 async def _raise_refusal(
     conn: AsyncConnection, account_id: str, delta: int, frozen_delta: int
 ) -> None:
-    available = (await balance(conn, account_id)).available
+    held = await balance(conn, account_id)
+    if held.total + delta > MAX_CREDITS:
+        raise CreditLimitExceeded(
+            f"account {account_id} holds {held.total} credits: {delta:+d} would exceed the "
+            f"most one account may hold ({MAX_CREDITS})"
+        )
+    available = held.available
     required = frozen_delta - delta if frozen_delta > 0 else -delta
     raise InsufficientCredits(required=max(required, 0), available=available)
 
