@@ -28,7 +28,7 @@ from vidbatch.clock import utcnow
 from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
-from vidbatch.exceptions import CreditLimitExceeded, NothingToRetry
+from vidbatch.exceptions import CreditLimitExceeded, InvalidInput, NothingToRetry
 from vidbatch.services import accounts as account_svc
 from vidbatch.services import retry
 from vidbatch.services.ledger import MAX_CREDITS
@@ -606,6 +606,45 @@ async def test_a_balance_never_exceeds_the_credit_cap(
     assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS - 10, 0)
     await post(client, adjust, {"credits": 10, "reason": "back to the cap"})
     assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_credits_must_be_strict_bounded_integers(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """``true`` is not one credit and ``"5"`` not five."""
+    caller = await new_account(runtime.engine, credits=100)
+    adjust = f"/accounts/{caller.account_id}/adjust"
+    for credits in (True, "5", 5.0, MAX_CREDITS + 1, -MAX_CREDITS - 1):
+        bad = await post(client, adjust, {"credits": credits, "reason": "x"}, status=400)
+        assert bad["error"] == "INVALID_PAYLOAD", credits
+        assert "credits" in str(bad["details"]), bad
+    assert await balance(runtime.engine, caller.account_id) == (100, 0)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_rate_limits_are_bounded_before_the_database(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """A rate limit beyond 1..1,000,000 (or not a JSON integer) is a 400 naming the field
+    on both databases, never PostgreSQL's INTEGER overflowing into a 500."""
+    caller = await new_account(runtime.engine, credits=100)
+    keys = f"/accounts/{caller.account_id}/keys"
+    (key,) = (await get(client, keys))["keys"]
+    for limit in (2**31, 10**12 - 1, 1_000_001, True, "60", 0):
+        for path, body in (
+            (keys, {"rate_limit_per_min": limit}),
+            (f"/keys/{key['key_id']}/rate-limit", {"rate_limit_per_min": limit}),
+        ):
+            bad = await post(client, path, body, status=400)
+            assert bad["error"] == "INVALID_PAYLOAD" and "rate_limit_per_min" in str(bad), bad
+    ok = await post(client, keys, {"rate_limit_per_min": 1_000_000})
+    assert ok["key"]["rate_limit_per_min"] == 1_000_000
+    assert len((await get(client, keys))["keys"]) == 2
+    with pytest.raises(InvalidInput, match="rate_limit_per_min"):
+        await account_svc.create_key(runtime.engine, caller.account_id, rate_limit_per_min=2**31)
+    with pytest.raises(InvalidInput, match="rate_limit_per_min"):
+        await account_svc.set_key_state(runtime.engine, key["key_id"], rate_limit_per_min=2**31)
     await assert_audit_clean(runtime.engine)
 
 

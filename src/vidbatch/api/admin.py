@@ -19,12 +19,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from vidbatch.api.app import runtime_of
 from vidbatch.api.errors import ApiError
 from vidbatch.api.schemas import ErrorResponse
 from vidbatch.api.v1 import decode_cursor, encode_cursor
+from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN
 from vidbatch.services import account_admin, accounts, batches, reads, resend, retry, views
 from vidbatch.timestamps import as_utc
 
@@ -162,7 +163,12 @@ class AccountList(Ok):
 
 class AdjustIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    credits: int = Field(..., description="credits to add (+N) or remove (−N); not 0")
+    credits: StrictInt = Field(
+        ...,
+        ge=-MAX_CREDITS,
+        le=MAX_CREDITS,
+        description="credits to add (+N) or remove (−N); not 0; a JSON integer",
+    )
     reason: str = Field(..., min_length=1, max_length=500, description="kept in the ledger")
     idempotency_key: str | None = Field(
         None, max_length=128, description="makes a retried adjustment post once"
@@ -184,7 +190,9 @@ class KeyOut(Ok):
 class NewKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("default", min_length=1, max_length=200)
-    rate_limit_per_min: int | None = Field(None, gt=0, description="default: the server's")
+    rate_limit_per_min: StrictInt | None = Field(
+        None, gt=0, le=MAX_RATE_LIMIT_PER_MIN, description="default: the server's"
+    )
 
 
 class NewKeyOut(views.CreatedKey, Ok):
@@ -193,12 +201,12 @@ class NewKeyOut(views.CreatedKey, Ok):
 
 class RateLimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rate_limit_per_min: int = Field(..., gt=0, le=1_000_000)
+    rate_limit_per_min: StrictInt = Field(..., gt=0, le=MAX_RATE_LIMIT_PER_MIN)
 
 
 class RotateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    overlap_seconds: int = Field(
+    overlap_seconds: StrictInt = Field(
         86400,
         ge=0,
         le=30 * 86400,

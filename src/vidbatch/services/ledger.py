@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, credit_ledger
+from vidbatch.domain.limits import MAX_CREDITS, is_whole
 from vidbatch.exceptions import (
     CreditLimitExceeded,
     IdempotencyKeyReused,
@@ -32,13 +33,7 @@ from vidbatch.exceptions import (
     NotFound,
 )
 
-#: The most credits one account may hold. Every stored figure of money is bounded by it:
-#: ``frozen <= balance <= MAX_CREDITS``, a batch reserves at most its account's frozen
-#: credits, and charges plus refunds at most its reservation. It fits a BIGINT with room
-#: for any sum SQL makes of two figures, and is exact in SQLite, JSON and a double.
-MAX_CREDITS = 10**15
-
-#: The largest change one posting may make.
+#: The largest change one posting may make (the balance is capped at MAX_CREDITS too).
 MAX_AMOUNT = MAX_CREDITS
 
 
@@ -195,7 +190,7 @@ async def _raise_refusal(
 
 
 def _positive(amount: int, what: str = "credits") -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+    if not is_whole(amount) or amount <= 0:
         raise InvalidInput(f"{what} must be a positive whole number, got {amount!r}")
 
 
@@ -286,7 +281,7 @@ async def adjust(
     conn: AsyncConnection, account_id: str, amount: int, *, reason: str, key: str
 ) -> Posting:
     """A manual correction by the operator, positive or negative, with its reason."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+    if not is_whole(amount) or amount == 0:
         raise InvalidInput("an adjustment must be a non-zero whole number of credits")
     if not reason or not reason.strip():
         raise InvalidInput("an adjustment needs a reason")
