@@ -79,7 +79,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         402: "`INSUFFICIENT_CREDITS`: the account cannot pay for the retry",
         403: "`ADMIN_FORBIDDEN`: a customer API key was presented",
         404: "`ADMIN_DISABLED` (no admin token configured) or `NOT_FOUND`",
-        409: "`BATCH_NOT_SETTLED`, `NOTHING_TO_RETRY` or `NO_WEBHOOK_EVENTS`",
+        409: "`BATCH_NOT_SETTLED`, `NOTHING_TO_RETRY`, `NO_WEBHOOK_EVENTS` or "
+        "`CREDIT_LIMIT_EXCEEDED`",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 
@@ -390,9 +391,9 @@ async def list_accounts(request: Request) -> AccountList:
     "/accounts/{account_id}/adjust",
     summary="Correct an account's credits by hand",
     description="A ledger entry of type `adjustment` with its reason; available "
-    "credits never go below zero (402).",
+    "credits never go below zero (402), the balance never above 10^15 (409).",
     response_model=Adjusted,
-    responses=_errors(400, 402),
+    responses=_errors(400, 402, 409),
 )
 async def adjust_account(request: Request, account_id: ID, body: AdjustIn) -> Adjusted:
     done = await account_admin.adjust(
