@@ -26,6 +26,7 @@ from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
 from vidbatch.clock import utcnow
 from vidbatch.db.engine import make_engine
+from vidbatch.db.schema import accounts as accounts_table
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
 from vidbatch.exceptions import CreditLimitExceeded, InvalidInput, NothingToRetry
@@ -606,6 +607,35 @@ async def test_a_balance_never_exceeds_the_credit_cap(
     assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS - 10, 0)
     await post(client, adjust, {"credits": 10, "reason": "back to the cap"})
     assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    await assert_audit_clean(runtime.engine)
+
+    # an account stored above the cap before it existed still reserves and spends
+    legacy = await new_account(runtime.engine, credits=0, name="legacy")
+    async with runtime.engine.begin() as conn:
+        await conn.execute(
+            update(accounts_table)
+            .where(accounts_table.c.id == legacy.account_id)
+            .values(balance_credits=MAX_CREDITS + 5)
+        )
+        await conn.execute(
+            credit_ledger.insert().values(
+                account_id=legacy.account_id,
+                type="adjustment",
+                delta=MAX_CREDITS + 5,
+                frozen_delta=0,
+                balance_after=MAX_CREDITS + 5,
+                frozen_after=0,
+                idempotency_key="legacy",
+                created_at=utcnow(),
+            )
+        )
+    await new_batch(runtime.engine, legacy, items(1))
+    await post(client, f"/accounts/{legacy.account_id}/adjust", {"credits": -1, "reason": "x"})
+    more = await post(
+        client, f"/accounts/{legacy.account_id}/adjust", {"credits": 1, "reason": "x"}, status=409
+    )
+    assert more["error"] == "CREDIT_LIMIT_EXCEEDED"
+    assert await balance(runtime.engine, legacy.account_id) == (MAX_CREDITS + 4, 10)
     await assert_audit_clean(runtime.engine)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -82,7 +82,11 @@ async def post(
                             accounts.c.balance_credits + delta
                             >= accounts.c.frozen_credits + frozen_delta,
                             accounts.c.frozen_credits + frozen_delta >= 0,
-                            accounts.c.balance_credits + delta <= MAX_CREDITS,
+                            # only a credit is capped: an account above the cap (stored
+                            # before it existed) can still reserve and spend
+                            accounts.c.balance_credits + delta <= MAX_CREDITS
+                            if delta > 0
+                            else true(),
                         )
                     )
                     .values(
@@ -179,7 +183,7 @@ async def _raise_refusal(
     conn: AsyncConnection, account_id: str, delta: int, frozen_delta: int
 ) -> None:
     held = await balance(conn, account_id)
-    if held.total + delta > MAX_CREDITS:
+    if delta > 0 and held.total + delta > MAX_CREDITS:
         raise CreditLimitExceeded(
             f"account {account_id} holds {held.total} credits: {delta:+d} would exceed the "
             f"most one account may hold ({MAX_CREDITS})"
