@@ -153,27 +153,7 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
 def _checked_fields(name: str, fields: dict[str, Any]) -> dict[str, Any]:
     """One model's override fields, each of the right type and within its bounds (a price
     or a duration is a whole number: ``true``, ``7.5`` or ``1e20`` would be stored)."""
-    kwargs: dict[str, Any] = dict(fields)
-    if "durations" in kwargs:
-        durations = kwargs["durations"]
-        if not isinstance(durations, list) or not all(
-            _whole_in(d, 1, MAX_DURATION_SECONDS) for d in durations
-        ):
-            raise ConfigError(
-                f"model {name!r}: durations must be a list of whole seconds from 1 to "
-                f"{MAX_DURATION_SECONDS}"
-            )
-        kwargs["durations"] = tuple(durations)
-    if "duration_prices" in kwargs:
-        prices = kwargs["duration_prices"]
-        if not isinstance(prices, dict) or not all(
-            parse_whole(k) is not None and _whole_in(v, 0, MAX_PRICE) for k, v in prices.items()
-        ):
-            raise ConfigError(
-                f"model {name!r}: duration_prices must map whole seconds to whole "
-                f"prices from 0 to {MAX_PRICE}"
-            )
-        kwargs["duration_prices"] = {int(k): v for k, v in prices.items()}
+    kwargs = _checked_durations(name, dict(fields))
     if kwargs.get("family") not in (None, "sora", "veo"):
         raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
     provider_model = kwargs.get("provider_model")
@@ -205,6 +185,31 @@ def _checked_fields(name: str, fields: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"model {name!r}: max_wait_seconds must be whole seconds from 1 to {MAX_WAIT_SECONDS}"
         )
+    return kwargs
+
+
+def _checked_durations(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``durations`` and ``duration_prices`` as whole seconds and whole prices in bounds."""
+    if "durations" in kwargs:
+        durations = kwargs["durations"]
+        if not isinstance(durations, list) or not all(
+            _whole_in(d, 1, MAX_DURATION_SECONDS) for d in durations
+        ):
+            raise ConfigError(
+                f"model {name!r}: durations must be a list of whole seconds from 1 to "
+                f"{MAX_DURATION_SECONDS}"
+            )
+        kwargs["durations"] = tuple(durations)
+    if "duration_prices" in kwargs:
+        prices = kwargs["duration_prices"]
+        if not isinstance(prices, dict) or not all(
+            parse_whole(k) is not None and _whole_in(v, 0, MAX_PRICE) for k, v in prices.items()
+        ):
+            raise ConfigError(
+                f"model {name!r}: duration_prices must map whole seconds to whole "
+                f"prices from 0 to {MAX_PRICE}"
+            )
+        kwargs["duration_prices"] = {int(k): v for k, v in prices.items()}
     return kwargs
 
 
