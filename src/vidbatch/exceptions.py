@@ -11,6 +11,7 @@ Hierarchy (``tests/unit/test_exceptions.py`` keeps this tree equal to the classe
     │   ├── TooManyItems             more items than the batch limit
     │   └── InvalidRequestId         a request id too long or with a control character
     ├── InsufficientCredits          available credits do not cover the amount
+    ├── CreditLimitExceeded          an account would hold more credits than the cap
     ├── Conflict                     the state does not allow the operation
     │   ├── BatchAlreadyEnded        the batch has already ended
     │   ├── BatchNotSettled          its failed items cannot be retried before it settles
@@ -122,6 +123,12 @@ class InsufficientCredits(VidbatchError):
         )
         self.required = required
         self.available = available
+
+
+class CreditLimitExceeded(VidbatchError):
+    """The account would hold more credits than the most one account may hold."""
+
+    code = "CREDIT_LIMIT_EXCEEDED"
 
 
 class Conflict(VidbatchError):

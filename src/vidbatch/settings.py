@@ -14,10 +14,20 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidbatch.domain.catalog import Catalog, parse_catalog_overrides
+from vidbatch.domain.limits import (
+    MAX_ITEMS,
+    MAX_RATE_LIMIT_PER_MIN,
+    MAX_WAIT_SECONDS,
+)
 from vidbatch.exceptions import ConfigError
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+#: Every count and limit read at start-up has an upper bound: what it feeds must stay inside
+#: its column (INTEGER) or its arithmetic (timedelta, sleep), or a create answers 500.
+INT32_MAX = 2**31 - 1
+PositiveInt = Annotated[int, Field(gt=0, le=INT32_MAX)]
+NonNegInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
+#: Seconds: finite (no inf or nan), above zero, at most a day.
+Seconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 
 #: Variables whose first non-empty value is the public base URL (webhook mode when set).
 BASE_URL_VARS = ("NEXT_PUBLIC_SITE_URL", "SITE_URL", "NEXT_PUBLIC_APP_URL", "APP_URL")
@@ -75,13 +85,17 @@ class Settings(BaseSettings):
     )
 
     # --- customer webhooks -------------------------------------------------------------
-    webhook_retries: NonNegInt = Field(
+    webhook_retries: int = Field(
         3,
+        ge=0,
+        le=100,
         validation_alias=AliasChoices("ENTERPRISE_WEBHOOK_RETRIES"),
         description="retries of a failed customer webhook after the first attempt",
     )
-    webhook_timeout_ms: PositiveInt = Field(
+    webhook_timeout_ms: int = Field(
         5000,
+        gt=0,
+        le=600_000,
         validation_alias=AliasChoices("ENTERPRISE_WEBHOOK_TIMEOUT_MS"),
         description="timeout of one customer webhook attempt",
     )
@@ -100,15 +114,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GRSAI_HOST"),
         description="GrsAI base URL; a trailing /v1 is stripped",
     )
-    provider_connect_timeout: float = Field(
+    provider_connect_timeout: Seconds = Field(
         5.0,
-        gt=0,
         validation_alias=AliasChoices("VIDBATCH_PROVIDER_CONNECT_TIMEOUT"),
         description="seconds to connect to the provider",
     )
-    provider_read_timeout: float = Field(
+    provider_read_timeout: Seconds = Field(
         30.0,
-        gt=0,
         validation_alias=AliasChoices("VIDBATCH_PROVIDER_READ_TIMEOUT"),
         description="seconds to wait for the provider's answer",
     )
@@ -132,8 +144,10 @@ class Settings(BaseSettings):
     )
 
     # --- API ---------------------------------------------------------------------------
-    max_items: PositiveInt = Field(
+    max_items: int = Field(
         10_000,
+        gt=0,
+        le=MAX_ITEMS,
         validation_alias=AliasChoices("ENTERPRISE_BATCH_MAX_ITEMS"),
         description="items allowed in one batch",
     )
@@ -142,8 +156,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_MAX_BODY_BYTES"),
         description="largest request body accepted",
     )
-    default_rate_limit_per_min: PositiveInt = Field(
+    default_rate_limit_per_min: int = Field(
         60,
+        gt=0,
+        le=MAX_RATE_LIMIT_PER_MIN,
         validation_alias=AliasChoices("VIDBATCH_DEFAULT_RATE_LIMIT"),
         description="rate_limit_per_min of new API keys",
     )
@@ -184,8 +200,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_PROVIDER_MAX_INFLIGHT"),
         description="tasks running at the provider across all workers; 0 = unlimited",
     )
-    lease_seconds: PositiveInt = Field(
+    lease_seconds: int = Field(
         60,
+        gt=0,
+        le=86_400,
         validation_alias=AliasChoices("VIDBATCH_LEASE_SECONDS"),
         description="how long a claim is held before another worker may take it over",
     )
@@ -194,14 +212,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_SUBMIT_MAX_ATTEMPTS"),
         description="transient submit failures before a task fails",
     )
-    max_wait_seconds: PositiveInt = Field(
+    max_wait_seconds: int = Field(
         1800,
+        gt=0,
+        le=MAX_WAIT_SECONDS,
         validation_alias=AliasChoices("VIDBATCH_MAX_WAIT_SECONDS"),
         description="wall-clock limit of one generation (per-model values in the catalog)",
     )
-    callback_grace_seconds: float = Field(
+    callback_grace_seconds: Seconds = Field(
         120.0,
-        gt=0,
         validation_alias=AliasChoices("VIDBATCH_CALLBACK_GRACE_SECONDS"),
         description="webhook mode: poll a task anyway when no callback came for this long",
     )
@@ -215,9 +234,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_REQUIRE_HTTPS_VIDEO_URL"),
         description="a succeeded task needs an https video URL (off for local simulators)",
     )
-    worker_idle_seconds: float = Field(
+    worker_idle_seconds: Seconds = Field(
         1.0,
-        gt=0,
         validation_alias=AliasChoices("VIDBATCH_WORKER_IDLE_SECONDS"),
         description="longest sleep of the worker loop when nothing is due",
     )
@@ -247,8 +265,10 @@ class Settings(BaseSettings):
             parts = [float(p) for p in value.split(",")]
         except ValueError:
             raise ValueError("must be three comma-separated numbers of seconds") from None
-        if len(parts) != 3 or any(p <= 0 for p in parts):
-            raise ValueError("must be three comma-separated positive numbers of seconds")
+        if len(parts) != 3 or not all(0 < p <= 86_400 for p in parts):  # nan fails too
+            raise ValueError(
+                "must be three comma-separated numbers of seconds, each above 0 and at most 86400"
+            )
         return value
 
     @field_validator("model_catalog")

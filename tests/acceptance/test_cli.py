@@ -167,6 +167,41 @@ def test_bad_input_is_one_error_line_and_changes_nothing(sqlite_url: str) -> Non
     assert [k["id"] for k in one_json(keys)] == [created["key_id"]]
 
 
+def test_limits_beyond_their_bounds_are_refused_before_the_database(db_url: str) -> None:
+    """On both databases: a rate limit PostgreSQL's INTEGER cannot hold, credits beyond the
+    cap, and settings out of range are one error line naming what is wrong (exit 2)."""
+    created = one_json(vb(["accounts", "create", "acme", "--credits", "100", "--json"], db_url))
+    acc = created["account_id"]
+    catalogs = (
+        '{"sora-2": {"price_credits": 100000000000000000000}}',
+        '{"sora-2": {"duration_prices": {"15": -5}}}',
+        '{"sora-2": {"duration_prices": {"15": 7.5}}}',
+        '{"sora-2": {"max_wait_seconds": -1}}',
+    )
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["accounts", "create", "big", "--rate-limit", "2147483648"], {}, "--rate-limit"),
+        (["keys", "create", acc, "--rate-limit", "999999999999"], {}, "--rate-limit"),
+        (["keys", "create", acc, "--rate-limit", "1000001"], {}, "--rate-limit"),
+        (["accounts", "adjust", acc, "--credits", str(10**16), "--reason", "x"], {}, "--credits"),
+        (["accounts", "create", "rich", "--credits", str(10**16)], {}, "--credits"),
+        (["batches", "list", "--limit", str(2**63)], {}, "--limit"),
+        (["keys", "create", acc], {"VIDBATCH_DEFAULT_RATE_LIMIT": "2147483648"}, "VIDBATCH_"),
+        (["keys", "create", acc], {"VIDBATCH_MAX_WAIT_SECONDS": "-5"}, "VIDBATCH_MAX_WAIT"),
+        *(
+            (["keys", "create", acc], {"VIDBATCH_MODEL_CATALOG": raw}, "VIDBATCH_MODEL_CATALOG")
+            for raw in catalogs
+        ),
+    ]
+    results = vb_many([(args, env) for args, env, _ in cases], db_url)
+    for (args, env, hint), result in zip(cases, results, strict=True):
+        line = assert_usage_error(result)
+        assert hint in line, (args, env, line)
+    keys = one_json(vb(["keys", "list", "--json"], db_url))
+    assert [k["id"] for k in keys] == [created["key_id"]]
+    assert [a["account_id"] for a in one_json(vb(["accounts", "list", "--json"], db_url))] == [acc]
+    assert one_json(vb(["accounts", "show", acc, "--json"], db_url))["balance_credits"] == 100
+
+
 def test_db_upgrade_and_current(sqlite_url: str) -> None:
     fresh = ok(vb(["db", "current"], sqlite_url))
     assert fresh.startswith("database empty; code ")

@@ -3,6 +3,7 @@ the operator sees (and that it agrees with the ledger), and what its actions do 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -24,9 +25,14 @@ from tests.integration.webhook_receiver import Receiver, running_receiver
 from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
 from vidbatch.clock import utcnow
-from vidbatch.db.schema import credit_ledger, video_tasks, webhook_deliveries
+from vidbatch.db.engine import make_engine
+from vidbatch.db.schema import accounts as accounts_table
+from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
+from vidbatch.exceptions import CreditLimitExceeded, InvalidInput, NothingToRetry
 from vidbatch.services import accounts as account_svc
+from vidbatch.services import retry
+from vidbatch.services.ledger import MAX_CREDITS
 from vidbatch.webhooks.delivery import deliver_due
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -357,6 +363,79 @@ async def test_retry_failed_charges_only_what_it_submits(
     await assert_audit_clean(runtime.engine)
 
 
+async def test_retry_failed_variants_at_once_take_each_item_once(
+    client: httpx.AsyncClient, runtime: Any, db_url: str
+) -> None:
+    """Both variants posted at once: every failed item lands in exactly one child, and the
+    account is charged for each once (the second variant takes only what is left)."""
+    caller = await new_account(runtime.engine, credits=1000)
+    parent = await new_batch(runtime.engine, caller, items(5))
+    await settle_with(
+        runtime,
+        parent.batch_id,
+        dict.fromkeys(range(5), "failed"),
+        {0: "moderation", 1: "moderation"},
+    )
+    assert await balance(runtime.engine, caller.account_id) == (1000, 0)
+
+    async def ask(include_moderation: bool) -> httpx.Response:
+        return await client.post(
+            f"/api/admin/batches/{parent.batch_id}/retry-failed",
+            headers=ADMIN,
+            json={"include_moderation": include_moderation},
+        )
+
+    answers = await asyncio.gather(ask(False), ask(True), ask(False), ask(True))
+    assert {a.status_code for a in answers} <= {200, 409}, [a.text for a in answers]
+    await _assert_each_failed_item_retried_once(runtime.engine, parent.batch_id, 5)
+    assert await balance(runtime.engine, caller.account_id) == (1000, 50)
+    await assert_audit_clean(runtime.engine)
+
+    if not db_url.startswith("postgresql"):
+        return
+    # two processes (two engines, two connection pools) asking at once
+    second = await new_batch(runtime.engine, caller, items(5))
+    await settle_with(
+        runtime, second.batch_id, dict.fromkeys(range(5), "failed"), {4: "moderation"}
+    )
+    before = await balance(runtime.engine, caller.account_id)
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                retry.retry_failed(
+                    eng,
+                    second.batch_id,
+                    include_moderation=variant,
+                    catalog=runtime.settings.catalog,
+                    allow_private_webhooks=True,
+                    webhook_max_attempts=4,
+                )
+                for eng, variant in zip(engines * 2, (False, True, True, False), strict=True)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for eng in engines:
+            await eng.dispose()
+    assert all(not isinstance(o, Exception) or isinstance(o, NothingToRetry) for o in outcomes)
+    await _assert_each_failed_item_retried_once(runtime.engine, second.batch_id, 5)
+    assert await balance(runtime.engine, caller.account_id) == (before[0], before[1] + 50)
+    await assert_audit_clean(runtime.engine)
+
+
+async def _assert_each_failed_item_retried_once(engine: Any, parent_id: str, failed: int) -> None:
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(video_tasks.c.batch_index, batch_jobs.c.frozen_credits)
+                .join(batch_jobs, batch_jobs.c.id == video_tasks.c.batch_job_id)
+                .where(batch_jobs.c.parent_batch_id == parent_id)
+            )
+        ).all()
+    assert sorted(r.batch_index for r in rows) == list(range(failed))
+
+
 async def test_retry_failed_refusals(client: httpx.AsyncClient, runtime: Any) -> None:
     caller = await new_account(runtime.engine, credits=100)
     only_mod = await new_batch(runtime.engine, caller, items(1))
@@ -504,6 +583,98 @@ async def test_accounts_and_adjustments(client: httpx.AsyncClient, runtime: Any)
         assert answer["error"] == "INVALID_PAYLOAD"
     missing = await post(client, "/accounts/nope/adjust", {"credits": 5, "reason": "x"}, status=404)
     assert missing["error"] == "NOT_FOUND"
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_a_balance_never_exceeds_the_credit_cap(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """Adjustments up to the cap are taken; one credit more is refused with the balance
+    unchanged (the stored figures stay exact integers on both databases)."""
+    caller = await new_account(runtime.engine, credits=0)
+    adjust = f"/accounts/{caller.account_id}/adjust"
+    await post(client, adjust, {"credits": MAX_CREDITS - 3, "reason": "big"})
+    await post(client, adjust, {"credits": 3, "reason": "to the cap"})
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    refused = await post(client, adjust, {"credits": 1, "reason": "one more"}, status=409)
+    assert refused["error"] == "CREDIT_LIMIT_EXCEEDED" and str(MAX_CREDITS) in refused["message"]
+    with pytest.raises(CreditLimitExceeded):
+        await account_svc.topup(runtime.engine, caller.account_id, 1, key="order-9")
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    # at the cap the account still spends, and may be topped up again afterwards
+    created = await new_batch(runtime.engine, caller, items(2))
+    await settle_with(runtime, created.batch_id, {0: "succeeded", 1: "failed"})
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS - 10, 0)
+    await post(client, adjust, {"credits": 10, "reason": "back to the cap"})
+    assert await balance(runtime.engine, caller.account_id) == (MAX_CREDITS, 0)
+    await assert_audit_clean(runtime.engine)
+
+    # an account stored above the cap before it existed still reserves and spends
+    legacy = await new_account(runtime.engine, credits=0, name="legacy")
+    async with runtime.engine.begin() as conn:
+        await conn.execute(
+            update(accounts_table)
+            .where(accounts_table.c.id == legacy.account_id)
+            .values(balance_credits=MAX_CREDITS + 5)
+        )
+        await conn.execute(
+            credit_ledger.insert().values(
+                account_id=legacy.account_id,
+                type="adjustment",
+                delta=MAX_CREDITS + 5,
+                frozen_delta=0,
+                balance_after=MAX_CREDITS + 5,
+                frozen_after=0,
+                idempotency_key="legacy",
+                created_at=utcnow(),
+            )
+        )
+    await new_batch(runtime.engine, legacy, items(1))
+    await post(client, f"/accounts/{legacy.account_id}/adjust", {"credits": -1, "reason": "x"})
+    more = await post(
+        client, f"/accounts/{legacy.account_id}/adjust", {"credits": 1, "reason": "x"}, status=409
+    )
+    assert more["error"] == "CREDIT_LIMIT_EXCEEDED"
+    assert await balance(runtime.engine, legacy.account_id) == (MAX_CREDITS + 4, 10)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_credits_must_be_strict_bounded_integers(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """``true`` is not one credit and ``"5"`` not five."""
+    caller = await new_account(runtime.engine, credits=100)
+    adjust = f"/accounts/{caller.account_id}/adjust"
+    for credits in (True, "5", 5.0, MAX_CREDITS + 1, -MAX_CREDITS - 1):
+        bad = await post(client, adjust, {"credits": credits, "reason": "x"}, status=400)
+        assert bad["error"] == "INVALID_PAYLOAD", credits
+        assert "credits" in str(bad["details"]), bad
+    assert await balance(runtime.engine, caller.account_id) == (100, 0)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_rate_limits_are_bounded_before_the_database(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """A rate limit beyond 1..1,000,000 (or not a JSON integer) is a 400 naming the field
+    on both databases, never PostgreSQL's INTEGER overflowing into a 500."""
+    caller = await new_account(runtime.engine, credits=100)
+    keys = f"/accounts/{caller.account_id}/keys"
+    (key,) = (await get(client, keys))["keys"]
+    for limit in (2**31, 10**12 - 1, 1_000_001, True, "60", 0):
+        for path, body in (
+            (keys, {"rate_limit_per_min": limit}),
+            (f"/keys/{key['key_id']}/rate-limit", {"rate_limit_per_min": limit}),
+        ):
+            bad = await post(client, path, body, status=400)
+            assert bad["error"] == "INVALID_PAYLOAD" and "rate_limit_per_min" in str(bad), bad
+    ok = await post(client, keys, {"rate_limit_per_min": 1_000_000})
+    assert ok["key"]["rate_limit_per_min"] == 1_000_000
+    assert len((await get(client, keys))["keys"]) == 2
+    with pytest.raises(InvalidInput, match="rate_limit_per_min"):
+        await account_svc.create_key(runtime.engine, caller.account_id, rate_limit_per_min=2**31)
+    with pytest.raises(InvalidInput, match="rate_limit_per_min"):
+        await account_svc.set_key_state(runtime.engine, key["key_id"], rate_limit_per_min=2**31)
     await assert_audit_clean(runtime.engine)
 
 

@@ -3,6 +3,7 @@ nothing they should not; a valid final callback is confirmed with the provider f
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -150,3 +151,48 @@ async def test_progress_callbacks_only_move_progress_forward(
         assert (await client.post(target, content=body)).status_code == 200
     (after,) = await task_rows(runtime.engine, created.batch_id)
     assert (after.status, after.progress) == ("processing", 40)
+
+
+async def test_a_progress_callback_never_claims_100(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
+    """Only a final state is 100%: a running task's callback saying 100 is held at 99."""
+    created, row = await processing_task(runtime, sim)
+    target = url(row.id, callback_token(KEY, row.id))
+    for status in ("running", "processing"):
+        body = json.dumps({"id": row.grsai_task_id, "status": status, "progress": 100})
+        assert (await client.post(target, content=body)).status_code == 200
+        (after,) = await task_rows(runtime.engine, created.batch_id)
+        assert (after.status, after.progress) == ("processing", 99)
+    sim.release()
+    await run_until_settled(runtime)
+    (done,) = await task_rows(runtime.engine, created.batch_id)
+    assert (done.status, done.progress) == ("succeeded", 100)
+    await assert_audit_clean(runtime.engine)
+
+
+def result_calls(sim: SimulatorHandle) -> int:
+    return sum(n for path, n in sim.stats()["calls_per_endpoint"].items() if "result" in path)
+
+
+async def test_final_callbacks_for_a_final_task_cost_no_provider_call(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
+    """Duplicates of a final callback, at once or after the task ended, are answered from
+    the database: one confirmation with the provider in all."""
+    created, row = await processing_task(runtime, sim)
+    assert sim.release() == 1
+    target = url(row.id, callback_token(KEY, row.id))
+    before = result_calls(sim)
+    answers = await asyncio.gather(
+        *(client.post(target, content=final_body(row.grsai_task_id)) for _ in range(4))
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert after.status == "succeeded"
+    for status in ("succeeded", "failed"):
+        late = await client.post(target, content=final_body(row.grsai_task_id, status))
+        assert late.json()["ignored"] is True
+    assert result_calls(sim) - before == 1
+    await run_until_settled(runtime)
+    await assert_audit_clean(runtime.engine)

@@ -446,6 +446,37 @@ async def test_keys_and_credits_from_the_accounts_page(
     await assert_audit_clean(runtime.engine)
 
 
+async def test_forms_take_only_bounded_whole_numbers(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """A 12-digit rate limit is refused on the page (PostgreSQL's INTEGER would overflow);
+    so are credits that are not plain whole numbers, or beyond the cap."""
+    caller = await new_account(runtime.engine, credits=100, name="acme")
+    csrf = await sign_in(client)
+    key = caller.key_id
+    assert key is not None
+    for path in (f"/admin/keys/{key}/rate-limit", f"/admin/accounts/{caller.account_id}/keys"):
+        for value in ("999999999999", "2147483648", "1000001"):
+            bad = await follow(
+                client, await client.post(path, data={"csrf": csrf, "rate_limit_per_min": value})
+            )
+            assert "Rate limit: at most 1000000" in text_of(bad), (path, value)
+    async with runtime.engine.connect() as conn:
+        assert (await account_svc.get_key(conn, key))["rate_limit_per_min"] == 60
+        assert len(await account_svc.list_keys(conn, caller.account_id)) == 1
+    for value in ("1_000", "+5", "5.0", "٥", "true"):
+        bad = await follow(
+            client,
+            await client.post(
+                f"/admin/accounts/{caller.account_id}/adjust",
+                data={"csrf": csrf, "credits": value, "reason": "x", "confirmed": "yes"},
+            ),
+        )
+        assert 'role="alert"' in bad.text and "Credits:" in text_of(bad), value
+    assert await balance(runtime.engine, caller.account_id) == (100, 0)
+    await assert_audit_clean(runtime.engine)
+
+
 @pytest.mark.parametrize("path", ["/admin/accounts/nope/keys", "/admin/keys/nope/activate"])
 async def test_actions_on_missing_things_are_404_pages(
     client: httpx.AsyncClient, path: str

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from vidbatch.api.app import runtime_of
 from vidbatch.api.errors import ApiError
 from vidbatch.api.schemas import ErrorResponse
 from vidbatch.api.v1 import decode_cursor, encode_cursor
+from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN
 from vidbatch.domain.states import BatchStatus, TaskStatus
 from vidbatch.services import account_admin, accounts, batches, reads, resend, retry, views
 from vidbatch.timestamps import as_utc
@@ -82,7 +83,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         402: "`INSUFFICIENT_CREDITS`: the account cannot pay for the retry",
         403: "`ADMIN_FORBIDDEN`: a customer API key was presented",
         404: "`ADMIN_DISABLED` (no admin token configured) or `NOT_FOUND`",
-        409: "`BATCH_NOT_SETTLED`, `NOTHING_TO_RETRY` or `NO_WEBHOOK_EVENTS`",
+        409: "`BATCH_NOT_SETTLED`, `NOTHING_TO_RETRY`, `NO_WEBHOOK_EVENTS` or "
+        "`CREDIT_LIMIT_EXCEEDED`",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 
@@ -166,7 +168,12 @@ class AccountList(Ok):
 
 class AdjustIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    credits: int = Field(..., description="credits to add (+N) or remove (−N); not 0")
+    credits: StrictInt = Field(
+        ...,
+        ge=-MAX_CREDITS,
+        le=MAX_CREDITS,
+        description="credits to add (+N) or remove (−N); not 0; a JSON integer",
+    )
     reason: str = Field(..., min_length=1, max_length=500, description="kept in the ledger")
     idempotency_key: str | None = Field(
         None, max_length=128, description="makes a retried adjustment post once"
@@ -188,7 +195,9 @@ class KeyOut(Ok):
 class NewKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("default", min_length=1, max_length=200)
-    rate_limit_per_min: int | None = Field(None, gt=0, description="default: the server's")
+    rate_limit_per_min: StrictInt | None = Field(
+        None, gt=0, le=MAX_RATE_LIMIT_PER_MIN, description="default: the server's"
+    )
 
 
 class NewKeyOut(views.CreatedKey, Ok):
@@ -197,12 +206,12 @@ class NewKeyOut(views.CreatedKey, Ok):
 
 class RateLimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rate_limit_per_min: int = Field(..., gt=0, le=1_000_000)
+    rate_limit_per_min: StrictInt = Field(..., gt=0, le=MAX_RATE_LIMIT_PER_MIN)
 
 
 class RotateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    overlap_seconds: int = Field(
+    overlap_seconds: StrictInt = Field(
         86400,
         ge=0,
         le=30 * 86400,
@@ -386,9 +395,9 @@ async def list_accounts(request: Request) -> AccountList:
     "/accounts/{account_id}/adjust",
     summary="Correct an account's credits by hand",
     description="A ledger entry of type `adjustment` with its reason; available "
-    "credits never go below zero (402).",
+    "credits never go below zero (402), the balance never above 10^15 (409).",
     response_model=Adjusted,
-    responses=_errors(400, 402),
+    responses=_errors(400, 402, 409),
 )
 async def adjust_account(request: Request, account_id: ID, body: AdjustIn) -> Adjusted:
     done = await account_admin.adjust(

@@ -37,6 +37,7 @@ STATUS_BY_ERROR: dict[type[e.VidbatchError], int] = {
     e.TooManyItems: 400,
     e.InvalidRequestId: 400,
     e.InsufficientCredits: 402,
+    e.CreditLimitExceeded: 409,
     e.Conflict: 409,
     e.BatchAlreadyEnded: 400,
     e.BatchNotSettled: 409,

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vidbatch.cli.common import call, fail, non_negative, positive, print_json, read, settings_from
+from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN
 from vidbatch.services import accounts as svc
 from vidbatch.settings import Settings
 
@@ -43,7 +44,7 @@ def _rate_limit(settings: Settings, rate_limit: int | None) -> int:
     """The --rate-limit given, or the default for new keys."""
     if rate_limit is None:
         return settings.default_rate_limit_per_min
-    return positive(rate_limit, "--rate-limit")
+    return positive(rate_limit, "--rate-limit", most=MAX_RATE_LIMIT_PER_MIN)
 
 
 def _show_new_key(key: svc.NewKey, as_json: bool) -> None:
@@ -94,6 +95,8 @@ def adjust(
     settings = settings_from(ctx)
     if credits == 0:
         fail("--credits must not be zero")
+    if abs(credits) > MAX_CREDITS:
+        fail(f"--credits must be at most {MAX_CREDITS} either way (got {credits})")
     entry = call(settings, lambda e: svc.adjust(e, account_id, credits, reason=reason))
     typer.echo(f"adjusted by {credits:+d} credits; balance {entry['balance_after']}")
 

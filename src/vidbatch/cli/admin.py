@@ -15,6 +15,9 @@ from vidbatch.services import batches as batch_svc
 from vidbatch.services import reads, resend, retry
 from vidbatch.services.views import AdminBatch, BatchDetail, Delivery
 
+#: The most rows one listing prints (a larger --limit is refused, never sent to SQL).
+MAX_LIST_LIMIT = 100_000
+
 batches_app = typer.Typer(
     help="List and inspect batches; cancel them; retry failed items.", no_args_is_help=True
 )
@@ -38,7 +41,7 @@ def batches_list(
     settings = settings_from(ctx)
     if status is not None and status not in BATCH_STATUSES:
         fail(f"--status must be one of {', '.join(BATCH_STATUSES)} (got {status!r})")
-    positive(limit, "--limit")
+    positive(limit, "--limit", most=MAX_LIST_LIMIT)
 
     async def page(conn: AsyncConnection) -> list[AdminBatch]:
         rows, _ = await reads.list_batches(conn, account_id=account, status=status, limit=limit)
@@ -163,7 +166,7 @@ def webhooks_list(
 ) -> None:
     """Webhook events with their attempts, last status and error."""
     settings = settings_from(ctx)
-    positive(limit, "--limit")
+    positive(limit, "--limit", most=MAX_LIST_LIMIT)
 
     rows: list[Delivery] = read(
         settings, lambda conn: reads.list_deliveries(conn, batch_id, limit=limit)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.session import describe_db_error, open_database
+from vidbatch.domain.limits import MAX_CREDITS
 from vidbatch.exceptions import ConfigError, VidbatchError
 from vidbatch.settings import Settings, load_settings
 
@@ -70,15 +71,19 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, sort_keys=False) + "\n")
 
 
-def non_negative(value: int, what: str = "--credits") -> int:
+def non_negative(value: int, what: str = "--credits", most: int = MAX_CREDITS) -> int:
     if value < 0:
         fail(f"{what} must not be negative (got {value})")
+    if value > most:
+        fail(f"{what} must be at most {most} (got {value})")
     return value
 
 
-def positive(value: int, what: str = "--credits") -> int:
+def positive(value: int, what: str = "--credits", most: int = MAX_CREDITS) -> int:
     if value <= 0:
         fail(f"{what} must be a positive whole number (got {value})")
+    if value > most:
+        fail(f"{what} must be at most {most} (got {value})")
     return value
 
 

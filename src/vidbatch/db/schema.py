@@ -231,6 +231,9 @@ video_tasks = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("lease_token", Integer, nullable=False, server_default=text("0")),
+    # In a retry batch: the failed task this one retries. Unique, so no item is ever retried
+    # (and paid for) twice, whichever variant of the retry asked for it.
+    Column("retry_of_task_id", ID, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("completed_at", UTCDateTime(), nullable=True),
@@ -243,6 +246,7 @@ video_tasks = Table(
     UniqueConstraint("batch_job_id", "batch_index", name="uq_video_tasks_batch_index"),
     Index("ix_video_tasks_batch_status", "batch_job_id", "status"),
     Index("ix_video_tasks_grsai_task_id", "grsai_task_id"),
+    Index("uq_video_tasks_retry_of_task_id", "retry_of_task_id", unique=True),
     # Tasks we gave up on may still run at the provider until their deadline (fleet cap).
     Index(
         "ix_video_tasks_timeout_hold",

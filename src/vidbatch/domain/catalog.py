@@ -12,12 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from vidbatch.domain.limits import (
+    MAX_DURATION_SECONDS,
+    MAX_PRICE,
+    MAX_WAIT_SECONDS,
+    is_whole,
+    parse_whole,
+)
 from vidbatch.domain.provider import DEFAULT_PROVIDER
 from vidbatch.exceptions import ConfigError
 
 Family = Literal["sora", "veo"]
 #: A provider name is stored with each task (``video_tasks.provider``, 32 characters).
 MAX_PROVIDER_NAME = 32
+#: So is the public model name (``video_tasks.model``, 64 characters).
+MAX_MODEL_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,12 @@ def parse_catalog_overrides(raw: str | Mapping[str, Any] | None) -> Catalog:
             if missing:
                 raise ConfigError(f"model {name!r}: missing {', '.join(sorted(missing))}")
             models[name] = ModelSpec(name=name, **kwargs)
+    for spec in models.values():
+        if spec.default_duration is not None and spec.default_duration not in spec.durations:
+            raise ConfigError(
+                f"model {spec.name!r}: default_duration {spec.default_duration} is not one "
+                "of its durations"
+            )
     return Catalog(models)
 
 
@@ -147,13 +162,16 @@ def _override_fields(name: str, fields: Any) -> dict[str, Any]:
     unknown = set(fields) - _OVERRIDE_FIELDS
     if unknown:
         raise ConfigError(f"model {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = dict(fields)
-    if "durations" in kwargs:
-        kwargs["durations"] = tuple(int(d) for d in kwargs["durations"])
-    if "duration_prices" in kwargs:
-        kwargs["duration_prices"] = {int(k): int(v) for k, v in kwargs["duration_prices"].items()}
+    if not 0 < len(name) <= MAX_MODEL_NAME:
+        raise ConfigError(f"model {name!r}: a name of 1 to {MAX_MODEL_NAME} characters")
+    kwargs = _checked_durations(name, dict(fields))
     if kwargs.get("family") not in (None, "sora", "veo"):
         raise ConfigError(f"model {name!r}: family must be 'sora' or 'veo'")
+    provider_model = kwargs.get("provider_model")
+    if provider_model is not None and (
+        not isinstance(provider_model, str) or not provider_model.strip()
+    ):
+        raise ConfigError(f"model {name!r}: provider_model must be a non-empty name")
     provider = kwargs.get("provider")
     if provider is not None and (
         not isinstance(provider, str) or not 0 < len(provider) <= MAX_PROVIDER_NAME
@@ -162,6 +180,49 @@ def _override_fields(name: str, fields: Any) -> dict[str, Any]:
             f"model {name!r}: provider must be a name of 1 to {MAX_PROVIDER_NAME} characters"
         )
     price = kwargs.get("price_credits")
-    if price is not None and (isinstance(price, bool) or not isinstance(price, int) or price < 0):
-        raise ConfigError(f"model {name!r}: price_credits must be a non-negative integer")
+    if price is not None and not _whole_in(price, 0, MAX_PRICE):
+        raise ConfigError(
+            f"model {name!r}: price_credits must be a whole number from 0 to {MAX_PRICE}"
+        )
+    default = kwargs.get("default_duration")
+    if default is not None and not _whole_in(default, 1, MAX_DURATION_SECONDS):
+        raise ConfigError(
+            f"model {name!r}: default_duration must be whole seconds from 1 to "
+            f"{MAX_DURATION_SECONDS}"
+        )
+    if "max_wait_seconds" in kwargs and not _whole_in(
+        kwargs["max_wait_seconds"], 1, MAX_WAIT_SECONDS
+    ):
+        raise ConfigError(
+            f"model {name!r}: max_wait_seconds must be whole seconds from 1 to {MAX_WAIT_SECONDS}"
+        )
     return kwargs
+
+
+def _checked_durations(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``durations`` and ``duration_prices`` as whole seconds and whole prices in bounds."""
+    if "durations" in kwargs:
+        durations = kwargs["durations"]
+        if not isinstance(durations, list) or not all(
+            _whole_in(d, 1, MAX_DURATION_SECONDS) for d in durations
+        ):
+            raise ConfigError(
+                f"model {name!r}: durations must be a list of whole seconds from 1 to "
+                f"{MAX_DURATION_SECONDS}"
+            )
+        kwargs["durations"] = tuple(durations)
+    if "duration_prices" in kwargs:
+        prices = kwargs["duration_prices"]
+        if not isinstance(prices, dict) or not all(
+            parse_whole(k) is not None and _whole_in(v, 0, MAX_PRICE) for k, v in prices.items()
+        ):
+            raise ConfigError(
+                f"model {name!r}: duration_prices must map whole seconds to whole "
+                f"prices from 0 to {MAX_PRICE}"
+            )
+        kwargs["duration_prices"] = {int(k): v for k, v in prices.items()}
+    return kwargs
+
+
+def _whole_in(value: object, lo: int, hi: int) -> bool:
+    return is_whole(value) and lo <= value <= hi  # type: ignore[operator]

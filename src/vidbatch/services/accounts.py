@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, enterprise_api_keys
-from vidbatch.exceptions import InvalidInput, NotFound
+from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN, is_whole
+from vidbatch.exceptions import FieldError, InvalidInput, NotFound
 from vidbatch.services import ledger
 
 KEY_PREFIX = "vb_"
@@ -68,8 +69,12 @@ def _check_name(name: str) -> str:
 
 
 def _check_rate_limit(rate_limit: int) -> int:
-    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or rate_limit <= 0:
-        raise InvalidInput(f"rate limit must be a positive whole number, got {rate_limit!r}")
+    if not is_whole(rate_limit) or not 0 < rate_limit <= MAX_RATE_LIMIT_PER_MIN:
+        raise InvalidInput(
+            f"rate_limit_per_min must be a whole number from 1 to {MAX_RATE_LIMIT_PER_MIN}, "
+            f"got {rate_limit!r}",
+            [FieldError("rate_limit_per_min", f"from 1 to {MAX_RATE_LIMIT_PER_MIN}")],
+        )
     return rate_limit
 
 
@@ -84,8 +89,10 @@ async def create_account(
     """Create an account, its opening credits and its first API key, in one transaction."""
     name = _check_name(name)
     _check_rate_limit(rate_limit_per_min)
-    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
-        raise InvalidInput(f"credits must be a non-negative whole number, got {credits!r}")
+    if not is_whole(credits) or not 0 <= credits <= MAX_CREDITS:
+        raise InvalidInput(
+            f"credits must be a whole number from 0 to {MAX_CREDITS}, got {credits!r}"
+        )
     account_id = new_id()
     now = utcnow()
     async with engine.begin() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,70 +115,21 @@ async def create_batch(
     total = spec.total_credits
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                batch_jobs.insert().values(
-                    id=batch_id,
-                    user_id=caller.account_id,
-                    key_id=caller.key_id,
-                    status=BatchStatus.QUEUED,
-                    total_count=len(spec.items),
-                    cost_per_video=spec.cost_per_video,
-                    frozen_credits=total,
-                    request_id=request_id,
-                    idempotency_key=idempotency_key,
-                    request_hash=fingerprint,
-                    source=source,
-                    webhook_url=spec.webhook_url,
-                    metadata=spec.metadata,
-                    parent_batch_id=parent_batch_id,
-                    created_at=now,
-                    updated_at=now,
-                )
+            posting = await insert_batch(
+                conn,
+                caller,
+                spec,
+                batch_id=batch_id,
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                source=source,
+                parent_batch_id=parent_batch_id,
+                client_ip=client_ip,
+                user_agent=user_agent,
+                webhook_max_attempts=webhook_max_attempts,
+                now=now,
             )
-            posting = await ledger.reserve(conn, caller.account_id, total, batch_id=batch_id)
-            await conn.execute(
-                video_tasks.insert(),
-                [
-                    {
-                        "id": str(uuid.uuid4()),
-                        "batch_job_id": batch_id,
-                        "account_id": caller.account_id,
-                        "batch_index": item.index,
-                        "model": item.model,
-                        "provider": item.provider,
-                        "prompt": item.prompt,
-                        "reference_url": item.reference_url,
-                        "aspect_ratio": item.aspect_ratio,
-                        "duration": item.duration,
-                        "meta": item.meta,
-                        "metadata": item.metadata,
-                        "cost_credits": item.cost_credits,
-                        "status": TaskStatus.PENDING,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for item in spec.items
-                ],
-            )
-            if caller.key_id is not None:
-                await conn.execute(
-                    api_usage.insert().values(
-                        key_id=caller.key_id,
-                        account_id=caller.account_id,
-                        request_id=request_id,
-                        minute_bucket=int(now.timestamp()) // 60,
-                        ip=client_ip,
-                        user_agent=(user_agent or "")[:512] or None,
-                        batch_id=batch_id,
-                        status_code=200,
-                        created_at=now,
-                    )
-                )
-            await events.enqueue(
-                conn, batch_id, "batch.created", now, max_attempts=webhook_max_attempts
-            )
-            await notify_work(conn)
     except IntegrityError:
         if idempotency_key is None or fingerprint is None:
             raise
@@ -208,6 +160,95 @@ async def create_batch(
         status=BatchStatus.QUEUED,
         replay=False,
     )
+
+
+async def insert_batch(
+    conn: AsyncConnection,
+    caller: Caller,
+    spec: BatchSpec,
+    *,
+    batch_id: str,
+    request_id: str,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    source: str,
+    parent_batch_id: str | None,
+    client_ip: str | None,
+    user_agent: str | None,
+    webhook_max_attempts: int,
+    now: datetime,
+    retry_of: Sequence[str] | None = None,
+) -> ledger.Posting:
+    """Insert a batch, reserve its credits and insert its tasks on ``conn`` (no commit);
+    ``retry_of`` names, item by item, the earlier task each one retries.
+
+    Raises InsufficientCredits; IntegrityError for a request id (or a retried task) taken.
+    """
+    total = spec.total_credits
+    await conn.execute(
+        batch_jobs.insert().values(
+            id=batch_id,
+            user_id=caller.account_id,
+            key_id=caller.key_id,
+            status=BatchStatus.QUEUED,
+            total_count=len(spec.items),
+            cost_per_video=spec.cost_per_video,
+            frozen_credits=total,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            source=source,
+            webhook_url=spec.webhook_url,
+            metadata=spec.metadata,
+            parent_batch_id=parent_batch_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    posting = await ledger.reserve(conn, caller.account_id, total, batch_id=batch_id)
+    await conn.execute(
+        video_tasks.insert(),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "batch_job_id": batch_id,
+                "account_id": caller.account_id,
+                "batch_index": item.index,
+                "model": item.model,
+                "provider": item.provider,
+                "prompt": item.prompt,
+                "reference_url": item.reference_url,
+                "aspect_ratio": item.aspect_ratio,
+                "duration": item.duration,
+                "size": "small" if item.model.startswith("sora") else None,
+                "meta": item.meta,
+                "metadata": item.metadata,
+                "cost_credits": item.cost_credits,
+                "status": TaskStatus.PENDING,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n, item in enumerate(spec.items)
+        ],
+    )
+    if caller.key_id is not None:
+        await conn.execute(
+            api_usage.insert().values(
+                key_id=caller.key_id,
+                account_id=caller.account_id,
+                request_id=request_id,
+                minute_bucket=int(now.timestamp()) // 60,
+                ip=client_ip,
+                user_agent=(user_agent or "")[:512] or None,
+                batch_id=batch_id,
+                status_code=200,
+                created_at=now,
+            )
+        )
+    await events.enqueue(conn, batch_id, "batch.created", now, max_attempts=webhook_max_attempts)
+    await notify_work(conn)
+    return posting
 
 
 def storable_id(value: str) -> bool:

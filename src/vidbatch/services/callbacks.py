@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, select, update
 
@@ -17,10 +19,12 @@ from vidbatch.clock import utcnow
 from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.callback_tokens import token_ok
+from vidbatch.domain.provider import RemoteResult
 from vidbatch.domain.states import TASK_LIVE, TASK_TERMINAL, TaskStatus
 from vidbatch.exceptions import CallbackInvalid, NotFound, ProviderError
 from vidbatch.services import tasks
 from vidbatch.services.context import Context
+from vidbatch.services.tasks import Fence
 
 log = logging.getLogger(__name__)
 
@@ -90,28 +94,26 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
         metrics.labels("early").inc()
         return Received(task.status, deferred=True)
 
-    result = hint
     if hint.is_final and rt.settings.confirm_callbacks:
-        try:
-            result = await rt.provider_for(task.provider).get_result(task.grsai_task_id)
-        except ProviderError as exc:
-            # Cannot confirm now: poll it at once instead of trusting the body.
-            async with rt.engine.begin() as conn:
-                await conn.execute(
-                    update(video_tasks)
-                    .where(
-                        video_tasks.c.id == task_id, video_tasks.c.status == TaskStatus.PROCESSING
-                    )
-                    .values(callback_at=now, next_attempt_at=now, last_error=exc.message[:2000])
-                )
-            metrics.labels("unconfirmed").inc()
+        confirmed = await _confirm(rt, task, now)
+        if confirmed is None:
             return Received(TaskStatus.PROCESSING, deferred=True)
+        result, fence = confirmed
+    else:
+        result, fence = hint, None
     async with rt.engine.begin() as conn:
         await conn.execute(
             update(video_tasks).where(video_tasks.c.id == task_id).values(callback_at=now)
         )
         applied = await tasks.apply_result(
-            conn, task_id, result, now=now, require_https=rt.settings.require_https_video_url
+            conn,
+            task_id,
+            result,
+            now=now,
+            require_https=rt.settings.require_https_video_url,
+            fence=fence,
+            # still running at the provider: back to the schedule the claim moved
+            next_check_at=(task.next_attempt_at or now) if fence is not None else None,
         )
         # Wake the workers only when this was the batch's last live task: it can settle.
         # (Waking them on every callback costs each worker a round for nothing.)
@@ -135,3 +137,40 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
     return Received(
         applied.outcome if applied.applied else task.status, batch_done=bool(batch_done)
     )
+
+
+async def _confirm(rt: Context, task: Any, now: datetime) -> tuple[RemoteResult, Fence] | None:
+    """Ask the provider what a final callback claims, holding the task's lease meanwhile.
+
+    None when there is nothing to ask: the task ended, or a worker's poll or another
+    callback (a duplicate) is asking right now and records the answer; and when the
+    provider cannot answer, in which case a worker polls the task at once."""
+    lease_until = now + timedelta(seconds=rt.settings.lease_seconds)
+    async with rt.engine.begin() as conn:
+        fence = await tasks.claim_for_confirmation(conn, task.id, now=now, lease_until=lease_until)
+    if fence is None:
+        rt.metrics.callbacks.labels("already_confirming").inc()
+        return None
+    try:
+        result = await rt.provider_for(task.provider).get_result(task.grsai_task_id)
+    except ProviderError as exc:
+        # Cannot confirm now: poll it at once instead of trusting the body.
+        async with rt.engine.begin() as conn:
+            await conn.execute(
+                update(video_tasks)
+                .where(
+                    video_tasks.c.id == task.id,
+                    video_tasks.c.status == TaskStatus.PROCESSING,
+                    video_tasks.c.lease_owner == fence.owner,
+                    video_tasks.c.lease_token == fence.token,
+                )
+                .values(
+                    next_attempt_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_error=exc.message[:2000],
+                )
+            )
+        rt.metrics.callbacks.labels("unconfirmed").inc()
+        return None
+    return result, fence

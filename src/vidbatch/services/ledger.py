@@ -6,7 +6,8 @@ records its change to both (``delta``, ``frozen_delta``) and the values after it
 ``balance == Σ delta`` and ``frozen == Σ frozen_delta`` for every account, always.
 
 Every posting is one conditional UPDATE (the database refuses a change that would make
-available credits negative; no read-then-write race) plus one INSERT whose unique
+available credits negative, or the balance exceed :data:`MAX_CREDITS`; no read-then-write
+race) plus one INSERT whose unique
 ``(account_id, idempotency_key)`` makes a repeated operation post nothing. The functions
 take a connection and never commit: the use case that calls them owns the transaction.
 """
@@ -17,22 +18,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, credit_ledger
+from vidbatch.domain.limits import MAX_CREDITS, is_whole
 from vidbatch.domain.states import LedgerType
 from vidbatch.exceptions import (
+    CreditLimitExceeded,
     IdempotencyKeyReused,
     InsufficientCredits,
     InvalidInput,
     NotFound,
 )
 
-#: The largest change one posting may make (the columns are 64-bit integers).
-MAX_AMOUNT = 10**15
+#: The largest change one posting may make (the balance is capped at MAX_CREDITS too).
+MAX_AMOUNT = MAX_CREDITS
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ async def post(
     """Apply one change to an account and record it, at most once per ``key``.
 
     Raises :class:`InsufficientCredits` when the change would leave available credits (or
-    frozen credits) negative, :class:`NotFound` for an unknown account. A repeat of an
+    frozen credits) negative, :class:`CreditLimitExceeded` when the balance would exceed
+    :data:`MAX_CREDITS`, :class:`NotFound` for an unknown account. A repeat of an
     earlier key changes nothing and returns the first entry with ``created=False``.
     """
     if abs(delta) > MAX_AMOUNT or abs(frozen_delta) > MAX_AMOUNT:
@@ -79,6 +83,11 @@ async def post(
                             accounts.c.balance_credits + delta
                             >= accounts.c.frozen_credits + frozen_delta,
                             accounts.c.frozen_credits + frozen_delta >= 0,
+                            # only a credit is capped: an account above the cap (stored
+                            # before it existed) can still reserve and spend
+                            accounts.c.balance_credits + delta <= MAX_CREDITS
+                            if delta > 0
+                            else true(),
                         )
                     )
                     .values(
@@ -174,13 +183,19 @@ async def balance(conn: AsyncConnection, account_id: str) -> Balance:
 async def _raise_refusal(
     conn: AsyncConnection, account_id: str, delta: int, frozen_delta: int
 ) -> None:
-    available = (await balance(conn, account_id)).available
+    held = await balance(conn, account_id)
+    if delta > 0 and held.total + delta > MAX_CREDITS:
+        raise CreditLimitExceeded(
+            f"account {account_id} holds {held.total} credits: {delta:+d} would exceed the "
+            f"most one account may hold ({MAX_CREDITS})"
+        )
+    available = held.available
     required = frozen_delta - delta if frozen_delta > 0 else -delta
     raise InsufficientCredits(required=max(required, 0), available=available)
 
 
 def _positive(amount: int, what: str = "credits") -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+    if not is_whole(amount) or amount <= 0:
         raise InvalidInput(f"{what} must be a positive whole number, got {amount!r}")
 
 
@@ -271,7 +286,7 @@ async def adjust(
     conn: AsyncConnection, account_id: str, amount: int, *, reason: str, key: str
 ) -> Posting:
     """A manual correction by the operator, positive or negative, with its reason."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+    if not is_whole(amount) or amount == 0:
         raise InvalidInput("an adjustment must be a non-zero whole number of credits")
     if not reason or not reason.strip():
         raise InvalidInput("an adjustment needs a reason")

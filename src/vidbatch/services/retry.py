@@ -4,19 +4,21 @@ reserved anew; the parent's figures do not change."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from vidbatch.clock import utcnow
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.domain.catalog import Catalog
-from vidbatch.domain.states import FailureType, TaskStatus
+from vidbatch.domain.states import BatchStatus, FailureType, TaskStatus
 from vidbatch.domain.validation import BatchSpec, request_fingerprint, validate_batch
-from vidbatch.exceptions import BatchNotSettled, NothingToRetry
+from vidbatch.exceptions import BatchNotSettled, NotFound, NothingToRetry
 from vidbatch.services import batches
-from vidbatch.services.batches import Caller
+from vidbatch.services.batches import Caller, Created
 from vidbatch.services.views import RetriedBatch
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,19 @@ async def retry_failed(
     parent's figures do not change. Asking twice returns the first child (no second charge).
     Raises NotFound, BatchNotSettled, NothingToRetry, InsufficientCredits.
     """
-    async with engine.connect() as conn:
-        parent = await batches.get_batch_row(conn, batch_id)
+    # One transaction that first locks the parent's row: two retries of the same batch (of
+    # either variant, from any process) take turns, so the second sees what the first took.
+    # The unique video_tasks.retry_of_task_id refuses a second retry of an item regardless.
+    async with engine.begin() as conn:
+        if not batches.storable_id(batch_id):
+            raise NotFound(f"batch {batch_id} not found")
+        parent = (
+            await conn.execute(
+                select(batch_jobs).where(batch_jobs.c.id == batch_id).with_for_update()
+            )
+        ).first()
+        if parent is None:
+            raise NotFound(f"batch {batch_id} not found")
         if parent.settled_at is None:
             raise BatchNotSettled(
                 f"batch {batch_id} is still {parent.status}: retry its failed items once it "
@@ -77,65 +90,33 @@ async def retry_failed(
         idempotency_key = f"admin-retry:{batch_id}:{variant}"
         fingerprint = request_fingerprint({"retry_of": batch_id, "items": variant})
         replay = await batches.find_replay(conn, caller, idempotency_key, fingerprint)
-    chosen = (
-        eligible if replay is not None else [t for t in eligible if t.batch_index not in retried]
-    )
-    if not chosen:
-        why = (
-            f" ({skipped} refused by moderation: pass include_moderation to retry them)"
-            if skipped
-            else ""
+        chosen = (
+            eligible
+            if replay is not None
+            else [t for t in eligible if t.batch_index not in retried]
         )
-        raise NothingToRetry(f"batch {batch_id} has no failed items to retry{why}")
-    indices = [t.batch_index for t in chosen]
-    if replay is None:
-        body: dict[str, Any] = {
-            "items": [
-                {
-                    k: v
-                    for k, v in {
-                        "prompt": t.prompt,
-                        "model": t.model,
-                        "aspect_ratio": t.aspect_ratio,
-                        "duration": t.duration,
-                        "reference_url": t.reference_url,
-                        "meta": t.meta,
-                        "metadata": t.metadata,
-                    }.items()
-                    if v is not None
-                }
-                for t in chosen
-            ],
-            "metadata": parent.metadata,
-        }
-        if parent.webhook_url:
-            body["webhook_url"] = parent.webhook_url
-        spec = validate_batch(
-            body,
-            catalog=catalog,
-            max_items=len(chosen),
-            allow_private_webhooks=allow_private_webhooks,
-        )
-        spec = BatchSpec(
-            items=[
-                replace(item, index=index) for item, index in zip(spec.items, indices, strict=True)
-            ],
-            webhook_url=spec.webhook_url,
-            metadata=spec.metadata,
-        )
-        created = await batches.create_batch(
-            engine,
-            caller,
-            spec,
-            request_id=f"retry-of-{batch_id}",
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            source="admin-retry",
-            parent_batch_id=batch_id,
-            webhook_max_attempts=webhook_max_attempts,
-        )
-    else:
-        created = replay
+        if not chosen:
+            why = (
+                f" ({skipped} refused by moderation: pass include_moderation to retry them)"
+                if skipped
+                else ""
+            )
+            raise NothingToRetry(f"batch {batch_id} has no failed items to retry{why}")
+        indices = [t.batch_index for t in chosen]
+        if replay is None:
+            created = await _create_child(
+                conn,
+                parent,
+                chosen,
+                caller=caller,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                catalog=catalog,
+                allow_private_webhooks=allow_private_webhooks,
+                webhook_max_attempts=webhook_max_attempts,
+            )
+        else:
+            created = replay
     log.info(
         "failed items retried",
         extra={
@@ -155,4 +136,81 @@ async def retry_failed(
         retried_indices=indices,
         excluded_moderation=skipped,
         idempotent_replay=created.replay,
+    )
+
+
+async def _create_child(
+    conn: AsyncConnection,
+    parent: Any,
+    chosen: list[Any],
+    *,
+    caller: Caller,
+    idempotency_key: str,
+    fingerprint: str,
+    catalog: Catalog,
+    allow_private_webhooks: bool,
+    webhook_max_attempts: int,
+) -> Created:
+    """Price, reserve and insert the child batch of ``chosen`` on ``conn``."""
+    body: dict[str, Any] = {
+        "items": [
+            {
+                k: v
+                for k, v in {
+                    "prompt": t.prompt,
+                    "model": t.model,
+                    "aspect_ratio": t.aspect_ratio,
+                    "duration": t.duration,
+                    "reference_url": t.reference_url,
+                    "meta": t.meta,
+                    "metadata": t.metadata,
+                }.items()
+                if v is not None
+            }
+            for t in chosen
+        ],
+        "metadata": parent.metadata,
+    }
+    if parent.webhook_url:
+        body["webhook_url"] = parent.webhook_url
+    spec = validate_batch(
+        body,
+        catalog=catalog,
+        max_items=len(chosen),
+        allow_private_webhooks=allow_private_webhooks,
+    )
+    spec = BatchSpec(
+        items=[
+            replace(item, index=t.batch_index) for item, t in zip(spec.items, chosen, strict=True)
+        ],
+        webhook_url=spec.webhook_url,
+        metadata=spec.metadata,
+    )
+    child_id = str(uuid.uuid4())
+    request_id = f"retry-of-{parent.id}"
+    posting = await batches.insert_batch(
+        conn,
+        caller,
+        spec,
+        batch_id=child_id,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        source="admin-retry",
+        parent_batch_id=parent.id,
+        client_ip=None,
+        user_agent=None,
+        webhook_max_attempts=webhook_max_attempts,
+        now=utcnow(),
+        retry_of=[t.id for t in chosen],
+    )
+    return Created(
+        batch_id=child_id,
+        request_id=request_id,
+        total_count=len(spec.items),
+        cost_per_video=spec.cost_per_video,
+        required_credits=spec.total_credits,
+        available_credits=posting.entry["balance_after"] - posting.entry["frozen_after"],
+        status=BatchStatus.QUEUED,
+        replay=False,
     )

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.portable import greatest
@@ -30,6 +30,10 @@ from vidbatch.domain.states import (
 from vidbatch.services import events
 
 MAX_TEXT = 2000
+#: The highest progress a task that has not ended shows (100 is for ended tasks only).
+MAX_RUNNING_PROGRESS = 99
+#: The lease owner of a callback confirming a task with the provider.
+CALLBACK_OWNER = "callback"
 
 
 def _clip(text: str | None) -> str | None:
@@ -265,7 +269,10 @@ async def apply_result(
         )
         return Applied(TaskStatus.FAILED, ok)
     values: dict[str, Any] = {
-        "progress": greatest(conn, video_tasks.c.progress, result.progress),
+        # 100 means ended: a running task's report of 100 is held at 99 until it ends.
+        "progress": greatest(
+            conn, video_tasks.c.progress, min(result.progress, MAX_RUNNING_PROGRESS)
+        ),
         "updated_at": now,
         **polled,
     }
@@ -302,6 +309,38 @@ async def reschedule_poll(
         )
     )
     return result.rowcount == 1
+
+
+async def claim_for_confirmation(
+    conn: AsyncConnection, task_id: str, *, now: datetime, lease_until: datetime
+) -> Fence | None:
+    """Take a processing task's lease to confirm a final callback with the provider; None
+    when a worker's poll or another callback holds it now (that one records the result,
+    so this callback costs no provider call). Like a worker's claim, the task is due again
+    when the lease runs out."""
+    row = (
+        await conn.execute(
+            update(video_tasks)
+            .where(
+                video_tasks.c.id == task_id,
+                video_tasks.c.status == TaskStatus.PROCESSING,
+                or_(
+                    video_tasks.c.lease_expires_at.is_(None),
+                    video_tasks.c.lease_expires_at <= now,
+                ),
+            )
+            .values(
+                lease_owner=CALLBACK_OWNER,
+                lease_expires_at=lease_until,
+                next_attempt_at=lease_until,
+                lease_token=video_tasks.c.lease_token + 1,
+                callback_at=now,
+                updated_at=now,
+            )
+            .returning(video_tasks.c.lease_token)
+        )
+    ).first()
+    return Fence(CALLBACK_OWNER, row.lease_token) if row is not None else None
 
 
 async def batch_has_live_tasks(conn: AsyncConnection, batch_id: str) -> bool:

@@ -12,6 +12,7 @@ from fastapi import Form, Path, Request
 from fastapi.responses import Response
 
 from vidbatch.api.app import runtime_of
+from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN, parse_whole
 from vidbatch.exceptions import InvalidInput, NotFound, VidbatchError
 from vidbatch.runtime import Runtime
 from vidbatch.services import account_admin, reads
@@ -65,16 +66,17 @@ def _shown_once(request: Request) -> dict[str, tuple[float, CreatedKey]]:
     return store
 
 
-def _positive_int(value: str, field: str, *, allow_empty: bool = False) -> int | None:
+def _rate_limit(value: str, field: str, *, allow_empty: bool = False) -> int | None:
     value = value.strip()
     if not value and allow_empty:
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidInput(f"{field}: a whole number") from None
+    number = parse_whole(value)
+    if number is None:
+        raise InvalidInput(f"{field}: a whole number")
     if number <= 0:
         raise InvalidInput(f"{field}: more than 0")
+    if number > MAX_RATE_LIMIT_PER_MIN:
+        raise InvalidInput(f"{field}: at most {MAX_RATE_LIMIT_PER_MIN}")
     return number
 
 
@@ -89,7 +91,7 @@ async def create_key(
     rt = runtime_of(request)
     back = f"/admin/accounts#account-{account_id}"
     try:
-        limit = _positive_int(rate_limit_per_min, "Rate limit", allow_empty=True)
+        limit = _rate_limit(rate_limit_per_min, "Rate limit", allow_empty=True)
         new = await account_admin.create_key(
             rt.engine,
             account_id,
@@ -134,7 +136,7 @@ def _key_change(change: str, rate_limit_per_min: str) -> dict[str, Any]:
     if change == "deactivate":
         return {"active": False}
     if change == "rate-limit":
-        return {"rate_limit_per_min": _positive_int(rate_limit_per_min, "Rate limit")}
+        return {"rate_limit_per_min": _rate_limit(rate_limit_per_min, "Rate limit")}
     raise NotFound(f"no change {change!r}")
 
 
@@ -172,10 +174,11 @@ async def change_key(
 
 
 def _credits(value: str, reason: str) -> int:
-    try:
-        amount = int(value.strip())
-    except ValueError:
-        raise InvalidInput("Credits: a whole number, e.g. 500 or -200.") from None
+    amount = parse_whole(value)
+    if amount is None:
+        raise InvalidInput("Credits: a whole number, e.g. 500 or -200.")
+    if abs(amount) > MAX_CREDITS:
+        raise InvalidInput(f"Credits: at most {MAX_CREDITS} either way.")
     if amount == 0 or not reason.strip():
         raise InvalidInput("Give a number of credits other than 0 and a reason.")
     return amount
