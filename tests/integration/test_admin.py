@@ -23,7 +23,7 @@ from tests.helpers import (
 from tests.integration.webhook_receiver import Receiver, running_receiver
 from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
-from vidbatch.clock import utcnow
+from vidbatch.clock import FakeClock, utcnow
 from vidbatch.db.schema import credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
 from vidbatch.services import accounts as account_svc
@@ -92,7 +92,9 @@ async def test_every_admin_route_needs_the_admin_token(
     new = await account_svc.create_key(runtime.engine, caller.account_id)
     routes = admin_routes(client.app)  # type: ignore[attr-defined]
     assert len(routes) == 16
+    clock = runtime.clock = FakeClock()
     for method, path in routes:
+        clock.advance(61)  # one wrong token per route: never enough to be throttled
         anonymous = await client.request(method, path)
         assert anonymous.status_code == 401, (method, path, anonymous.text)
         assert anonymous.json()["error"] == "ADMIN_UNAUTHORIZED"
@@ -106,6 +108,50 @@ async def test_every_admin_route_needs_the_admin_token(
     # the token itself opens them (here: a missing batch is an honest 404)
     missing = await client.get("/api/admin/batches/nope", headers=ADMIN)
     assert (missing.status_code, missing.json()["error"]) == (404, "NOT_FOUND")
+
+
+async def test_wrong_admin_tokens_are_throttled_per_address(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    clock = runtime.clock = FakeClock()
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+    for _ in range(20):  # no token at all guesses nothing and is never throttled
+        assert (await client.get("/api/admin/batches")).status_code == 401
+    for _ in range(10):
+        assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 401
+    throttled = await client.get("/api/admin/batches", headers=wrong)
+    assert throttled.status_code == 429
+    assert throttled.json()["error"] == "TOO_MANY_ATTEMPTS"
+    assert throttled.headers["retry-after"] == "60"
+    # the right token is refused too while throttled: a refusal tells a guesser nothing
+    assert (await client.get("/api/admin/batches", headers=ADMIN)).status_code == 429
+    other = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=client.app, client=("10.1.2.3", 5000)),  # type: ignore[attr-defined]
+        base_url="http://vidbatch.test",
+    )
+    async with other:  # another address is not held back
+        assert (await other.get("/api/admin/batches", headers=ADMIN)).status_code == 200
+    clock.advance(30)
+    later = await client.get("/api/admin/batches", headers=ADMIN)
+    assert (later.status_code, later.headers["retry-after"]) == (429, "30")
+    clock.advance(30)
+    assert (await client.get("/api/admin/batches", headers=ADMIN)).status_code == 200
+    # the right token forgot the failures: ten more wrong ones before the next 429
+    for _ in range(10):
+        assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 401
+    assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 429
+
+
+async def test_admin_api_and_dashboard_sign_in_count_wrong_tokens_together(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    runtime.clock = FakeClock()
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+    for _ in range(5):
+        assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 401
+        assert (await client.post("/admin/login", data={"token": "w" * 40})).status_code == 401
+    assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 429
+    assert (await client.post("/admin/login", data={"token": ADMIN_TOKEN})).status_code == 429
 
 
 async def test_without_a_configured_token_the_admin_api_does_not_exist(
