@@ -35,6 +35,7 @@ from vidbatch.timestamps import as_utc
 log = logging.getLogger(__name__)
 
 TAG = "admin"
+ACTOR: account_admin.Actor = "admin api"  # who changed a key, in the log
 ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 BatchStatus = Literal["queued", "processing", "completed", "partial", "failed", "cancelled"]
 TaskStatus = Literal[
@@ -444,27 +445,46 @@ async def create_key(request: Request, account_id: ID, body: NewKeyIn | None = N
         account_id,
         name=body.name,
         rate_limit_per_min=body.rate_limit_per_min or rt.settings.default_rate_limit_per_min,
+        actor=ACTOR,
     )
     return NewKeyOut(**dict(new))
 
 
 async def _set_key(request: Request, key_id: str, **change: Any) -> KeyOut:
-    key = await account_admin.set_key_state(runtime_of(request).engine, key_id, **change)
+    key = await account_admin.set_key_state(
+        runtime_of(request).engine, key_id, actor=ACTOR, **change
+    )
     return KeyOut(key=key)
 
 
-@router.post("/keys/{key_id}/activate", summary="Activate an API key", response_model=KeyOut)
+@router.post(
+    "/keys/{key_id}/activate",
+    summary="Activate a deactivated API key",
+    description="A revoked key is never activated again: 409 `KEY_REVOKED`.",
+    response_model=KeyOut,
+    responses=_errors(409),
+)
 async def activate_key(request: Request, key_id: ID) -> KeyOut:
     return await _set_key(request, key_id, active=True)
 
 
 @router.post(
     "/keys/{key_id}/deactivate",
-    summary="Deactivate (revoke) an API key: its requests answer 403",
+    summary="Deactivate an API key (reversible): its requests answer 403",
     response_model=KeyOut,
 )
 async def deactivate_key(request: Request, key_id: ID) -> KeyOut:
     return await _set_key(request, key_id, active=False)
+
+
+@router.post(
+    "/keys/{key_id}/revoke",
+    summary="Revoke an API key for good: its requests answer 403, it cannot be activated",
+    response_model=KeyOut,
+)
+async def revoke_key(request: Request, key_id: ID) -> KeyOut:
+    key = await account_admin.revoke_key(runtime_of(request).engine, key_id, actor=ACTOR)
+    return KeyOut(key=key)
 
 
 @router.post(
@@ -491,6 +511,6 @@ async def rotate_webhook_secret(
 ) -> Rotated:
     overlap = body.overlap_seconds if body else RotateIn().overlap_seconds
     rotated = await account_admin.rotate_webhook_secret(
-        runtime_of(request).engine, key_id, overlap_seconds=overlap
+        runtime_of(request).engine, key_id, overlap_seconds=overlap, actor=ACTOR
     )
     return Rotated(**dict(rotated))

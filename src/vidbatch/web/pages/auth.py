@@ -65,7 +65,7 @@ async def login(
     wait = rt.admin_failures.retry_after(client, rt.clock.monotonic())
     if wait is not None:
         log.warning("dashboard sign-in throttled", extra={"action": "dashboard_login"})
-        response = render(
+        throttled = render(
             request,
             "login.html",
             {
@@ -75,8 +75,8 @@ async def login(
             },
             status=429,
         )
-        response.headers["Retry-After"] = str(wait)
-        return response
+        throttled.headers["Retry-After"] = str(wait)
+        return throttled
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         rt.admin_failures.failed(client, rt.clock.monotonic())
         log.warning(
