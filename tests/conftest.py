@@ -139,7 +139,7 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 # --- the application, driven in-process -------------------------------------------------
 
 WORKER_SECRET = "test-worker-secret"
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-of-at-least-32-characters"
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ Hierarchy (``tests/unit/test_exceptions.py`` keeps this tree equal to the classe
     │   ├── BatchAlreadyEnded        the batch has already ended
     │   ├── BatchNotSettled          its failed items cannot be retried before it settles
     │   ├── NothingToRetry           the batch has no failed items to retry
-    │   └── NoWebhookEvents          the batch has no webhook events to resend
+    │   ├── NoWebhookEvents          the batch has no webhook events to resend
+    │   └── KeyRevoked               a revoked API key cannot be activated again
     ├── IdempotencyKeyReused         a request id (or ledger key) reused for another body
     ├── IdempotencyInFlight          a request with this request id is still being processed
     ├── RateLimited                  too many requests this minute
@@ -159,6 +160,12 @@ class NoWebhookEvents(Conflict):
     """The batch has no webhook events to resend."""
 
     code = "NO_WEBHOOK_EVENTS"
+
+
+class KeyRevoked(Conflict):
+    """The API key is revoked: revocation is final, create a new key instead."""
+
+    code = "KEY_REVOKED"
 
 
 class IdempotencyKeyReused(VidbatchError):

@@ -12,6 +12,10 @@ from typing import Any
 
 from vidbatch.settings import Settings
 
+#: Loggers kept at WARNING whatever the level: access lines, and the drivers' statement
+#: traces (aiosqlite's DEBUG lines carry a statement's parameters).
+QUIET_LOGGERS = ("uvicorn.access", "aiosqlite", "sqlalchemy.engine")
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -51,5 +55,5 @@ def setup_logging(settings: Settings, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy.engine"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -17,6 +17,7 @@ from vidbatch.clock import Clock, SystemClock, utcnow
 from vidbatch.db.schema import server_secrets
 from vidbatch.db.session import open_database
 from vidbatch.domain.provider import DEFAULT_PROVIDER, Provider
+from vidbatch.domain.throttle import FailureThrottle
 from vidbatch.exceptions import ConfigError, ProviderRejected
 from vidbatch.metrics import Metrics
 from vidbatch.providers.registry import PROVIDERS
@@ -54,6 +55,8 @@ class Runtime:
     owns_engine: bool = True
     #: Where the worker reads the time; tests put a FakeClock here.
     clock: Clock = field(default_factory=SystemClock)
+    #: Wrong admin tokens per client address (admin API and dashboard sign-in together).
+    admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
 
     @classmethod
     async def open(

@@ -29,6 +29,9 @@ NonNegInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
 #: Seconds: finite (no inf or nan), above zero, at most a day.
 Seconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 
+#: The shortest admin or metrics token accepted.
+MIN_TOKEN_CHARS = 32
+
 #: Variables whose first non-empty value is the public base URL (webhook mode when set).
 BASE_URL_VARS = ("NEXT_PUBLIC_SITE_URL", "SITE_URL", "NEXT_PUBLIC_APP_URL", "APP_URL")
 
@@ -171,7 +174,13 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None,
         validation_alias=AliasChoices("VIDBATCH_ADMIN_TOKEN"),
-        description="bearer token of the admin API and dashboard; unset disables them",
+        description="bearer token of the admin API and dashboard (32 characters or more); "
+        "unset disables them",
+    )
+    metrics_token: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_METRICS_TOKEN"),
+        description="bearer token /metrics requires when set; unset leaves /metrics open",
     )
     model_catalog: str | None = Field(
         None,
@@ -256,6 +265,19 @@ class Settings(BaseSettings):
         from vidbatch.db.engine import async_url  # local: avoid an import cycle
 
         async_url(value)  # raises ValueError with a clear message
+        return value
+
+    @field_validator("admin_token", "metrics_token")
+    @classmethod
+    def _check_token(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # unset: the admin surface is disabled, /metrics open
+        if len(value.strip()) < MIN_TOKEN_CHARS:
+            # A short token falls to guessing; the dashboard and /metrics are reachable.
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CHARS} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @field_validator("poll_intervals")

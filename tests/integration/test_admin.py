@@ -4,6 +4,7 @@ the operator sees (and that it agrees with the ledger), and what its actions do 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from typer.testing import CliRunner
 
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import (
@@ -21,10 +23,12 @@ from tests.helpers import (
     new_account,
     new_batch,
 )
+from tests.integration.test_dashboard import sign_in as dashboard_sign_in
 from tests.integration.webhook_receiver import Receiver, running_receiver
 from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
-from vidbatch.clock import utcnow
+from vidbatch.cli.main import app as cli_app
+from vidbatch.clock import FakeClock, utcnow
 from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import accounts as accounts_table
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
@@ -97,8 +101,10 @@ async def test_every_admin_route_needs_the_admin_token(
     caller = await new_account(runtime.engine)
     new = await account_svc.create_key(runtime.engine, caller.account_id)
     routes = admin_routes(client.app)  # type: ignore[attr-defined]
-    assert len(routes) == 16
+    assert len(routes) == 17
+    clock = runtime.clock = FakeClock()
     for method, path in routes:
+        clock.advance(61)  # one wrong token per route: never enough to be throttled
         anonymous = await client.request(method, path)
         assert anonymous.status_code == 401, (method, path, anonymous.text)
         assert anonymous.json()["error"] == "ADMIN_UNAUTHORIZED"
@@ -112,6 +118,50 @@ async def test_every_admin_route_needs_the_admin_token(
     # the token itself opens them (here: a missing batch is an honest 404)
     missing = await client.get("/api/admin/batches/nope", headers=ADMIN)
     assert (missing.status_code, missing.json()["error"]) == (404, "NOT_FOUND")
+
+
+async def test_wrong_admin_tokens_are_throttled_per_address(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    clock = runtime.clock = FakeClock()
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+    for _ in range(20):  # no token at all guesses nothing and is never throttled
+        assert (await client.get("/api/admin/batches")).status_code == 401
+    for _ in range(10):
+        assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 401
+    throttled = await client.get("/api/admin/batches", headers=wrong)
+    assert throttled.status_code == 429
+    assert throttled.json()["error"] == "TOO_MANY_ATTEMPTS"
+    assert throttled.headers["retry-after"] == "60"
+    # the right token is refused too while throttled: a refusal tells a guesser nothing
+    assert (await client.get("/api/admin/batches", headers=ADMIN)).status_code == 429
+    other = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=client.app, client=("10.1.2.3", 5000)),  # type: ignore[attr-defined]
+        base_url="http://vidbatch.test",
+    )
+    async with other:  # another address is not held back
+        assert (await other.get("/api/admin/batches", headers=ADMIN)).status_code == 200
+    clock.advance(30)
+    later = await client.get("/api/admin/batches", headers=ADMIN)
+    assert (later.status_code, later.headers["retry-after"]) == (429, "30")
+    clock.advance(30)
+    assert (await client.get("/api/admin/batches", headers=ADMIN)).status_code == 200
+    # the right token forgot the failures: ten more wrong ones before the next 429
+    for _ in range(10):
+        assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 401
+    assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 429
+
+
+async def test_admin_api_and_dashboard_sign_in_count_wrong_tokens_together(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    runtime.clock = FakeClock()
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+    for _ in range(5):
+        assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 401
+        assert (await client.post("/admin/login", data={"token": "w" * 40})).status_code == 401
+    assert (await client.get("/api/admin/batches", headers=wrong)).status_code == 429
+    assert (await client.post("/admin/login", data={"token": ADMIN_TOKEN})).status_code == 429
 
 
 async def test_without_a_configured_token_the_admin_api_does_not_exist(
@@ -135,11 +185,11 @@ async def test_openapi_documents_the_admin_api(client: httpx.AsyncClient) -> Non
         if p.startswith("/api/admin")
         for op in item.values()
     ]
-    assert len(ops) == 16
+    assert len(ops) == 17
     for path, op in ops:
         assert op["tags"] == ["admin"], path
         assert op["security"] == [{"AdminToken": []}], path
-        assert op["summary"] and {"401", "403", "404"} <= set(op["responses"]), path
+        assert op["summary"] and {"401", "403", "404", "429"} <= set(op["responses"]), path
     assert spec["components"]["securitySchemes"]["AdminToken"]["scheme"] == "bearer"
 
 
@@ -728,6 +778,7 @@ async def test_keys_are_shown_once_and_managed(client: httpx.AsyncClient, runtim
     for path in (
         "/keys/nope/activate",
         "/keys/nope/deactivate",
+        "/keys/nope/revoke",
         "/keys/nope/rotate-webhook-secret",
     ):
         assert (await post(client, path, status=404))["error"] == "NOT_FOUND"
@@ -739,3 +790,64 @@ async def test_keys_are_shown_once_and_managed(client: httpx.AsyncClient, runtim
         assert (await post(client, path, status=404))["error"] == "NOT_FOUND"
     async with runtime.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(keys_table))).scalar_one() == 2
+
+
+async def test_a_revoked_key_is_never_activated_again(
+    client: httpx.AsyncClient, runtime: Any, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vidbatch")
+    caller = await new_account(runtime.engine)
+    made = await post(client, f"/accounts/{caller.account_id}/keys", {"name": "leaked"})
+    key_id, customer = made["key"]["key_id"], {"x-api-key": made["api_key"]}
+    # revoked with `vidbatch keys revoke` (the CLI in-process, on its own engine)
+    revoked = await asyncio.to_thread(
+        CliRunner().invoke, cli_app, ["keys", "revoke", key_id], env={"DATABASE_URL": db_url}
+    )
+    assert revoked.exit_code == 0, revoked.output
+    refused = await post(client, f"/keys/{key_id}/activate", status=409)
+    assert refused["error"] == "KEY_REVOKED"
+    assert (await client.get("/api/v1/credits/balance", headers=customer)).status_code == 403
+    # deactivate / activate do not bring it back either; the dashboard's activate neither
+    after = (await post(client, f"/keys/{key_id}/deactivate"))["key"]
+    assert after["is_active"] is False and after["revoked_at"]
+    assert (await post(client, f"/keys/{key_id}/activate", status=409))["error"] == "KEY_REVOKED"
+    csrf = await dashboard_sign_in(client)
+    page = await client.post(f"/admin/keys/{key_id}/activate", data={"csrf": csrf})
+    assert page.status_code == 303
+    assert (await client.get("/api/v1/credits/balance", headers=customer)).status_code == 403
+    shown = await client.get("/admin/accounts")
+    assert "Revoked for good" in shown.text
+    assert f'action="/admin/keys/{key_id}/activate"' not in shown.text
+    # revoking again changes nothing; revoking through the API is final the same way
+    first = (await get(client, f"/accounts/{caller.account_id}/keys"))["keys"][1]["revoked_at"]
+    assert (await post(client, f"/keys/{key_id}/revoke"))["key"]["revoked_at"] == first
+    other = await post(client, f"/accounts/{caller.account_id}/keys", {"name": "other"})
+    other_id = other["key"]["key_id"]
+    assert (await post(client, f"/keys/{other_id}/revoke"))["key"]["is_active"] is False
+    assert (await post(client, f"/keys/{other_id}/activate", status=409))["error"] == "KEY_REVOKED"
+
+    actions = [
+        (r.actor, r.action, r.key_id)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "action", "").startswith("key_")
+    ]
+    assert ("cli", "key_revoked", key_id) in actions
+    assert ("admin api", "key_activation_refused", key_id) in actions
+    assert ("admin api", "key_deactivated", key_id) in actions
+    assert ("dashboard", "key_activation_refused", key_id) in actions
+    assert ("admin api", "key_revoked", other_id) in actions
+    assert ("admin api", "key_created", other_id) in actions
+    for secret in (made["api_key"], made["webhook_secret"], other["api_key"]):
+        assert secret not in caplog.text
+
+
+async def test_deactivation_stays_reversible(client: httpx.AsyncClient, runtime: Any) -> None:
+    caller = await new_account(runtime.engine)
+    made = await post(client, f"/accounts/{caller.account_id}/keys", {"name": "paused"})
+    key_id, customer = made["key"]["key_id"], {"x-api-key": made["api_key"]}
+    for _ in range(2):
+        key = (await post(client, f"/keys/{key_id}/deactivate"))["key"]
+        assert (key["is_active"], key["revoked_at"]) == (False, None)
+        assert (await client.get("/api/v1/credits/balance", headers=customer)).status_code == 403
+        assert (await post(client, f"/keys/{key_id}/activate"))["key"]["is_active"] is True
+        assert (await client.get("/api/v1/credits/balance", headers=customer)).status_code == 200

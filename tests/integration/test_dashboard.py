@@ -16,7 +16,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
-from vidbatch.clock import utcnow
+from vidbatch.clock import FakeClock, utcnow
 from vidbatch.db.schema import credit_ledger
 from vidbatch.services import accounts as account_svc
 from vidbatch.web import session
@@ -108,8 +108,12 @@ async def test_an_expired_forged_or_garbage_session_goes_back_to_sign_in(
         ADMIN_TOKEN, now=utcnow() - timedelta(seconds=session.SESSION_SECONDS + 1)
     )
     other_token = session.new_session("another-token", now=utcnow())
-    good = session.new_session(ADMIN_TOKEN, now=utcnow())
-    for value in ("garbage", past, other_token, good[:-2] + "xx", "1.2.3", ""):
+    # signed with the right key but never opened by a sign-in: unknown to the server
+    unopened = session.new_session(ADMIN_TOKEN, now=utcnow())
+    await sign_in(client)
+    good = client.cookies[session.SESSION_COOKIE]
+    client.cookies.clear()
+    for value in ("garbage", past, other_token, good[:-2] + "xx", "1.2.3", "", unopened):
         client.cookies.set(session.SESSION_COOKIE, value, path="/admin")
         page = await client.get("/admin/batches?status=queued")
         assert page.status_code == 303, value
@@ -123,6 +127,67 @@ async def test_an_expired_forged_or_garbage_session_goes_back_to_sign_in(
     client.cookies.clear()
     client.cookies.set(session.SESSION_COOKIE, good, path="/admin")
     assert (await client.get("/admin")).status_code == 200
+
+
+async def test_a_signed_out_session_cookie_no_longer_works(client: httpx.AsyncClient) -> None:
+    csrf = await sign_in(client)
+    stolen = client.cookies[session.SESSION_COOKIE]
+    out = await client.post("/admin/logout", data={"csrf": csrf})
+    assert out.status_code == 303
+    # the old cookie, presented again (as by whoever copied it): the session is over
+    client.cookies.set(session.SESSION_COOKIE, stolen, path="/admin")
+    again = await client.get("/admin")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/admin/login?")
+    refused = await client.post("/admin/logout", data={"csrf": csrf})
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/admin/login")
+
+
+async def test_a_request_without_the_cookie_never_clears_it(client: httpx.AsyncClient) -> None:
+    # A link from another site arrives without the cookie (SameSite=Strict): the answer
+    # sends the browser to sign in but must not delete the operator's cookie.
+    await sign_in(client)
+    cookie = client.cookies[session.SESSION_COOKIE]
+    client.cookies.clear()
+    anonymous = await client.get("/admin/batches")
+    assert anonymous.status_code == 303
+    assert "set-cookie" not in anonymous.headers
+    client.cookies.set(session.SESSION_COOKIE, cookie, path="/admin")
+    assert (await client.get("/admin/batches")).status_code == 200
+    # a cookie the request did bring, and that is no good, is cleared
+    client.cookies.set(session.SESSION_COOKIE, "garbage", path="/admin")
+    bad = await client.get("/admin/batches")
+    assert bad.status_code == 303
+    assert bad.headers["set-cookie"].startswith(f"{session.SESSION_COOKIE}=")
+
+
+async def test_wrong_tokens_at_sign_in_are_throttled_per_address(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    clock = FakeClock()
+    runtime.clock = clock
+    for _ in range(10):
+        wrong = await client.post("/admin/login", data={"token": "w" * 40})
+        assert wrong.status_code == 401
+    throttled = await client.post("/admin/login", data={"token": "w" * 40})
+    assert throttled.status_code == 429
+    assert throttled.headers["retry-after"] == "60"
+    assert "Too many wrong tokens" in text_of(throttled)
+    # the right token is refused too while throttled: a refusal tells a guesser nothing
+    right = await client.post("/admin/login", data={"token": ADMIN_TOKEN})
+    assert right.status_code == 429 and "set-cookie" not in right.headers
+    # another address is not held back
+    elsewhere = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=client.app, client=("10.9.8.7", 4000)),  # type: ignore[attr-defined]
+        base_url="http://vidbatch.test",
+    )
+    async with elsewhere:
+        assert (await elsewhere.post("/admin/login", data={"token": "w" * 40})).status_code == 401
+    clock.advance(59)
+    still = await client.post("/admin/login", data={"token": ADMIN_TOKEN})
+    assert (still.status_code, still.headers["retry-after"]) == (429, "1")
+    clock.advance(1)
+    assert (await client.post("/admin/login", data={"token": ADMIN_TOKEN})).status_code == 303
 
 
 async def test_without_an_admin_token_the_dashboard_does_not_exist(

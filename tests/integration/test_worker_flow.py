@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
 from tests.simulator_fixture import SimulatorHandle
+from vidbatch.api.app import create_app
 from vidbatch.runtime import Runtime
 from vidbatch.services import accounts as account_svc
 from vidbatch.worker.round import run_once
@@ -125,6 +126,24 @@ async def test_webhook_mode_settles_from_callbacks(
         server.should_exit = True
         await serving
         await rt.close()
+
+
+async def test_metrics_need_the_metrics_token_when_it_is_set(
+    settings_factory: Any, runtime: Runtime
+) -> None:
+    token = "metrics-token-0123456789-abcdefghijkl"
+    app = create_app(settings_factory(metrics_token=token), runtime=runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vidbatch.test") as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"x-api-key": token}):
+            refused = await c.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.json()["error"] == "METRICS_UNAUTHORIZED"
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert "vidbatch_credits_total" not in refused.text
+        shown = await c.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert shown.status_code == 200 and "vidbatch_credits_total" in shown.text
+        assert (await c.get("/healthz")).status_code == 200  # liveness stays open
 
 
 async def test_metrics_after_a_flow(

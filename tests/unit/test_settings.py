@@ -68,7 +68,8 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
     "VIDBATCH_MAX_BODY_BYTES": ("1024", "max_body_bytes", 1024),
     "VIDBATCH_DEFAULT_RATE_LIMIT": ("90", "default_rate_limit_per_min", 90),
     "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": ("true", "allow_private_webhooks", True),
-    "VIDBATCH_ADMIN_TOKEN": ("tok", "admin_token", "tok"),
+    "VIDBATCH_ADMIN_TOKEN": ("t" * 32, "admin_token", "t" * 32),
+    "VIDBATCH_METRICS_TOKEN": ("m" * 40, "metrics_token", "m" * 40),
     "VIDBATCH_CALLBACK_SECRET": ("cb", "callback_secret", "cb"),
     "VIDBATCH_CONFIRM_CALLBACKS": ("false", "confirm_callbacks", False),
     "VIDBATCH_AMBIGUOUS_SUBMIT": ("retry", "ambiguous_submit", "retry"),
@@ -173,6 +174,9 @@ def test_overrides_by_field_name_beat_the_environment(monkeypatch: pytest.Monkey
         ("VIDBATCH_WORKER_IDLE_SECONDS", "1e300"),
         ("VIDBATCH_POLL_INTERVALS", "nan,1,1"),
         ("VIDBATCH_POLL_INTERVALS", "inf,1,1"),
+        ("VIDBATCH_ADMIN_TOKEN", "a"),
+        ("VIDBATCH_ADMIN_TOKEN", "x" * 31),
+        ("VIDBATCH_METRICS_TOKEN", "short"),
     ],
 )
 def test_invalid_value_is_one_line_naming_the_variable(
@@ -188,6 +192,22 @@ def test_invalid_value_is_one_line_naming_the_variable(
     assert message.startswith(f"{shown}: "), message
     assert len(message) > len(shown) + 2
     assert str(err.value) == message
+
+
+def test_a_short_admin_token_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VIDBATCH_ADMIN_TOKEN", "a")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert err.value.message.startswith("VIDBATCH_ADMIN_TOKEN: must be at least 32 characters")
+
+
+@pytest.mark.parametrize("name", ["VIDBATCH_ADMIN_TOKEN", "VIDBATCH_METRICS_TOKEN"])
+def test_an_empty_token_means_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "  ")
+    s = load_settings()
+    assert s.admin_token is None and s.metrics_token is None
 
 
 def test_public_base_url_takes_the_first_non_empty(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,10 @@ Authentication: ``Authorization: Bearer <VIDBATCH_ADMIN_TOKEN>``, compared in co
 time. With no token configured every admin route answers 404 ``ADMIN_DISABLED`` (the admin
 surface does not exist on that server); a missing or wrong token is 401
 ``ADMIN_UNAUTHORIZED``; a customer API key (``vb_...``, as bearer or ``x-api-key``) is 403
-``ADMIN_FORBIDDEN``: customers' credentials never open the admin API.
+``ADMIN_FORBIDDEN``: customers' credentials never open the admin API. After 10 wrong tokens
+from one client address within a minute, every attempt from it is 429 ``TOO_MANY_ATTEMPTS``
+with ``Retry-After`` until the window passes (counted per process, together with the
+dashboard's sign-in; see ``vidbatch.domain.throttle``).
 
 Responses never contain a stored API key, its hash or a webhook secret; a new key and its
 webhook secret are shown once, in the answer that creates them.
@@ -14,6 +17,7 @@ webhook secret are shown once, in the answer that creates them.
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -21,7 +25,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from vidbatch.api.app import runtime_of
+from vidbatch.api.app import client_address, runtime_of
 from vidbatch.api.errors import ApiError
 from vidbatch.api.schemas import ErrorResponse
 from vidbatch.api.v1 import decode_cursor, encode_cursor
@@ -30,7 +34,10 @@ from vidbatch.domain.states import BatchStatus, TaskStatus
 from vidbatch.services import account_admin, accounts, batches, reads, resend, retry, views
 from vidbatch.timestamps import as_utc
 
+log = logging.getLogger(__name__)
+
 TAG = "admin"
+ACTOR: account_admin.Actor = "admin api"  # who changed a key, in the log
 ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 if TYPE_CHECKING:
     BatchStatusName = str
@@ -63,11 +70,25 @@ async def require_admin(
             "the admin API is disabled on this server (VIDBATCH_ADMIN_TOKEN unset)",
         )
     presented = credentials.credentials.strip() if credentials else ""
+    rt = runtime_of(request)
+    client = client_address(request)
+    wait = rt.admin_failures.retry_after(client, rt.clock.monotonic())
+    if wait is not None:
+        raise ApiError(
+            429,
+            "TOO_MANY_ATTEMPTS",
+            f"too many wrong admin tokens: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     if presented and hmac.compare_digest(presented.encode(), expected.encode()):
+        rt.admin_failures.succeeded(client)
         return
     api_key = (request.headers.get("x-api-key") or "").strip()
     if presented.startswith(accounts.KEY_PREFIX) or api_key.startswith(accounts.KEY_PREFIX):
         raise ApiError(403, "ADMIN_FORBIDDEN", "a customer API key cannot use the admin API")
+    if presented:  # a guess; a request without a token guesses nothing
+        rt.admin_failures.failed(client, rt.clock.monotonic())
+        log.warning("admin token refused", extra={"action": "admin_auth", "client": client})
     raise ApiError(
         401,
         "ADMIN_UNAUTHORIZED",
@@ -83,8 +104,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         402: "`INSUFFICIENT_CREDITS`: the account cannot pay for the retry",
         403: "`ADMIN_FORBIDDEN`: a customer API key was presented",
         404: "`ADMIN_DISABLED` (no admin token configured) or `NOT_FOUND`",
-        409: "`BATCH_NOT_SETTLED`, `NOTHING_TO_RETRY`, `NO_WEBHOOK_EVENTS` or "
-        "`CREDIT_LIMIT_EXCEEDED`",
+        409: "`BATCH_NOT_SETTLED`, `NOTHING_TO_RETRY`, `NO_WEBHOOK_EVENTS`, "
+        "`CREDIT_LIMIT_EXCEEDED` or `KEY_REVOKED`",
+        429: "`TOO_MANY_ATTEMPTS`: too many wrong admin tokens from this address; see "
+        "`Retry-After`",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 
@@ -93,7 +116,7 @@ router = APIRouter(
     prefix="/api/admin",
     tags=[TAG],
     dependencies=[Depends(require_admin)],
-    responses=_errors(401, 403, 404),
+    responses=_errors(401, 403, 404, 429),
 )
 
 
@@ -435,27 +458,46 @@ async def create_key(request: Request, account_id: ID, body: NewKeyIn | None = N
         account_id,
         name=body.name,
         rate_limit_per_min=body.rate_limit_per_min or rt.settings.default_rate_limit_per_min,
+        actor=ACTOR,
     )
     return NewKeyOut(**dict(new))
 
 
 async def _set_key(request: Request, key_id: str, **change: Any) -> KeyOut:
-    key = await account_admin.set_key_state(runtime_of(request).engine, key_id, **change)
+    key = await account_admin.set_key_state(
+        runtime_of(request).engine, key_id, actor=ACTOR, **change
+    )
     return KeyOut(key=key)
 
 
-@router.post("/keys/{key_id}/activate", summary="Activate an API key", response_model=KeyOut)
+@router.post(
+    "/keys/{key_id}/activate",
+    summary="Activate a deactivated API key",
+    description="A revoked key is never activated again: 409 `KEY_REVOKED`.",
+    response_model=KeyOut,
+    responses=_errors(409),
+)
 async def activate_key(request: Request, key_id: ID) -> KeyOut:
     return await _set_key(request, key_id, active=True)
 
 
 @router.post(
     "/keys/{key_id}/deactivate",
-    summary="Deactivate (revoke) an API key: its requests answer 403",
+    summary="Deactivate an API key (reversible): its requests answer 403",
     response_model=KeyOut,
 )
 async def deactivate_key(request: Request, key_id: ID) -> KeyOut:
     return await _set_key(request, key_id, active=False)
+
+
+@router.post(
+    "/keys/{key_id}/revoke",
+    summary="Revoke an API key for good: its requests answer 403, it cannot be activated",
+    response_model=KeyOut,
+)
+async def revoke_key(request: Request, key_id: ID) -> KeyOut:
+    key = await account_admin.revoke_key(runtime_of(request).engine, key_id, actor=ACTOR)
+    return KeyOut(key=key)
 
 
 @router.post(
@@ -482,6 +524,6 @@ async def rotate_webhook_secret(
 ) -> Rotated:
     overlap = body.overlap_seconds if body else RotateIn().overlap_seconds
     rotated = await account_admin.rotate_webhook_secret(
-        runtime_of(request).engine, key_id, overlap_seconds=overlap
+        runtime_of(request).engine, key_id, overlap_seconds=overlap, actor=ACTOR
     )
     return Rotated(**dict(rotated))

@@ -163,3 +163,9 @@ def create_app(
 def runtime_of(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from (the proxy's, behind one: forwarded headers can
+    be forged and are not trusted)."""
+    return request.client.host if request.client else "unknown"

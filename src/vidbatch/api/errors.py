@@ -43,6 +43,7 @@ STATUS_BY_ERROR: dict[type[e.VidbatchError], int] = {
     e.BatchNotSettled: 409,
     e.NothingToRetry: 409,
     e.NoWebhookEvents: 409,
+    e.KeyRevoked: 409,
     e.IdempotencyKeyReused: 422,
     e.IdempotencyInFlight: 409,
     e.RateLimited: 429,

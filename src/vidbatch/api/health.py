@@ -1,12 +1,21 @@
-"""Liveness, readiness and metrics."""
+"""Liveness, readiness and metrics.
+
+``/metrics`` shows credit totals and volumes: with ``VIDBATCH_METRICS_TOKEN`` set it needs
+``Authorization: Bearer <token>`` (401 otherwise); unset, it is open and should be reachable
+only from a private interface.
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from vidbatch.api.errors import ApiError
 from vidbatch.services import health
 
 log = logging.getLogger(__name__)
@@ -33,9 +42,33 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, "database": "ok"})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+metrics_bearer = HTTPBearer(
+    scheme_name="MetricsToken",
+    description="`Authorization: Bearer <VIDBATCH_METRICS_TOKEN>` when that is set.",
+    auto_error=False,
+)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={401: {"description": "`METRICS_UNAUTHORIZED`: missing or wrong metrics token"}},
+)
+async def metrics(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(metrics_bearer)] = None,
+) -> Response:
     rt = request.app.state.runtime
+    expected = request.app.state.settings.metrics_token
+    presented = credentials.credentials.strip() if credentials else ""
+    if expected and not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "METRICS_UNAUTHORIZED",
+            "missing or wrong metrics token (Authorization: Bearer <VIDBATCH_METRICS_TOKEN>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
         counts = await health.task_counts(rt.engine)
         for status, n in counts.items():

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from vidbatch.cli.common import call, fail, non_negative, positive, print_json, read, settings_from
 from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN
+from vidbatch.services import account_admin
 from vidbatch.services import accounts as svc
 from vidbatch.settings import Settings
 
@@ -35,6 +36,7 @@ def create(
     account_id, key = call(
         settings, lambda e: svc.create_account(e, name, credits=credits, rate_limit_per_min=limit)
     )
+    account_admin.log_key_action("cli", "created", key.key_id, account_id=account_id)
     if not as_json:
         console.print(f"account  {account_id}  ({name}, {credits} credits)")
     _show_new_key(key, as_json)
@@ -174,6 +176,7 @@ def key_create(
     key = call(
         settings, lambda e: svc.create_key(e, account_id, name=name, rate_limit_per_min=limit)
     )
+    account_admin.log_key_action("cli", "created", key.key_id, account_id=account_id)
     _show_new_key(key, as_json)
 
 
@@ -199,7 +202,7 @@ def key_list(
             r["account_id"],
             r["name"],
             r["key_prefix"] + "…",
-            "yes" if r["is_active"] else "no",
+            "revoked" if r["revoked_at"] else "yes" if r["is_active"] else "no",
             str(r["rate_limit_per_min"]),
             str(r["last_seen_at"] or "-"),
         )
@@ -208,7 +211,8 @@ def key_list(
 
 @keys_app.command("revoke")
 def key_revoke(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id.")) -> None:
-    """Revoke (deactivate) an API key; requests with it answer 403 INVALID_API_KEY."""
+    """Revoke an API key for good; requests with it answer 403 INVALID_API_KEY and it can
+    never be activated again."""
     settings = settings_from(ctx)
-    call(settings, lambda e: svc.set_key_state(e, key_id, active=False))
+    call(settings, lambda e: account_admin.revoke_key(e, key_id, actor="cli"))
     typer.echo(f"revoked key {key_id}")

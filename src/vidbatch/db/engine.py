@@ -61,7 +61,9 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
     """Create the async engine for ``url`` (see :func:`async_url`)."""
     full = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # A failed statement's parameters (key hashes, webhook secrets) never reach an error
+    # message, a traceback or a log line.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if full.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:

@@ -323,3 +323,14 @@ server_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# Signed-in dashboard sessions: a session is valid only while its row exists, so signing
+# out ends it for good. The id is the SHA-256 of the session's random nonce (never the
+# cookie itself).
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)

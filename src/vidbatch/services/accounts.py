@@ -9,13 +9,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
 from vidbatch.db.schema import accounts, enterprise_api_keys
 from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN, is_whole
-from vidbatch.exceptions import FieldError, InvalidInput, NotFound
+from vidbatch.exceptions import FieldError, InvalidInput, KeyRevoked, NotFound
 from vidbatch.services import ledger
 
 KEY_PREFIX = "vb_"
@@ -235,22 +235,41 @@ async def set_key_state(
     active: bool | None = None,
     rate_limit_per_min: int | None = None,
 ) -> dict[str, Any]:
-    """Activate/deactivate (revoke) a key or change its rate limit."""
+    """Activate or deactivate a key (reversible) or change its rate limit.
+
+    A revoked key stays revoked: activating it raises :class:`KeyRevoked`.
+    """
     values: dict[str, Any] = {}
     if active is not None:
         values["is_active"] = active
-        values["revoked_at"] = None if active else utcnow()
     if rate_limit_per_min is not None:
         values["rate_limit_per_min"] = _check_rate_limit(rate_limit_per_min)
     async with engine.begin() as conn:
         if values:
-            result = await conn.execute(
-                update(enterprise_api_keys)
-                .where(enterprise_api_keys.c.id == key_id)
-                .values(**values)
-            )
+            query = update(enterprise_api_keys).where(enterprise_api_keys.c.id == key_id)
+            if active:  # in the same statement: a revocation in between is never undone
+                query = query.where(enterprise_api_keys.c.revoked_at.is_(None))
+            result = await conn.execute(query.values(**values))
             if result.rowcount == 0:
-                raise NotFound(f"API key {key_id} not found")
+                await get_key(conn, key_id)  # NotFound for an unknown key
+                raise KeyRevoked(f"API key {key_id} is revoked: create a new key instead")
+        return await get_key(conn, key_id)
+
+
+async def revoke_key(engine: AsyncEngine, key_id: str) -> dict[str, Any]:
+    """Revoke a key for good: its requests are refused and it can never be activated
+    again. Revoking a revoked key changes nothing (it keeps its first ``revoked_at``)."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(enterprise_api_keys)
+            .where(enterprise_api_keys.c.id == key_id)
+            .values(
+                is_active=False,
+                revoked_at=func.coalesce(enterprise_api_keys.c.revoked_at, utcnow()),
+            )
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"API key {key_id} not found")
         return await get_key(conn, key_id)
 
 
@@ -268,6 +287,7 @@ async def verify_key(conn: AsyncConnection, api_key: str) -> KeyIdentity | None:
                 enterprise_api_keys.c.account_id,
                 enterprise_api_keys.c.key_hash,
                 enterprise_api_keys.c.is_active,
+                enterprise_api_keys.c.revoked_at,
                 enterprise_api_keys.c.rate_limit_per_min,
                 enterprise_api_keys.c.key_prefix,
                 accounts.c.is_active.label("account_active"),
@@ -281,7 +301,7 @@ async def verify_key(conn: AsyncConnection, api_key: str) -> KeyIdentity | None:
         return None
     if not hmac.compare_digest(row.key_hash, hash_key(api_key)):
         return None
-    if not (row.is_active and row.account_active):
+    if not (row.is_active and row.revoked_at is None and row.account_active):
         return None
     return KeyIdentity(
         key_id=row.id,

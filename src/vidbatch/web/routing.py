@@ -68,7 +68,8 @@ def error_page(request: Request, exc: Exception) -> Response:
             request,
             "/admin/login?" + urlencode({"next": safe_next(target), "expired": "1"}),
         )
-        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+        if SESSION_COOKIE in request.cookies:  # never clear a cookie this request did not bring
+            response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
         return response
     if isinstance(exc, CsrfRefused):
         return message_page(

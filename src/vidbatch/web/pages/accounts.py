@@ -97,6 +97,7 @@ async def create_key(
             account_id,
             name=name.strip() or "default",
             rate_limit_per_min=limit or rt.settings.default_rate_limit_per_min,
+            actor="dashboard",
         )
     except NotFound:
         raise
@@ -104,9 +105,6 @@ async def create_key(
         return redirect(request, back, flash=("error", exc.message))
     ticket = secrets.token_urlsafe(24)
     _shown_once(request)[ticket] = (time.monotonic(), new)
-    log.info(
-        "dashboard key created", extra={"action": "dashboard_create_key", "key_id": new.key.key_id}
-    )
     return redirect(request, f"/admin/keys/new/{ticket}")
 
 
@@ -158,7 +156,7 @@ async def change_key(
     back = f"/admin/accounts#key-{key_id}"
     try:
         values = _key_change(change, rate_limit_per_min)
-        key = await account_admin.set_key_state(rt.engine, key_id, **values)
+        key = await account_admin.set_key_state(rt.engine, key_id, actor="dashboard", **values)
     except VidbatchError as exc:
         await _known_key(rt, key_id)
         if isinstance(exc, NotFound):

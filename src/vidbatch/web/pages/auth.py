@@ -1,4 +1,6 @@
-"""Signing in and out."""
+"""Signing in and out. Wrong tokens are throttled per client address together with the
+admin API's (``vidbatch.domain.throttle``); a session is recorded server-side at sign-in
+and deleted at sign-out."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from typing import Annotated
 from fastapi import Form, Query, Request
 from fastapi.responses import Response
 
+from vidbatch.api.app import client_address, runtime_of
 from vidbatch.clock import utcnow
+from vidbatch.services import admin_sessions
 from vidbatch.web.render import redirect, render
 from vidbatch.web.routing import page_router
 from vidbatch.web.session import (
@@ -20,6 +24,8 @@ from vidbatch.web.session import (
     admin_token,
     new_session,
     safe_next,
+    session_expiry,
+    session_id,
 )
 
 log = logging.getLogger(__name__)
@@ -54,18 +60,44 @@ async def login(
     next_url: Annotated[str, Form(alias="next", max_length=500)] = "/admin",
 ) -> Response:
     expected = admin_token(request)
+    rt = runtime_of(request)
+    client = client_address(request)
+    wait = rt.admin_failures.retry_after(client, rt.clock.monotonic())
+    if wait is not None:
+        log.warning("dashboard sign-in throttled", extra={"action": "dashboard_login"})
+        throttled = render(
+            request,
+            "login.html",
+            {
+                "next": safe_next(next_url),
+                "notice": None,
+                "error": f"Too many wrong tokens: try again in {wait} s.",
+            },
+            status=429,
+        )
+        throttled.headers["Retry-After"] = str(wait)
+        return throttled
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        log.info("dashboard sign-in refused", extra={"action": "dashboard_login"})
+        rt.admin_failures.failed(client, rt.clock.monotonic())
+        log.warning(
+            "dashboard sign-in refused", extra={"action": "dashboard_login", "client": client}
+        )
         return render(
             request,
             "login.html",
             {"next": safe_next(next_url), "notice": None, "error": "Wrong token."},
             status=401,
         )
+    rt.admin_failures.succeeded(client)
+    now = utcnow()
+    value = new_session(expected, now=now)
+    await admin_sessions.open_session(
+        rt.engine, session_id(value), expires_at=session_expiry(value), now=now
+    )
     response = redirect(request, safe_next(next_url))
     response.set_cookie(
         SESSION_COOKIE,
-        new_session(expected, now=utcnow()),
+        value,
         max_age=SESSION_SECONDS,
         path=COOKIE_PATH,
         httponly=True,
@@ -78,6 +110,8 @@ async def login(
 
 @router.post("/logout")
 async def logout(request: Request, operator: Checked) -> Response:
+    await admin_sessions.close_session(runtime_of(request).engine, session_id(operator.session))
+    log.info("dashboard sign-out", extra={"action": "dashboard_logout"})
     response = redirect(request, "/admin/login?signed_out=1")
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
