@@ -43,7 +43,7 @@ def test_demo_names_a_busy_port() -> None:
 
 
 def test_demo_stops_on_ctrl_c() -> None:
-    slow = [*DEMO[:-1], "60"]  # generation takes 60 s: the demo is mid-way when stopped
+    slow = [*DEMO[:-1], "10"]  # generation takes 10 s: the demo is mid-way when stopped
     proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stderr is not None

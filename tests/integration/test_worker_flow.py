@@ -98,7 +98,9 @@ async def test_webhook_mode_settles_from_callbacks(
     try:
         while not server.started:
             await asyncio.sleep(0.01)
-        sim.configure(gen_time=0.2)
+        # Held until the round is over: a final callback landing during it would let that
+        # same round settle the batch on a slow machine.
+        sim.configure(hold=True)
         caller = await new_account(engine, credits=100)
         created = await new_batch(engine, caller, SEED_ITEMS)
         await run_once(rt, deliver_webhooks=False)
@@ -107,6 +109,7 @@ async def test_webhook_mode_settles_from_callbacks(
             r["body"]["webHook"].startswith(f"http://127.0.0.1:{port}/api/video/callback")
             for r in creates
         )
+        assert sim.release() == 2
         deadline = asyncio.get_running_loop().time() + 60
         while asyncio.get_running_loop().time() < deadline:
             rows = await task_rows(engine, created.batch_id)
