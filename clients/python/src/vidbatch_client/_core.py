@@ -1,0 +1,185 @@
+"""What the synchronous and the asynchronous client share: configuration, the requests they
+send, how answers become models or exceptions, and when and how long to wait before a retry."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from vidbatch_client import errors
+from vidbatch_client._version import __version__
+
+API = "/api/v1"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+#: Items asked for per page when following pages (the server allows up to 1,000).
+ITEMS_PAGE = 500
+#: Ledger entries asked for per page (the server allows up to 500).
+LEDGER_PAGE = 200
+#: Statuses retried: rate limited, and the server's own failures.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: 409 IDEMPOTENCY_CONFLICT_NO_BATCH: the first request with this id is still being processed.
+RETRY_CODES = frozenset({"IDEMPOTENCY_CONFLICT_NO_BATCH"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How requests are retried on network errors, 429 and 5xx.
+
+    ``max_retries`` retries after the first attempt; the n-th waits ``backoff * 2**n``
+    seconds (at most ``max_backoff``), with up to 25 % added at random so many clients do not
+    retry together — or the server's ``Retry-After`` when it says longer.
+    """
+
+    max_retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        base += random.uniform(0, base / 4)  # noqa: S311 - jitter, not a secret
+        if retry_after is not None:
+            return max(base, retry_after)
+        return base
+
+
+def make_timeout(timeout: float | httpx.Timeout | None, connect_timeout: float | None) -> Any:
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=connect_timeout if connect_timeout else timeout)
+
+
+def resolve(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    """The key and server, from the arguments or ``VIDBATCH_API_KEY`` / ``VIDBATCH_BASE_URL``."""
+    key = api_key or os.environ.get("VIDBATCH_API_KEY")
+    if not key:
+        raise errors.AuthenticationError(
+            "no API key: pass api_key= or set VIDBATCH_API_KEY", status=0, code="MISSING_API_KEY"
+        )
+    url = base_url or os.environ.get("VIDBATCH_BASE_URL") or DEFAULT_BASE_URL
+    return key, url.rstrip("/")
+
+
+def headers(api_key: str) -> dict[str, str]:
+    return {
+        "x-api-key": api_key,
+        "accept": "application/json",
+        "user-agent": f"vidbatch-client-python/{__version__}",
+    }
+
+
+def new_request_id() -> str:
+    """An idempotency key for a create that was given none."""
+    return f"vbc_{uuid.uuid4().hex}"
+
+
+def create_body(
+    items: Iterable[Mapping[str, Any] | str],
+    request_id: str,
+    webhook_url: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The body of ``POST /batches``; a bare string is an item with only a prompt."""
+    body: dict[str, Any] = {
+        "items": [{"prompt": i} if isinstance(i, str) else dict(i) for i in items],
+        "request_id": request_id,
+    }
+    if webhook_url is not None:
+        body["webhook_url"] = webhook_url
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def ledger_params(
+    batch_id: str | None,
+    type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if batch_id:
+        params["batch_id"] = batch_id
+    if type:
+        params["type"] = type
+    if since:
+        params["from"] = since.isoformat()
+    if until:
+        params["to"] = until.isoformat()
+    return params
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (either form), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def should_retry(response: httpx.Response) -> bool:
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code == 409 and _code(response) in RETRY_CODES
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Turn an error answer into the exception of the tree (nothing for a success)."""
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"message": response.text[:500] or response.reason_phrase}
+    code = body.get("error") if isinstance(body.get("error"), str) else None
+    message = str(body.get("message") or response.reason_phrase or "error")
+    details = body.get("details") if isinstance(body.get("details"), dict) else None
+    cls = errors.error_class(response.status_code, code)
+    kw: dict[str, Any] = {
+        "status": response.status_code,
+        "code": code,
+        "details": details,
+        "request_id": response.headers.get("x-request-id"),
+        "body": body,
+    }
+    if cls is errors.RateLimited:
+        raise errors.RateLimited(message, retry_after=retry_after(response), **kw)
+    raise cls(message, **kw)
+
+
+def json_of(response: httpx.Response) -> dict[str, Any]:
+    raise_for(response)
+    body = response.json()
+    if not isinstance(body, dict):
+        raise errors.APIError("the answer is not a JSON object", status=response.status_code)
+    return body
+
+
+def connection_failed(method: str, url: str, exc: Exception) -> errors.ConnectionFailed:
+    return errors.ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}")
