@@ -240,12 +240,15 @@ class Tiny:
                 status, headers, payload = outer.handle(
                     self.command, self.path, dict(self.headers.items()), body
                 )
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client is gone (killed on purpose)
 
             do_GET = do_POST = do_PUT = do_DELETE = _any
 

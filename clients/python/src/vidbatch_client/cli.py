@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompletedColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vidbatch_client import errors
 from vidbatch_client._version import __version__
@@ -156,7 +156,7 @@ def _watch(vb: Client, batch_ids: list[str], interval: float, err: Console) -> l
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompletedColumn(),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )
