@@ -82,7 +82,7 @@ def server(
 
 @pytest.fixture
 def account(server: Server) -> Account:
-    return server.account(credits=100_000)
+    return server.fresh_account()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -26,7 +27,7 @@ PG_URL = os.environ.get(
 )
 REQUIRE_PG = os.environ.get("VIDBATCH_REQUIRE_POSTGRES") == "1"
 GRSAI_KEY = "sk-client-tests"
-WEBHOOK_SECRET = "whsec_" + "Y2xpZW50LXRlc3RzLXNlY3JldC0zMi1ieXRlcyEhISE="  # base64
+STANDARD_CREDITS = 100_000
 
 
 def server_bin() -> str | None:
@@ -118,6 +119,9 @@ class Server:
     tmp: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: Customers with STANDARD_CREDITS, made ahead by a thread (each takes a CLI process).
+    ready: queue.Queue[Account] = field(default_factory=lambda: queue.Queue(maxsize=2))
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def base_url(self) -> str:
@@ -143,7 +147,6 @@ class Server:
                 "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
                 "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "1",
                 "ENTERPRISE_BATCH_MAX_ITEMS": "1000",
-                "ENTERPRISE_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 "VIDBATCH_DEFAULT_RATE_LIMIT": "100000",
                 "BATCH_WORKER_MAX_CLAIM": "10",
                 "BATCH_WORKER_MAX_START_TASKS_PER_BATCH": "1000",
@@ -175,19 +178,38 @@ class Server:
                 stderr=subprocess.STDOUT,
             )
         wait_http(f"{self.base_url}/readyz", self.proc, log)
+        threading.Thread(target=self._make_accounts, daemon=True).start()
+
+    def _make_accounts(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                account = self.account(STANDARD_CREDITS)
+            except (AssertionError, subprocess.SubprocessError):
+                return  # the server is being stopped; fresh_account() reports a shortage
+            while not self.stopping.is_set():
+                try:
+                    self.ready.put(account, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    def fresh_account(self) -> Account:
+        """A new customer with STANDARD_CREDITS credits (its own ledger and batches)."""
+        return self.ready.get(timeout=120)
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.proc is not None:
             stop(self.proc)
 
     def account(self, credits: int) -> Account:
-        """A new customer with its own key (the server's ENTERPRISE_WEBHOOK_SECRET signs)."""
+        """A new customer with its own key and webhook secret, made with the server's CLI."""
         name = f"client-{uuid.uuid4().hex[:8]}"
         out = self.cli("accounts", "create", name, "--credits", str(credits), "--json").stdout
         data = json.loads(out.strip().splitlines()[-1])
         return Account(
             api_key=data["api_key"],
-            webhook_secret=data.get("webhook_secret") or WEBHOOK_SECRET,
+            webhook_secret=data["webhook_secret"],
             account_id=data["account_id"],
             credits=credits,
         )
