@@ -32,7 +32,7 @@ test: $(STAMP) ## Run the whole test suite, the SDK's included (PostgreSQL cases
 
 $(CLIENT_STAMP): $(CLIENT_SRC)
 	$(PYTHON) -m venv --clear $(CLIENT_VENV)
-	$(CLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check ./clients/python"[test]"
+	$(CLIENT_VENV)/bin/pip install ./clients/python"[test]" --quiet --disable-pip-version-check
 	@touch $(CLIENT_STAMP)
 
 test-client: $(STAMP) $(CLIENT_STAMP) ## Install the SDK into a clean venv (no server package) and run its tests against `vidbatch serve`

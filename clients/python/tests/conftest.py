@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from vbstack import (
     REQUIRE_PG,
     Account,
@@ -25,8 +26,22 @@ from vbstack import (
     start_simulator,
     stop,
 )
-
 from vidbatch_client import Client, RetryPolicy
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``one_database`` check the client alone: they run on SQLite only, which
+    keeps the suite short (the flows that touch the server's storage run on both)."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_pg = params is not None and params.params.get("server") == "postgres"
+        (drop if on_pg and item.get_closest_marker("one_database") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 #: Quick retries in tests (a 429's Retry-After still counts).
 FAST_RETRY = RetryPolicy(max_retries=5, backoff=0.05, max_backoff=0.5)

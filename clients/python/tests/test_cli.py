@@ -9,9 +9,10 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from cli_run import popen, run
 from vbstack import Account, FaultProxy, Server
-
 from vidbatch_client import Client
 
 
@@ -137,6 +138,7 @@ def test_not_enough_credits_is_a_clear_error(server: Server, workdir: Path) -> N
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.one_database
 def test_status_cancel_results_and_balance(
     server: Server, account: Account, vb: Client, workdir: Path
 ) -> None:
@@ -160,6 +162,7 @@ def test_status_cancel_results_and_balance(
     assert balance == vb.balance().model_dump(mode="json")
 
 
+@pytest.mark.one_database
 def test_a_bad_file_is_a_usage_error(server: Server, account: Account, workdir: Path) -> None:
     bad = workdir / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')

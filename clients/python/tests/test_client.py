@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST_RETRY
-from vbstack import Account, FaultProxy, Server
 
 import vidbatch_client as vc
+from conftest import FAST_RETRY
+from vbstack import Account, FaultProxy, Server
 from vidbatch_client import AsyncClient, Client
 
 
@@ -27,7 +27,9 @@ def test_create_wait_items_results_ledger(vb: Client, account: Account) -> None:
     )
     assert (created.status, created.total_count, created.idempotent_replay) == ("pending", 3, False)
     assert created.request_id == "order-0001"
-    batch = vb.wait(created.batch_id, on_progress=lambda b: seen.append(b.status), poll_interval=0.1)
+    batch = vb.wait(
+        created.batch_id, on_progress=lambda b: seen.append(b.status), poll_interval=0.1
+    )
     assert (batch.status, batch.succeeded_count, batch.failed_count) == ("partial", 2, 1)
     assert seen[-1] == "partial" and batch.completed_at is not None
     assert batch.credits_reserved == batch.credits_settled + batch.credits_refunded
@@ -41,8 +43,11 @@ def test_create_wait_items_results_ledger(vb: Client, account: Account) -> None:
 
     # the same request id again: the first batch, not a second one
     again = vb.create_batch(
-        [{"prompt": "A cat surfing", "metadata": {"sku": "C1"}}, "A fox in the snow",
-         {"prompt": "refused [sim:moderation]"}],
+        [
+            {"prompt": "A cat surfing", "metadata": {"sku": "C1"}},
+            "A fox in the snow",
+            {"prompt": "refused [sim:moderation]"},
+        ],
         request_id="order-0001",
     )
     assert (again.batch_id, again.idempotent_replay) == (created.batch_id, True)
@@ -85,6 +90,7 @@ def test_an_answer_lost_after_the_server_created_the_batch(
     assert len(list(vb.iter_ledger(type="reserve"))) == 1
 
 
+@pytest.mark.one_database
 def test_retries_run_out_into_typed_errors(account: Account, proxy: FaultProxy) -> None:
     few = vc.RetryPolicy(max_retries=1, backoff=0.01)
     with Client(account.api_key, proxy.url, retry=few) as vb:
@@ -96,17 +102,29 @@ def test_retries_run_out_into_typed_errors(account: Account, proxy: FaultProxy) 
         with pytest.raises(vc.RateLimited) as limited:
             vb.balance()
         assert limited.value.retry_after == 0
-    with Client(account.api_key, "http://127.0.0.1:9", retry=few, timeout=2) as nowhere:
-        with pytest.raises(vc.ConnectionFailed):
-            nowhere.balance()
+    with (
+        Client(account.api_key, "http://127.0.0.1:9", retry=few, timeout=2) as nowhere,
+        pytest.raises(vc.ConnectionFailed),
+    ):
+        nowhere.balance()
 
 
-def test_typed_errors(server: Server, vb: Client) -> None:
+def test_not_enough_credits_is_the_typed_error(server: Server) -> None:
     poor = server.account(credits=50)
-    with Client(poor.api_key, server.base_url) as client:
-        with pytest.raises(vc.InsufficientCredits) as short:
-            client.create_batch(["p"] * 10)
+    with (
+        Client(poor.api_key, server.base_url) as client,
+        pytest.raises(vc.InsufficientCredits) as short,
+    ):
+        client.create_batch(["p"] * 10)
     assert (short.value.required, short.value.available, short.value.status) == (100, 50, 402)
+    assert short.value.code == "INSUFFICIENT_CREDITS"
+    with Client(poor.api_key, server.base_url) as client:
+        assert list(client.iter_batches()) == []  # nothing was created
+        assert client.balance().available == 50
+
+
+@pytest.mark.one_database
+def test_typed_errors(server: Server, vb: Client) -> None:
     with pytest.raises(vc.InvalidRequest) as invalid:
         vb.create_batch([{"prompt": ""}, {"prompt": "ok", "duration": 7}])
     assert [(e["index"], e["field"]) for e in invalid.value.item_errors] == [
@@ -117,18 +135,14 @@ def test_typed_errors(server: Server, vb: Client) -> None:
         vb.create_batch(["x"] * 1001)
     with pytest.raises(vc.NotFound):
         vb.get_batch("no-such-batch")
+    vb.create_batch(["a"], request_id="same-id")
     with pytest.raises(vc.IdempotencyKeyReused):
-        vb.create_batch(["a"], request_id="same-id")
         vb.create_batch(["b"], request_id="same-id")
-    with Client("vb_not_a_key", server.base_url) as stranger, pytest.raises(
-        vc.AuthenticationError
-    ):
+    with Client("vb_not_a_key", server.base_url) as stranger, pytest.raises(vc.AuthenticationError):
         stranger.balance()
 
 
-def test_the_async_client(
-    server: Server, simulator: str, account: Account, tmp_path: Path
-) -> None:
+def test_the_async_client(server: Server, simulator: str, account: Account, tmp_path: Path) -> None:
     async def flow() -> None:
         async with AsyncClient(account.api_key, server.base_url, retry=FAST_RETRY) as vb:
             created = await vb.create_batch(["async one", "async two"])
@@ -148,7 +162,8 @@ def test_the_async_client(
             assert (again.downloaded, again.skipped) == (0, 2)
             assert [e.type async for e in vb.iter_ledger(batch_id=created.batch_id)]
             assert (await vb.balance()).reserved == 0
-            assert [b.batch_id async for b in vb.iter_batches()][0] == created.batch_id
+            newest = [b.batch_id async for b in vb.iter_batches()]
+            assert newest == [created.batch_id]
             # held at the provider until released: still running when the time is up
             held = await vb.create_batch(["held [sim:hold]"])
             with pytest.raises(vc.WaitTimeout) as late:
@@ -160,9 +175,8 @@ def test_the_async_client(
     asyncio.run(flow())
 
 
-def test_download_resumes_and_replaces_a_broken_file(
-    vb: Client, tmp_path: Path
-) -> None:
+@pytest.mark.one_database
+def test_download_resumes_and_replaces_a_broken_file(vb: Client, tmp_path: Path) -> None:
     created = vb.create_batch(["resume one", "resume two"])
     vb.wait(created.batch_id, poll_interval=0.1)
     first = vb.download(created.batch_id, tmp_path)

@@ -68,7 +68,10 @@ def test_hand_made_signatures() -> None:
     }
     assert verify(body, standard, secret, now=stamp)["event"] == "batch.created"
     hexmac = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    published = {"X-Sora2-Signature": f"sha256={hexmac}", "X-Sora2-Timestamp": "2027-01-15T08:00:00Z"}
+    published = {
+        "X-Sora2-Signature": f"sha256={hexmac}",
+        "X-Sora2-Timestamp": "2027-01-15T08:00:00Z",
+    }
     assert verify(body.decode(), published, secret, now=stamp)
     with pytest.raises(WebhookVerificationError, match="no signature header"):
         verify(body, {}, secret)

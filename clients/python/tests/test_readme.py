@@ -14,15 +14,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
 from test_webhooks import wait_for
 from vbstack import Account, Receiver, Server
-
 from vidbatch_client import Client
 
 HERE = Path(__file__).resolve().parent.parent
 README = HERE / "README.md"
 MAKEFILE = HERE.parent.parent / "Makefile"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+
+pytestmark = pytest.mark.one_database
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -33,7 +35,9 @@ def of(kind: str) -> list[str]:
     return [text for lang, text in blocks() if lang == kind]
 
 
-def shell(script: str, cwd: Path, server: Server, account: Account) -> subprocess.CompletedProcess[str]:
+def shell(
+    script: str, cwd: Path, server: Server, account: Account
+) -> subprocess.CompletedProcess[str]:
     script = script.replace("https://vidbatch.example.com", server.base_url).replace(
         "vb_your_key", account.api_key
     )
@@ -48,9 +52,9 @@ def test_every_snippet_is_one_the_tests_run() -> None:
     """The tests below unpack the README's blocks by kind and order: a new snippet must come
     with its test."""
     kinds = [lang for lang, _ in blocks()]
-    assert kinds == ["bash", "bash", "jsonl", "csv", "bash", "bash", "bash", "bash"] + [
-        "python"
-    ] * 6
+    assert (
+        kinds == ["bash", "bash", "jsonl", "csv", "bash", "bash", "bash", "bash"] + ["python"] * 6
+    )
 
 
 def test_the_install_command_is_the_one_ci_runs() -> None:
@@ -70,7 +74,9 @@ def test_the_command_line_snippets(server: Server, account: Account, tmp_path: P
 
     second = shell(f"set -euo pipefail\n{setup}\n{again}", tmp_path, server, account)
     assert second.returncode == 0, second.stderr
-    assert "already submitted" in second.stderr and "0 downloaded, 3 already present" in second.stderr
+    assert (
+        "already submitted" in second.stderr and "0 downloaded, 3 already present" in second.stderr
+    )
 
     rest = shell(
         f"set -euo pipefail\n{setup}\n{others}\n{cancel}\necho $?", tmp_path, server, account

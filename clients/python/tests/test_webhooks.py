@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from vbstack import Account, Receiver
 
+from vbstack import Account, Receiver
 from vidbatch_client import Client, WebhookVerificationError
 from vidbatch_client.webhooks import verify
 

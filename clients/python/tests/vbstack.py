@@ -45,7 +45,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited {proc.returncode}:\n{log.read_text()}")
+            raise AssertionError(f"{proc.args!r} exited {proc.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
@@ -330,9 +330,11 @@ class FaultProxy:
             self.seen.append((method, path, fault))
             extra = {"retry-after": "0"} if fault == 429 else {}
             payload = {"ok": False, "error": "INJECTED", "message": f"injected {fault}"}
-            return fault, {"content-type": "application/json", **extra}, json.dumps(
-                payload
-            ).encode()
+            return (
+                fault,
+                {"content-type": "application/json", **extra},
+                json.dumps(payload).encode(),
+            )
         forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP}
         r = self.http.request(method, path, headers=forwarded, content=body)
         self.seen.append((method, path, r.status_code))

@@ -30,6 +30,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_CODES = frozenset({"IDEMPOTENCY_CONFLICT_NO_BATCH"})
 
 
+#: The first pause of ``wait``; pauses double up to its ``poll_interval``.
+FIRST_POLL = 0.25
+
+
+def first_pause(poll_interval: float) -> float:
+    return min(FIRST_POLL, poll_interval)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How requests are retried on network errors, 429 and 5xx.
@@ -45,7 +53,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         base = min(self.max_backoff, self.backoff * (2**attempt))
-        base += random.uniform(0, base / 4)  # noqa: S311 - jitter, not a secret
+        base += random.uniform(0, base / 4)
         if retry_after is not None:
             return max(base, retry_after)
         return base

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from vidbatch_client.models import Item
@@ -78,3 +80,35 @@ def already_there(path: Path, sha256: str | None, size: int | None) -> str | Non
 
 def part_path(path: Path) -> Path:
     return path.with_name(path.name + ".part")
+
+
+def discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+
+
+def make_folder(dest: str | os.PathLike[str]) -> Path:
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def resume_headers(part: Path, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """How much of an interrupted download is there, and the headers asking for the rest."""
+    have = part.stat().st_size if part.exists() else 0
+    return have, {**headers, "range": f"bytes={have}-"} if have else headers
+
+
+def open_part(part: Path, status: int, have: int) -> BinaryIO:
+    """The part file to write an answer into: appended to for 206 (the rest), else anew."""
+    return part.open("ab" if status == 206 and have else "wb")
+
+
+def finish(part: Path, path: Path, sha256: str | None, size: int | None) -> str | None:
+    """Move a complete part into place and return its SHA-256; None (the part removed) when
+    it does not match what the server says."""
+    actual = sha256_of(part)
+    if (sha256 and actual != sha256.lower()) or (size is not None and part.stat().st_size != size):
+        discard(part)
+        return None
+    os.replace(part, path)
+    return actual

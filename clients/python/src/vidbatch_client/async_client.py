@@ -21,8 +21,12 @@ from vidbatch_client._download import (
     DownloadedItem,
     DownloadReport,
     already_there,
+    discard,
+    finish,
+    make_folder,
+    open_part,
     part_path,
-    sha256_of,
+    resume_headers,
     thumbnail_path,
     video_path,
 )
@@ -39,7 +43,7 @@ from vidbatch_client.models import (
     ResultLine,
 )
 
-ProgressCallback = Callable[[Batch], None | Awaitable[None]]
+ProgressCallback = Callable[[Batch], Awaitable[None] | None]
 
 
 class AsyncClient:
@@ -188,6 +192,7 @@ class AsyncClient:
         poll_interval: float = 2.0,
     ) -> Batch:
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _core.first_pause(poll_interval)
         while True:
             batch = await self.get_batch(batch_id)
             if on_progress is not None:
@@ -200,10 +205,10 @@ class AsyncClient:
                 raise errors.WaitTimeout(
                     f"batch {batch_id} is still {batch.status} after {timeout} s", batch
                 )
-            pause = poll_interval
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             await asyncio.sleep(pause)
+            pause = min(poll_interval, pause * 2)
 
     async def balance(self) -> Balance:
         return Balance.model_validate(await self._json("GET", "/credits/balance"))
@@ -240,8 +245,7 @@ class AsyncClient:
         on_file: Callable[[DownloadedItem], None] | None = None,
     ) -> DownloadReport:
         """See :meth:`vidbatch_client.Client.download`."""
-        folder = Path(dest)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_folder(dest)
         report = DownloadReport()
         wanted: list[Item] = []
         async for item in self.iter_items(batch_id):
@@ -294,13 +298,9 @@ class AsyncClient:
         while True:
             try:
                 await self._fetch_once(url, part)
-                actual = sha256_of(part)
-                if (sha256 and actual != sha256.lower()) or (
-                    size is not None and part.stat().st_size != size
-                ):
-                    part.unlink(missing_ok=True)
+                actual = finish(part, path, sha256, size)
+                if actual is None:
                     raise _RetryLater(None, "the bytes do not match the server's SHA-256/size")
-                os.replace(part, path)
                 return actual
             except (httpx.TransportError, _RetryLater) as exc:
                 if attempt >= self.retry.max_retries:
@@ -310,18 +310,15 @@ class AsyncClient:
                 attempt += 1
 
     async def _fetch_once(self, url: str, part: Path) -> None:
-        have = part.stat().st_size if part.exists() else 0
-        hdrs = self._file_headers(url)
-        if have:
-            hdrs["range"] = f"bytes={have}-"
+        have, hdrs = resume_headers(part, self._file_headers(url))
         async with self._files.stream("GET", url, headers=hdrs) as r:
-            if r.status_code == 416:
-                part.unlink(missing_ok=True)
+            if r.status_code == 416:  # the part is already whole (or wrong): start again
+                discard(part)
                 raise _RetryLater(0)
             if _core.should_retry(r):
                 raise _RetryLater(_core.retry_after(r))
             if r.status_code not in (200, 206):
                 raise errors.DownloadError(f"GET {url}: HTTP {r.status_code}")
-            with part.open("ab" if r.status_code == 206 and have else "wb") as f:
+            with open_part(part, r.status_code, have) as f:
                 async for chunk in r.aiter_bytes(CHUNK):
                     f.write(chunk)

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vidbatch_client import errors
+from vidbatch_client._core import first_pause
 from vidbatch_client._version import __version__
 from vidbatch_client.client import Client
 from vidbatch_client.models import Batch, CreatedBatch
@@ -48,7 +48,7 @@ def _jsonl_items(text: str) -> list[dict[str, Any]]:
             continue
         try:
             value = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise UsageError(f"line {number}: not JSON ({exc.msg})") from None
         if isinstance(value, str):
             value = {"prompt": value}
@@ -58,40 +58,41 @@ def _jsonl_items(text: str) -> list[dict[str, Any]]:
     return items
 
 
+def _csv_row(number: int, row: dict[str | None, str | None]) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for column, value in row.items():
+        if column is None or value is None or value == "":
+            continue
+        if column == "duration":
+            try:
+                item["duration"] = int(value)
+            except ValueError:
+                raise UsageError(f"line {number}: duration {value!r} is not a number") from None
+        elif column == "metadata":
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise UsageError(f"line {number}: metadata is not a JSON object")
+            metadata.update(parsed)
+        elif column in CSV_FIELDS:
+            item[column] = value
+        else:
+            metadata[column] = value
+    if "prompt" not in item:
+        raise UsageError(f"line {number}: no prompt")
+    if metadata:
+        item["metadata"] = metadata
+    return item
+
+
 def _csv_items(text: str) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "prompt" not in reader.fieldnames:
         raise UsageError('the CSV file needs a header row with a "prompt" column')
-    items: list[dict[str, Any]] = []
-    for number, row in enumerate(reader, start=2):
-        item: dict[str, Any] = {}
-        metadata: dict[str, Any] = {}
-        for column, value in row.items():
-            if column is None or value is None or value == "":
-                continue
-            if column == "duration":
-                try:
-                    item["duration"] = int(value)
-                except ValueError:
-                    raise UsageError(f"line {number}: duration {value!r} is not a number") from None
-            elif column == "metadata":
-                try:
-                    parsed = json.loads(value)
-                except ValueError:
-                    raise UsageError(f"line {number}: metadata is not a JSON object") from None
-                if not isinstance(parsed, dict):
-                    raise UsageError(f"line {number}: metadata is not a JSON object")
-                metadata.update(parsed)
-            elif column in CSV_FIELDS:
-                item[column] = value
-            else:
-                metadata[column] = value
-        if "prompt" not in item:
-            raise UsageError(f"line {number}: no prompt")
-        if metadata:
-            item["metadata"] = metadata
-        items.append(item)
-    return items
+    return [_csv_row(number, row) for number, row in enumerate(reader, start=2)]
 
 
 def read_items(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
@@ -166,6 +167,7 @@ def _watch(vb: Client, batch_ids: list[str], interval: float, err: Console) -> l
             for n, bid in enumerate(batch_ids, start=1)
         }
         total_task = progress.add_task("total", total=None, status="")
+        pause = first_pause(interval)
         while True:
             latest = [vb.get_batch(bid) for bid in batch_ids]
             for batch in latest:
@@ -184,7 +186,8 @@ def _watch(vb: Client, batch_ids: list[str], interval: float, err: Console) -> l
             )
             if ended == len(latest):
                 return latest
-            time.sleep(interval)
+            time.sleep(pause)
+            pause = min(interval, pause * 2)
 
 
 def cmd_submit(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -288,7 +291,10 @@ def cmd_balance(args: argparse.Namespace, out: Console, err: Console) -> int:
 def cmd_download(args: argparse.Namespace, out: Console, err: Console) -> int:
     with _client(args) as vb:
         report = vb.download(
-            args.batch_id, args.dest, thumbnails=not args.no_thumbnails, concurrency=args.concurrency
+            args.batch_id,
+            args.dest,
+            thumbnails=not args.no_thumbnails,
+            concurrency=args.concurrency,
         )
     value = {
         "downloaded": report.downloaded,

@@ -20,8 +20,12 @@ from vidbatch_client._download import (
     DownloadedItem,
     DownloadReport,
     already_there,
+    discard,
+    finish,
+    make_folder,
+    open_part,
     part_path,
-    sha256_of,
+    resume_headers,
     thumbnail_path,
     video_path,
 )
@@ -207,8 +211,10 @@ class Client:
     ) -> Batch:
         """Poll until the batch has ended (``succeeded``, ``partial``, ``failed`` or
         ``cancelled``) and return it; ``on_progress(batch)`` is called after every poll.
-        Raises :class:`WaitTimeout` after ``timeout`` seconds."""
+        Raises :class:`WaitTimeout` after ``timeout`` seconds. Polls start a quarter of a
+        second apart and double up to ``poll_interval``, so a short batch is seen at once."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _core.first_pause(poll_interval)
         while True:
             batch = self.get_batch(batch_id)
             if on_progress is not None:
@@ -219,10 +225,10 @@ class Client:
                 raise errors.WaitTimeout(
                     f"batch {batch_id} is still {batch.status} after {timeout} s", batch
                 )
-            pause = poll_interval
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
+            pause = min(poll_interval, pause * 2)
 
     # --- credits -------------------------------------------------------------------------
 
@@ -266,8 +272,7 @@ class Client:
         into ``dest`` as ``<index>-<item_id>.mp4``. Resumable: a file already present with
         the server's SHA-256 (when it gives one) is skipped, an interrupted one is continued;
         a video whose bytes do not match the server's SHA-256 raises :class:`DownloadError`."""
-        folder = Path(dest)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_folder(dest)
         report = DownloadReport()
         wanted: list[Item] = []
         for item in self.iter_items(batch_id):
@@ -319,13 +324,9 @@ class Client:
         while True:
             try:
                 self._fetch_once(url, part)
-                actual = sha256_of(part)
-                if (sha256 and actual != sha256.lower()) or (
-                    size is not None and part.stat().st_size != size
-                ):
-                    part.unlink(missing_ok=True)
+                actual = finish(part, path, sha256, size)
+                if actual is None:
                     raise _RetryLater(None, "the bytes do not match the server's SHA-256/size")
-                os.replace(part, path)
                 return actual
             except (httpx.TransportError, _RetryLater) as exc:
                 if attempt >= self.retry.max_retries:
@@ -335,18 +336,15 @@ class Client:
                 attempt += 1
 
     def _fetch_once(self, url: str, part: Path) -> None:
-        have = part.stat().st_size if part.exists() else 0
-        hdrs = self._file_headers(url)
-        if have:
-            hdrs["range"] = f"bytes={have}-"
+        have, hdrs = resume_headers(part, self._file_headers(url))
         with self._files.stream("GET", url, headers=hdrs) as r:
             if r.status_code == 416:  # the part is already whole (or wrong): start again
-                part.unlink(missing_ok=True)
+                discard(part)
                 raise _RetryLater(0)
             if _core.should_retry(r):
                 raise _RetryLater(_core.retry_after(r))
             if r.status_code not in (200, 206):
                 raise errors.DownloadError(f"GET {url}: HTTP {r.status_code}")
-            with part.open("ab" if r.status_code == 206 and have else "wb") as f:
+            with open_part(part, r.status_code, have) as f:
                 for chunk in r.iter_bytes(CHUNK):
                     f.write(chunk)
