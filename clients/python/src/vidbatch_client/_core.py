@@ -4,19 +4,23 @@ send, how answers become models or exceptions, and when and how long to wait bef
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
 from vidbatch_client import errors
 from vidbatch_client._version import __version__
+from vidbatch_client.models import Batch, Item, LedgerEntry, ResultLine
+
+T = TypeVar("T")
 
 API = "/api/v1"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -191,3 +195,141 @@ def json_of(response: httpx.Response) -> dict[str, Any]:
 
 def connection_failed(method: str, url: str, exc: Exception) -> errors.ConnectionFailed:
     return errors.ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}")
+
+
+# --- the logic of the loops both clients run (they only add the I/O) ---------------------
+
+
+class Attempts:
+    """Counts the attempts of one request: after a failure, how long to wait before the
+    next, or the exception to raise when the retries have run out."""
+
+    def __init__(self, policy: RetryPolicy, give_up: Callable[[Exception], Exception]) -> None:
+        self.policy = policy
+        self.give_up = give_up
+        self.attempt = 0
+
+    def _next(self, exc: Exception | None, retry_after: float | None) -> float | None:
+        if self.attempt >= self.policy.max_retries:
+            if exc is None:
+                return None
+            raise self.give_up(exc) from exc
+        delay = self.policy.delay(self.attempt, retry_after)
+        self.attempt += 1
+        return delay
+
+    def failed(self, exc: Exception, retry_after: float | None = None) -> float:
+        """A network error (or a retryable file answer): the pause before the next attempt."""
+        delay = self._next(exc, retry_after)
+        assert delay is not None
+        return delay
+
+    def answered(self, response: httpx.Response) -> float | None:
+        """None to take this answer, else the pause before asking again."""
+        if not should_retry(response):
+            return None
+        return self._next(None, retry_after(response))
+
+
+def api_attempts(policy: RetryPolicy, method: str, path: str) -> Attempts:
+    return Attempts(policy, lambda exc: connection_failed(method, path, exc))
+
+
+class Waiter:
+    """``wait``'s clock: polls start FIRST_POLL apart and double up to ``poll_interval``."""
+
+    def __init__(self, batch_id: str, poll_interval: float, timeout: float | None) -> None:
+        self.batch_id = batch_id
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.pause = first_pause(poll_interval)
+
+    def next_pause(self, batch: Batch) -> float | None:
+        """None when the batch has ended; else the pause before the next poll. Raises
+        WaitTimeout when the time is up."""
+        if batch.ended:
+            return None
+        pause = self.pause
+        self.pause = min(self.poll_interval, self.pause * 2)
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise errors.WaitTimeout(
+                    f"batch {self.batch_id} is still {batch.status} after {self.timeout} s", batch
+                )
+            pause = min(pause, left)
+        return pause
+
+
+class Pager(Generic[T]):
+    """Follows the pages of a list: ``params()`` asks for the next page, ``feed(answer)``
+    returns its rows; ``done`` once the last page was read."""
+
+    def __init__(
+        self,
+        path: str,
+        params: dict[str, Any],
+        key: str,
+        parse: Callable[[Any], T],
+        *,
+        by_cursor: bool = False,
+    ) -> None:
+        self.path = path
+        self.base = params
+        self.key = key
+        self.parse = parse
+        self.by_cursor = by_cursor
+        self.done = False
+        self.offset = 0
+        self.cursor: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        if self.by_cursor:
+            return {**self.base, "cursor": self.cursor} if self.cursor else self.base
+        return {**self.base, "offset": self.offset}
+
+    def feed(self, answer: dict[str, Any]) -> list[T]:
+        rows = [self.parse(row) for row in answer.get(self.key) or []]
+        if self.by_cursor:
+            self.cursor = answer.get("next_cursor")
+            self.done = not self.cursor
+            return rows
+        self.offset += len(rows)
+        total = answer.get("total")
+        if not rows:
+            self.done = True
+        elif isinstance(total, int):  # a server may clamp the page: trust the total
+            self.done = self.offset >= total
+        else:
+            self.done = len(rows) < self.base["limit"]
+        return rows
+
+
+def _with_status(params: dict[str, Any], status: str | None) -> dict[str, Any]:
+    return {**params, "status": status} if status else params
+
+
+def items_pager(batch_id: str, status: str | None, page_size: int) -> Pager[Item]:
+    params = _with_status({"limit": page_size}, status)
+    return Pager(f"/batches/{batch_id}/items", params, "items", Item.model_validate)
+
+
+def batches_pager(status: str | None, page_size: int) -> Pager[Batch]:
+    params = _with_status({"limit": page_size}, status)
+    return Pager("/batches", params, "batches", Batch.model_validate, by_cursor=True)
+
+
+def ledger_pager(
+    batch_id: str | None,
+    type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    page_size: int,
+) -> Pager[LedgerEntry]:
+    params = {**ledger_params(batch_id, type, since, until), "limit": page_size}
+    return Pager("/credits/ledger", params, "entries", LedgerEntry.model_validate)
+
+
+def result_lines(text: str) -> list[ResultLine]:
+    return [ResultLine.model_validate(json.loads(line)) for line in text.splitlines() if line]

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+import httpx
+
+from vidbatch_client._core import Attempts, RetryPolicy, retry_after, should_retry
+from vidbatch_client.errors import DownloadError
 from vidbatch_client.models import Item
 
 CHUNK = 1 << 16
+
+
+class RetryLater(Exception):
+    """A file answer worth retrying (429, 5xx, a part to start again, a wrong checksum)."""
+
+    def __init__(self, retry_after: float | None, reason: str = "") -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -112,3 +125,74 @@ def finish(part: Path, path: Path, sha256: str | None, size: int | None) -> str 
         return None
     os.replace(part, path)
     return actual
+
+
+def split(items: Iterable[Item]) -> tuple[list[Item], list[Item]]:
+    """The items with a video to download, and those without (failed or unfinished)."""
+    wanted: list[Item] = []
+    missing: list[Item] = []
+    for item in items:
+        (wanted if item.status == "succeeded" and item.video_url else missing).append(item)
+    return wanted, missing
+
+
+@dataclass
+class ItemPlan:
+    """What to fetch for one item: its video unless ``present`` (its SHA-256) says it is
+    there, and its thumbnail when ``thumbnail`` is set and not there yet."""
+
+    item: Item
+    path: Path
+    present: str | None
+    thumbnail: Path | None
+    fetch_thumbnail: bool
+
+    def result(self, digest: str) -> DownloadedItem:
+        return DownloadedItem(
+            item_id=self.item.item_id,
+            index=self.item.index,
+            path=self.path,
+            sha256=digest,
+            size=self.path.stat().st_size,
+            skipped=self.present is not None and not self.fetch_thumbnail,
+            thumbnail_path=self.thumbnail,
+        )
+
+
+def plan_item(folder: Path, item: Item, thumbnails: bool) -> ItemPlan:
+    path = video_path(folder, item)
+    thumb = None
+    if thumbnails and item.thumbnail_url:
+        thumb = thumbnail_path(folder, item, item.thumbnail_url)
+    return ItemPlan(
+        item=item,
+        path=path,
+        present=already_there(path, item.video_sha256, item.video_size_bytes),
+        thumbnail=thumb,
+        fetch_thumbnail=thumb is not None and not thumb.is_file(),
+    )
+
+
+def check_file_answer(url: str, part: Path, response: httpx.Response) -> None:
+    """Raise RetryLater or DownloadError unless the answer is the file (200) or its rest
+    (206)."""
+    if response.status_code == 416:  # the part is already whole (or wrong): start again
+        discard(part)
+        raise RetryLater(0)
+    if should_retry(response):
+        raise RetryLater(retry_after(response))
+    if response.status_code not in (200, 206):
+        raise DownloadError(f"GET {url}: HTTP {response.status_code}")
+
+
+def file_attempts(policy: RetryPolicy, url: str, path: Path) -> Attempts:
+    return Attempts(policy, lambda exc: DownloadError(f"{path.name} from {url}: {exc!r}"))
+
+
+def file_headers(url: str, base_url: str, api_key: str) -> dict[str, str]:
+    """The API key goes to the vidbatch server only, never to another host."""
+    same_server = httpx.URL(url).join("/") == httpx.URL(base_url).join("/")
+    return {"x-api-key": api_key} if same_server else {}
+
+
+MISMATCH = "the bytes do not match the server's SHA-256/size"

@@ -4,46 +4,46 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
-from vidbatch_client import _core, errors
+from vidbatch_client import _core
 from vidbatch_client._download import (
     CHUNK,
+    MISMATCH,
     DownloadedItem,
     DownloadReport,
-    already_there,
-    discard,
+    ItemPlan,
+    RetryLater,
+    check_file_answer,
+    file_attempts,
+    file_headers,
     finish,
     make_folder,
     open_part,
     part_path,
+    plan_item,
     resume_headers,
-    thumbnail_path,
-    video_path,
+    split,
 )
-from vidbatch_client.client import _RetryLater
 from vidbatch_client.models import (
     Balance,
     Batch,
-    BatchesPage,
     CancelResult,
     CreatedBatch,
     Item,
-    ItemsPage,
     LedgerEntry,
     ResultLine,
 )
 
 ProgressCallback = Callable[[Batch], Awaitable[None] | None]
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -95,26 +95,29 @@ class AsyncClient:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        attempt = 0
+        attempts = _core.api_attempts(self.retry, method, path)
         while True:
             try:
                 response = await self._http.request(
                     method, _core.API + path, params=params, json=json_body, headers=headers
                 )
             except httpx.TransportError as exc:
-                if attempt >= self.retry.max_retries:
-                    raise _core.connection_failed(method, path, exc) from exc
-                delay = self.retry.delay(attempt)
+                delay = attempts.failed(exc)
             else:
-                if attempt >= self.retry.max_retries or not _core.should_retry(response):
+                pause = attempts.answered(response)
+                if pause is None:
                     return response
-                delay = self.retry.delay(attempt, _core.retry_after(response))
+                delay = pause
                 await response.aclose()
             await asyncio.sleep(delay)
-            attempt += 1
 
     async def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         return _core.json_of(await self._request(method, path, **kw))
+
+    async def _follow(self, pager: _core.Pager[T]) -> AsyncIterator[T]:
+        while not pager.done:
+            for row in pager.feed(await self._json("GET", pager.path, params=pager.params())):
+                yield row
 
     async def create_batch(
         self,
@@ -134,38 +137,13 @@ class AsyncClient:
     async def get_batch(self, batch_id: str) -> Batch:
         return Batch.model_validate(await self._json("GET", f"/batches/{batch_id}"))
 
-    async def iter_batches(
-        self, status: str | None = None, page_size: int = 100
-    ) -> AsyncIterator[Batch]:
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": page_size}
-            if status:
-                params["status"] = status
-            if cursor:
-                params["cursor"] = cursor
-            page = BatchesPage.model_validate(await self._json("GET", "/batches", params=params))
-            for batch in page.batches:
-                yield batch
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+    def iter_batches(self, status: str | None = None, page_size: int = 100) -> AsyncIterator[Batch]:
+        return self._follow(_core.batches_pager(status, page_size))
 
-    async def iter_items(
+    def iter_items(
         self, batch_id: str, status: str | None = None, page_size: int = _core.ITEMS_PAGE
     ) -> AsyncIterator[Item]:
-        offset = 0
-        while True:
-            params: dict[str, Any] = {"limit": page_size, "offset": offset}
-            if status:
-                params["status"] = status
-            data = await self._json("GET", f"/batches/{batch_id}/items", params=params)
-            page = ItemsPage.model_validate(data)
-            for item in page.items:
-                yield item
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
-                return
+        return self._follow(_core.items_pager(batch_id, status, page_size))
 
     async def cancel(self, batch_id: str) -> CancelResult:
         data = await self._json("POST", f"/batches/{batch_id}/cancel")
@@ -179,9 +157,8 @@ class AsyncClient:
         return response.text
 
     async def iter_results(self, batch_id: str) -> AsyncIterator[ResultLine]:
-        for line in (await self.results(batch_id)).splitlines():
-            if line.strip():
-                yield ResultLine.model_validate(json.loads(line))
+        for line in _core.result_lines(await self.results(batch_id)):
+            yield line
 
     async def wait(
         self,
@@ -191,29 +168,23 @@ class AsyncClient:
         *,
         poll_interval: float = 2.0,
     ) -> Batch:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _core.first_pause(poll_interval)
+        """See :meth:`vidbatch_client.Client.wait`; ``on_progress`` may be a coroutine."""
+        waiter = _core.Waiter(batch_id, poll_interval, timeout)
         while True:
             batch = await self.get_batch(batch_id)
             if on_progress is not None:
                 outcome = on_progress(batch)
                 if outcome is not None:
                     await outcome
-            if batch.ended:
+            pause = waiter.next_pause(batch)
+            if pause is None:
                 return batch
-            if deadline is not None and time.monotonic() >= deadline:
-                raise errors.WaitTimeout(
-                    f"batch {batch_id} is still {batch.status} after {timeout} s", batch
-                )
-            if deadline is not None:
-                pause = max(0.0, min(pause, deadline - time.monotonic()))
             await asyncio.sleep(pause)
-            pause = min(poll_interval, pause * 2)
 
     async def balance(self) -> Balance:
         return Balance.model_validate(await self._json("GET", "/credits/balance"))
 
-    async def iter_ledger(
+    def iter_ledger(
         self,
         batch_id: str | None = None,
         type: str | None = None,
@@ -221,19 +192,7 @@ class AsyncClient:
         until: datetime | None = None,
         page_size: int = _core.LEDGER_PAGE,
     ) -> AsyncIterator[LedgerEntry]:
-        params = _core.ledger_params(batch_id, type, since, until)
-        offset = 0
-        while True:
-            data = await self._json(
-                "GET", "/credits/ledger", params={**params, "limit": page_size, "offset": offset}
-            )
-            entries = [LedgerEntry.model_validate(e) for e in data.get("entries", [])]
-            for entry in entries:
-                yield entry
-            offset += len(entries)
-            total = data.get("total")
-            if len(entries) < page_size or (isinstance(total, int) and offset >= total):
-                return
+        return self._follow(_core.ledger_pager(batch_id, type, since, until, page_size))
 
     async def download(
         self,
@@ -246,79 +205,48 @@ class AsyncClient:
     ) -> DownloadReport:
         """See :meth:`vidbatch_client.Client.download`."""
         folder = make_folder(dest)
-        report = DownloadReport()
-        wanted: list[Item] = []
-        async for item in self.iter_items(batch_id):
-            (wanted if item.status == "succeeded" and item.video_url else report.missing).append(
-                item
-            )
+        wanted, missing = split([item async for item in self.iter_items(batch_id)])
         gate = asyncio.Semaphore(max(1, concurrency))
 
         async def one(item: Item) -> DownloadedItem:
             async with gate:
-                done = await self._download_item(folder, item, thumbnails)
+                done = await self._download_item(plan_item(folder, item, thumbnails))
             if on_file is not None:
                 on_file(done)
             return done
 
-        report.items = list(await asyncio.gather(*(one(i) for i in wanted)))
-        return report
+        items = await asyncio.gather(*(one(i) for i in wanted))
+        return DownloadReport(items=list(items), missing=missing)
 
-    async def _download_item(self, folder: Path, item: Item, thumbnails: bool) -> DownloadedItem:
+    async def _download_item(self, plan: ItemPlan) -> DownloadedItem:
+        item = plan.item
         assert item.video_url is not None
-        path = video_path(folder, item)
-        present = already_there(path, item.video_sha256, item.video_size_bytes)
-        skipped = present is not None
-        digest = present or await self._fetch(
-            item.video_url, path, item.video_sha256, item.video_size_bytes
+        digest = plan.present or await self._fetch(
+            item.video_url, plan.path, item.video_sha256, item.video_size_bytes
         )
-        thumb = None
-        if thumbnails and item.thumbnail_url:
-            thumb = thumbnail_path(folder, item, item.thumbnail_url)
-            if not thumb.is_file():
-                await self._fetch(item.thumbnail_url, thumb, None, None)
-                skipped = False
-        return DownloadedItem(
-            item_id=item.item_id,
-            index=item.index,
-            path=path,
-            sha256=digest,
-            size=path.stat().st_size,
-            skipped=skipped,
-            thumbnail_path=thumb,
-        )
-
-    def _file_headers(self, url: str) -> dict[str, str]:
-        same_server = httpx.URL(url).join("/") == httpx.URL(self.base_url).join("/")
-        return {"x-api-key": self._api_key} if same_server else {}
+        if plan.fetch_thumbnail and plan.thumbnail and item.thumbnail_url:
+            await self._fetch(item.thumbnail_url, plan.thumbnail, None, None)
+        return plan.result(digest)
 
     async def _fetch(self, url: str, path: Path, sha256: str | None, size: int | None) -> str:
         part = part_path(path)
-        attempt = 0
+        attempts = file_attempts(self.retry, url, path)
         while True:
             try:
                 await self._fetch_once(url, part)
                 actual = finish(part, path, sha256, size)
                 if actual is None:
-                    raise _RetryLater(None, "the bytes do not match the server's SHA-256/size")
+                    raise RetryLater(None, MISMATCH)
                 return actual
-            except (httpx.TransportError, _RetryLater) as exc:
-                if attempt >= self.retry.max_retries:
-                    raise errors.DownloadError(f"{path.name} from {url}: {exc!r}") from exc
-                wait = exc.retry_after if isinstance(exc, _RetryLater) else None
-                await asyncio.sleep(self.retry.delay(attempt, wait))
-                attempt += 1
+            except httpx.TransportError as exc:
+                await asyncio.sleep(attempts.failed(exc))
+            except RetryLater as exc:
+                await asyncio.sleep(attempts.failed(exc, exc.retry_after))
 
     async def _fetch_once(self, url: str, part: Path) -> None:
-        have, hdrs = resume_headers(part, self._file_headers(url))
+        have, hdrs = resume_headers(part, file_headers(url, self.base_url, self._api_key))
         async with self._files.stream("GET", url, headers=hdrs) as r:
-            if r.status_code == 416:  # the part is already whole (or wrong): start again
-                discard(part)
-                raise _RetryLater(0)
-            if _core.should_retry(r):
-                raise _RetryLater(_core.retry_after(r))
-            if r.status_code not in (200, 206):
-                raise errors.DownloadError(f"GET {url}: HTTP {r.status_code}")
+            check_file_answer(url, part, r)
             with open_part(part, r.status_code, have) as f:
                 async for chunk in r.aiter_bytes(CHUNK):
                     f.write(chunk)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -10,46 +9,41 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
-from vidbatch_client import _core, errors
+from vidbatch_client import _core
 from vidbatch_client._download import (
     CHUNK,
+    MISMATCH,
     DownloadedItem,
     DownloadReport,
-    already_there,
-    discard,
+    ItemPlan,
+    RetryLater,
+    check_file_answer,
+    file_attempts,
+    file_headers,
     finish,
     make_folder,
     open_part,
     part_path,
+    plan_item,
     resume_headers,
-    thumbnail_path,
-    video_path,
+    split,
 )
 from vidbatch_client.models import (
     Balance,
     Batch,
-    BatchesPage,
     CancelResult,
     CreatedBatch,
     Item,
-    ItemsPage,
     LedgerEntry,
     ResultLine,
 )
 
 ProgressCallback = Callable[[Batch], None]
-
-
-class _RetryLater(Exception):
-    """A file answer worth retrying (429, 5xx, a part to start again, a wrong checksum)."""
-
-    def __init__(self, retry_after: float | None, reason: str = "") -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
+T = TypeVar("T")
 
 
 class Client:
@@ -109,26 +103,28 @@ class Client:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        attempt = 0
+        attempts = _core.api_attempts(self.retry, method, path)
         while True:
             try:
                 response = self._http.request(
                     method, _core.API + path, params=params, json=json_body, headers=headers
                 )
             except httpx.TransportError as exc:
-                if attempt >= self.retry.max_retries:
-                    raise _core.connection_failed(method, path, exc) from exc
-                delay = self.retry.delay(attempt)
+                delay = attempts.failed(exc)
             else:
-                if attempt >= self.retry.max_retries or not _core.should_retry(response):
+                pause = attempts.answered(response)
+                if pause is None:
                     return response
-                delay = self.retry.delay(attempt, _core.retry_after(response))
+                delay = pause
                 response.close()
             time.sleep(delay)
-            attempt += 1
 
     def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         return _core.json_of(self._request(method, path, **kw))
+
+    def _follow(self, pager: _core.Pager[T]) -> Iterator[T]:
+        while not pager.done:
+            yield from pager.feed(self._json("GET", pager.path, params=pager.params()))
 
     # --- batches -------------------------------------------------------------------------
 
@@ -154,35 +150,14 @@ class Client:
 
     def iter_batches(self, status: str | None = None, page_size: int = 100) -> Iterator[Batch]:
         """Your batches, newest first (pages followed for you)."""
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": page_size}
-            if status:
-                params["status"] = status
-            if cursor:
-                params["cursor"] = cursor
-            page = BatchesPage.model_validate(self._json("GET", "/batches", params=params))
-            yield from page.batches
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return self._follow(_core.batches_pager(status, page_size))
 
     def iter_items(
         self, batch_id: str, status: str | None = None, page_size: int = _core.ITEMS_PAGE
     ) -> Iterator[Item]:
         """Every item of a batch in index order (``status``: pending, running, succeeded or
         failed), pages followed for you."""
-        offset = 0
-        while True:
-            params: dict[str, Any] = {"limit": page_size, "offset": offset}
-            if status:
-                params["status"] = status
-            data = self._json("GET", f"/batches/{batch_id}/items", params=params)
-            page = ItemsPage.model_validate(data)
-            yield from page.items
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
-                return
+        return self._follow(_core.items_pager(batch_id, status, page_size))
 
     def cancel(self, batch_id: str) -> CancelResult:
         """Cancel what has not started; items already at the provider finish (and are
@@ -197,9 +172,7 @@ class Client:
 
     def iter_results(self, batch_id: str) -> Iterator[ResultLine]:
         """Every item's result, parsed."""
-        for line in self.results(batch_id).splitlines():
-            if line.strip():
-                yield ResultLine.model_validate(json.loads(line))
+        return iter(_core.result_lines(self.results(batch_id)))
 
     def wait(
         self,
@@ -213,22 +186,15 @@ class Client:
         ``cancelled``) and return it; ``on_progress(batch)`` is called after every poll.
         Raises :class:`WaitTimeout` after ``timeout`` seconds. Polls start a quarter of a
         second apart and double up to ``poll_interval``, so a short batch is seen at once."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _core.first_pause(poll_interval)
+        waiter = _core.Waiter(batch_id, poll_interval, timeout)
         while True:
             batch = self.get_batch(batch_id)
             if on_progress is not None:
                 on_progress(batch)
-            if batch.ended:
+            pause = waiter.next_pause(batch)
+            if pause is None:
                 return batch
-            if deadline is not None and time.monotonic() >= deadline:
-                raise errors.WaitTimeout(
-                    f"batch {batch_id} is still {batch.status} after {timeout} s", batch
-                )
-            if deadline is not None:
-                pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
-            pause = min(poll_interval, pause * 2)
 
     # --- credits -------------------------------------------------------------------------
 
@@ -244,18 +210,7 @@ class Client:
         page_size: int = _core.LEDGER_PAGE,
     ) -> Iterator[LedgerEntry]:
         """Ledger entries, newest first, pages followed for you."""
-        params = _core.ledger_params(batch_id, type, since, until)
-        offset = 0
-        while True:
-            data = self._json(
-                "GET", "/credits/ledger", params={**params, "limit": page_size, "offset": offset}
-            )
-            entries = [LedgerEntry.model_validate(e) for e in data.get("entries", [])]
-            yield from entries
-            offset += len(entries)
-            total = data.get("total")
-            if len(entries) < page_size or (isinstance(total, int) and offset >= total):
-                return
+        return self._follow(_core.ledger_pager(batch_id, type, since, until, page_size))
 
     # --- files ---------------------------------------------------------------------------
 
@@ -273,78 +228,46 @@ class Client:
         the server's SHA-256 (when it gives one) is skipped, an interrupted one is continued;
         a video whose bytes do not match the server's SHA-256 raises :class:`DownloadError`."""
         folder = make_folder(dest)
-        report = DownloadReport()
-        wanted: list[Item] = []
-        for item in self.iter_items(batch_id):
-            (wanted if item.status == "succeeded" and item.video_url else report.missing).append(
-                item
-            )
+        wanted, missing = split(self.iter_items(batch_id))
 
         def one(item: Item) -> DownloadedItem:
-            done = self._download_item(folder, item, thumbnails)
+            done = self._download_item(plan_item(folder, item, thumbnails))
             if on_file is not None:
                 on_file(done)
             return done
 
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            report.items = list(pool.map(one, wanted))
-        return report
+            return DownloadReport(items=list(pool.map(one, wanted)), missing=missing)
 
-    def _download_item(self, folder: Path, item: Item, thumbnails: bool) -> DownloadedItem:
+    def _download_item(self, plan: ItemPlan) -> DownloadedItem:
+        item = plan.item
         assert item.video_url is not None
-        path = video_path(folder, item)
-        present = already_there(path, item.video_sha256, item.video_size_bytes)
-        skipped = present is not None
-        digest = present or self._fetch(
-            item.video_url, path, item.video_sha256, item.video_size_bytes
+        digest = plan.present or self._fetch(
+            item.video_url, plan.path, item.video_sha256, item.video_size_bytes
         )
-        thumb = None
-        if thumbnails and item.thumbnail_url:
-            thumb = thumbnail_path(folder, item, item.thumbnail_url)
-            if not thumb.is_file():
-                self._fetch(item.thumbnail_url, thumb, None, None)
-                skipped = False
-        return DownloadedItem(
-            item_id=item.item_id,
-            index=item.index,
-            path=path,
-            sha256=digest,
-            size=path.stat().st_size,
-            skipped=skipped,
-            thumbnail_path=thumb,
-        )
-
-    def _file_headers(self, url: str) -> dict[str, str]:
-        same_server = httpx.URL(url).join("/") == httpx.URL(self.base_url).join("/")
-        return {"x-api-key": self._api_key} if same_server else {}
+        if plan.fetch_thumbnail and plan.thumbnail and item.thumbnail_url:
+            self._fetch(item.thumbnail_url, plan.thumbnail, None, None)
+        return plan.result(digest)
 
     def _fetch(self, url: str, path: Path, sha256: str | None, size: int | None) -> str:
         part = part_path(path)
-        attempt = 0
+        attempts = file_attempts(self.retry, url, path)
         while True:
             try:
                 self._fetch_once(url, part)
                 actual = finish(part, path, sha256, size)
                 if actual is None:
-                    raise _RetryLater(None, "the bytes do not match the server's SHA-256/size")
+                    raise RetryLater(None, MISMATCH)
                 return actual
-            except (httpx.TransportError, _RetryLater) as exc:
-                if attempt >= self.retry.max_retries:
-                    raise errors.DownloadError(f"{path.name} from {url}: {exc!r}") from exc
-                wait = exc.retry_after if isinstance(exc, _RetryLater) else None
-                time.sleep(self.retry.delay(attempt, wait))
-                attempt += 1
+            except httpx.TransportError as exc:
+                time.sleep(attempts.failed(exc))
+            except RetryLater as exc:
+                time.sleep(attempts.failed(exc, exc.retry_after))
 
     def _fetch_once(self, url: str, part: Path) -> None:
-        have, hdrs = resume_headers(part, self._file_headers(url))
+        have, hdrs = resume_headers(part, file_headers(url, self.base_url, self._api_key))
         with self._files.stream("GET", url, headers=hdrs) as r:
-            if r.status_code == 416:  # the part is already whole (or wrong): start again
-                discard(part)
-                raise _RetryLater(0)
-            if _core.should_retry(r):
-                raise _RetryLater(_core.retry_after(r))
-            if r.status_code not in (200, 206):
-                raise errors.DownloadError(f"GET {url}: HTTP {r.status_code}")
+            check_file_answer(url, part, r)
             with open_part(part, r.status_code, have) as f:
                 for chunk in r.iter_bytes(CHUNK):
                     f.write(chunk)
