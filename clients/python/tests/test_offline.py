@@ -10,9 +10,10 @@ import importlib.util
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
-from vidbatch_client import RetryPolicy
+from vidbatch_client import Client, DownloadError, RetryPolicy
 from vidbatch_client.cli import UsageError, plan, read_items
 from vidbatch_client.webhooks import WebhookVerificationError, verify
 
@@ -75,3 +76,80 @@ def test_hand_made_signatures() -> None:
     assert verify(body.decode(), published, secret, now=stamp)
     with pytest.raises(WebhookVerificationError, match="no signature header"):
         verify(body, {}, secret)
+
+
+# --- download against a stand-in server giving the archive's fields ----------------------
+# vidbatch's result archive adds ``video_sha256``, ``video_size_bytes`` and ``thumbnail_url``
+# to items; these tests give them from a stand-in (httpx.MockTransport) until the real
+# server's tests can check them too.
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"v" * 1000
+THUMB = b"\xff\xd8\xff" + b"t" * 100
+
+
+def archive_server(sha256: str, served: list[str]) -> httpx.MockTransport:
+    item = {
+        "item_id": "it-1",
+        "index": 0,
+        "status": "succeeded",
+        "prompt": "p",
+        "model": "sora-2",
+        "video_url": "https://files.example.com/v/it-1.mp4",
+        "thumbnail_url": "https://files.example.com/v/it-1.jpg",
+        "error": None,
+        "failure_type": None,
+        "metadata": None,
+        "created_at": "2026-12-02T10:00:00Z",
+        "completed_at": "2026-12-02T10:01:00Z",
+        "archive_status": "stored",
+        "video_sha256": sha256,
+        "video_size_bytes": len(VIDEO),
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        served.append(f"{request.url.host}{request.url.path}")
+        if request.url.host == "files.example.com":
+            assert "x-api-key" not in request.headers  # the key stays with vidbatch
+            body = VIDEO if request.url.path.endswith(".mp4") else THUMB
+            return httpx.Response(200, content=body)
+        assert request.headers["x-api-key"] == "vb_test"
+        page = {"ok": True, "items": [item], "total": 1, "limit": 500, "offset": 0}
+        return httpx.Response(200, json=page)
+
+    return httpx.MockTransport(handle)
+
+
+def test_download_checks_the_archive_sha256_and_fetches_thumbnails(tmp_path: Path) -> None:
+    served: list[str] = []
+    right = hashlib.sha256(VIDEO).hexdigest()
+    fast = RetryPolicy(max_retries=1, backoff=0.001)
+    with Client(
+        "vb_test", "https://vb.example.com", transport=archive_server(right, served), retry=fast
+    ) as vb:
+        report = vb.download("b-1", tmp_path)
+        (done,) = report.items
+        assert (done.sha256, done.path.read_bytes()) == (right, VIDEO)
+        assert done.thumbnail_path is not None and done.thumbnail_path.read_bytes() == THUMB
+        served.clear()
+        again = vb.download("b-1", tmp_path)
+        assert (again.downloaded, again.skipped) == (0, 1)
+        assert served == ["vb.example.com/api/v1/batches/b-1/items"]  # no file fetched
+        # a file that no longer matches the server's SHA-256 is fetched again
+        done.path.write_bytes(VIDEO[:-1] + b"x")
+        assert vb.download("b-1", tmp_path).downloaded == 1
+        assert done.path.read_bytes() == VIDEO
+
+
+def test_download_refuses_bytes_that_do_not_match(tmp_path: Path) -> None:
+    served: list[str] = []
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    fast = RetryPolicy(max_retries=1, backoff=0.001)
+    with (
+        Client(
+            "vb_test", "https://vb.example.com", transport=archive_server(wrong, served), retry=fast
+        ) as vb,
+        pytest.raises(DownloadError, match="SHA-256"),
+    ):
+        vb.download("b-1", tmp_path, thumbnails=False)
+    assert served.count("files.example.com/v/it-1.mp4") == 2  # tried again, then refused
+    assert not list(tmp_path.iterdir())  # nothing half-written left in place
