@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from vidbatch_client import Client, DownloadError, RetryPolicy
-from vidbatch_client.cli import UsageError, plan, read_items
+from vidbatch_client.cli import UsageError, main, plan, read_items
 from vidbatch_client.webhooks import WebhookVerificationError, verify
 
 
@@ -153,3 +153,13 @@ def test_download_refuses_bytes_that_do_not_match(tmp_path: Path) -> None:
         vb.download("b-1", tmp_path, thumbnails=False)
     assert served.count("files.example.com/v/it-1.mp4") == 2  # tried again, then refused
     assert not list(tmp_path.iterdir())  # nothing half-written left in place
+
+
+def test_the_command_without_a_key_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VIDBATCH_API_KEY", raising=False)
+    assert main(["balance"]) == 1
+    assert capsys.readouterr().err == (
+        "error: no API key: set VIDBATCH_API_KEY (or pass api_key= / --api-key)\n"
+    )

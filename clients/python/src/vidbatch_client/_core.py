@@ -74,7 +74,9 @@ def resolve(api_key: str | None, base_url: str | None) -> tuple[str, str]:
     key = api_key or os.environ.get("VIDBATCH_API_KEY")
     if not key:
         raise errors.AuthenticationError(
-            "no API key: pass api_key= or set VIDBATCH_API_KEY", status=0, code="MISSING_API_KEY"
+            "no API key: set VIDBATCH_API_KEY (or pass api_key= / --api-key)",
+            status=0,
+            code="MISSING_API_KEY",
         )
     url = base_url or os.environ.get("VIDBATCH_BASE_URL") or DEFAULT_BASE_URL
     return key, url.rstrip("/")

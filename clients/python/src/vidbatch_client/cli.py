@@ -349,7 +349,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--download", metavar="DIR", help="then download into DIR/<batch_id>/")
     submit.add_argument("--no-thumbnails", action="store_true", help="videos only")
     submit.add_argument("--concurrency", type=int, default=8, help="downloads at once")
-    submit.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
+    submit.add_argument(
+        "--poll-interval",
+        type=float,
+        default=2.0,
+        help="longest pause between polls (seconds; polls start faster)",
+    )
     submit.set_defaults(func=cmd_submit)
 
     status = sub.add_parser("status", parents=[common], help="show a batch")

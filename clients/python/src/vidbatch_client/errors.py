@@ -56,6 +56,8 @@ class APIError(VidbatchError):
         self.body: dict[str, Any] = body or {}
 
     def __str__(self) -> str:
+        if not self.status:  # found before asking the server (e.g. no API key)
+            return self.message
         return f"{self.status} {self.code or 'ERROR'}: {self.message}"
 
 
