@@ -73,13 +73,15 @@ def test_submit_2500_lines_wait_and_download(
                 thumbs = [p for p in folder.glob(f"{path.stem}.*") if p.suffix != ".mp4"]
                 assert thumbs and thumbs[0].stat().st_size > 0, f"no thumbnail: {path.name}"
 
-    # charged once per batch; a second download finds every file in place
+    # charged once per batch; the same command again creates, charges and downloads nothing
     assert sorted(reserves(vb)) == sorted(b["batch_id"] for b in batches)
-    again = run(server, account, "download", batches[2]["batch_id"], str(videos / "b3"), "--json")
+    again = run(server, account, "submit", str(prompts), "--download", str(videos), "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["downloaded"] == 500
-    again = run(server, account, "download", batches[2]["batch_id"], str(videos / "b3"), "--json")
-    assert json.loads(again.stdout) == {"downloaded": 0, "skipped": 500, "missing": 0}
+    replayed = json.loads(again.stdout.strip().splitlines()[-1])["batches"]
+    assert [b["batch_id"] for b in replayed] == [b["batch_id"] for b in batches]
+    assert all(b["idempotent_replay"] for b in replayed)
+    assert [(b["downloaded"], b["skipped"]) for b in replayed] == [(0, 1000), (0, 1000), (0, 500)]
+    assert len(reserves(vb)) == 3
 
 
 def test_a_submit_killed_midway_and_run_again_submits_nothing_twice(
@@ -160,6 +162,18 @@ def test_status_cancel_results_and_balance(
 
     balance = json.loads(run(server, account, "balance", "--json").stdout)
     assert balance == vb.balance().model_dump(mode="json")
+
+
+@pytest.mark.one_database
+def test_a_batch_over_the_servers_limit_says_what_to_do(
+    server: Server, account: Account, workdir: Path
+) -> None:
+    prompts = write_jsonl(workdir / "wide.jsonl", 1001, "wide")
+    done = run(server, account, "submit", str(prompts), "--batch-size", "1001")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 400 TOO_MANY_ITEMS: ")
+    assert last.endswith("(pass a smaller --batch-size)")
 
 
 @pytest.mark.one_database

@@ -398,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except errors.TooManyItems as exc:
+        print(f"error: {exc} (pass a smaller --batch-size)", file=sys.stderr)
+        return 1
     except errors.VidbatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
