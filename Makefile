@@ -73,4 +73,4 @@ check-install: $(STAMP) ## Build the wheel, install it without extras in a fresh
 	@echo "check-install: the wheel installs without extras; --help, db upgrade and demo work"
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) $(CLIENT_VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CLIENT_VENV) $(CLIENT)/build build .pytest_cache .mypy_cache .ruff_cache .hypothesis
