@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vidbatch.domain.callback_tokens import callback_url
+from vidbatch.domain.catalog import ModelSpec
 from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.domain.states import FailureType, TaskStatus
@@ -37,6 +38,9 @@ from vidbatch.webhooks.delivery import deliver_due
 from vidbatch.worker import claims
 
 log = logging.getLogger(__name__)
+
+#: Webhook mode: warn after this many tasks in a row ended with no provider callback.
+MISSED_CALLBACKS_WARNING = 5
 
 
 def new_owner() -> str:
@@ -330,9 +334,7 @@ class Round:
         spec = self.s.catalog.get(row.model or "")
         max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
         max_wait = min(max_wait, self.s.max_wait_seconds)
-        first_check = (
-            self.s.callback_grace_seconds if self.s.public_base_url else self.polls.delay_after(0)
-        )
+        first_check = self.first_check_seconds(spec)
         async with self.rt.engine.begin() as conn:
             ok = await tasks.mark_submitted(
                 conn,
@@ -362,6 +364,34 @@ class Round:
         else:  # our lease was taken over meanwhile: the rescuer owns the outcome now
             log.warning(
                 "submit result dropped: lease lost", extra={"task_id": row.id, "action": "submit"}
+            )
+
+    def first_check_seconds(self, spec: ModelSpec | None) -> float:
+        """Seconds from a submit to the task's first poll. In webhook mode, the model's
+        typical generation time (at most the callback grace): a callback URL the provider
+        cannot reach then costs about one generation, not the whole grace period."""
+        if not self.s.public_base_url:
+            return self.polls.delay_after(0)
+        typical = spec.typical_seconds if spec else self.s.callback_grace_seconds
+        return min(float(typical), self.s.callback_grace_seconds)
+
+    def _note_callbacks(self, row: Any, ended: bool) -> None:
+        """Webhook mode: warn when tasks keep ending with no provider callback at all."""
+        if not self.s.public_base_url:
+            return
+        if row.callback_at is not None:
+            self.rt.missed_callbacks = 0
+            return
+        if not ended:
+            return
+        self.rt.missed_callbacks += 1
+        if self.rt.missed_callbacks % MISSED_CALLBACKS_WARNING == 0:
+            log.warning(
+                "no provider callback arrived for the last %d tasks that ended: is %s "
+                "reachable from the provider? Polling covers it, later.",
+                self.rt.missed_callbacks,
+                f"{self.s.public_base_url}/api/video/callback",
+                extra={"action": "callbacks_missing"},
             )
 
     async def _submit_transient(self, row: Any, fence: Fence, exc: ProviderTransient) -> None:
@@ -472,6 +502,7 @@ class Round:
         self.rt.metrics.polls.labels(applied.outcome).inc()
         if not applied.applied:
             return
+        self._note_callbacks(row, ended=applied.outcome != "running")
         if applied.outcome == TaskStatus.SUCCEEDED:
             self.summary.poll["succeeded"] += 1
         elif applied.outcome == TaskStatus.FAILED:
