@@ -93,7 +93,9 @@ async def test_a_warning_when_tasks_keep_ending_without_callbacks(
             engine, caller, [{"prompt": f"p{i}"} for i in range(MISSED_CALLBACKS_WARNING)]
         )
         rt.clock.advance(1)  # the batch was created on the real clock
-        assert (await run_once(rt, deliver_webhooks=False)).dispatch["tasks_started"] == MISSED_CALLBACKS_WARNING
+        assert (await run_once(rt, deliver_webhooks=False)).dispatch[
+            "tasks_started"
+        ] == MISSED_CALLBACKS_WARNING
         assert not [r for r in caplog.records if getattr(r, "action", "") == "callbacks_missing"]
         rt.clock.advance(61)
         await run_until_settled(rt)
