@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from vidbatch.settings import Settings
 
@@ -19,7 +19,15 @@ def database_without_password(url: str) -> str:
         parsed = make_url(url)
     except Exception:  # validated at start-up already; never echo an unparsable URL
         return "(unparsable URL)"
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    bare = URL.create(
+        parsed.drivername,
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+        query=parsed.query,
+    )
+    return bare.render_as_string(hide_password=False)
 
 
 def result_store_description(settings: Settings) -> str:

@@ -111,3 +111,11 @@ def log_records(text: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return out
+
+
+def answers(url: str) -> bool:
+    """True when ``url`` answers 200 (False while nothing listens yet)."""
+    try:
+        return http_json("GET", url)[0] == 200
+    except OSError:
+        return False

@@ -120,8 +120,10 @@ def create_app(
         finally:
             if worker_task is not None:
                 app.state.worker.stop()
+                # the worker abandons its round after the grace; a little more for it to
+                # say so and stop its webhook lane
                 with suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(worker_task, timeout=30)
+                    await asyncio.wait_for(worker_task, timeout=settings.shutdown_grace_seconds + 5)
             if runtime is None:
                 await rt.close()
 
@@ -157,6 +159,10 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(dashboard_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.access_log:
+        from vidbatch.api.access_log import AccessLog
+
+        app.add_middleware(AccessLog)  # outermost: sees every answer, a 413 too
     return app
 
 
