@@ -132,6 +132,10 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served from local assets (api/docs.py); ReDoc would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     if runtime is not None:
@@ -148,9 +152,10 @@ def create_app(
 
     errors.install(app)
 
-    from vidbatch.api import admin, callback, enterprise, health, internal, v1
+    from vidbatch.api import admin, callback, docs, enterprise, health, internal, v1
     from vidbatch.web.app import router as dashboard_router
 
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(enterprise.router)
     app.include_router(v1.router)
