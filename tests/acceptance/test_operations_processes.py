@@ -209,3 +209,28 @@ def test_sigterm_abandons_a_hanging_call_after_the_grace_and_the_lease_rescues_i
     assert held.status == "submitting" and held.lease_owner is not None
     # the outcome of that submit is unknown: the default policy fails and refunds it
     assert (rescued.status, rescued.failure_reason) == ("failed", "ambiguous_submit")
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_forwarded_headers_are_trusted_only_from_the_named_proxy(
+    tmp_path: Path, sim: SimulatorHandle, trusted: bool
+) -> None:
+    api_port = free_port()
+    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path}/v.db", GRSAI_HOST=sim.url)
+    args = ["serve", "--no-worker", "--port", str(api_port)]
+    if trusted:
+        args += ["--forwarded-allow-ips", "127.0.0.1"]
+    serve = Proc(args, env, tmp_path / "s.log", tmp_path)
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{api_port}/healthz"), what="ready")
+        status, _ = http_json(
+            "GET",
+            f"http://127.0.0.1:{api_port}/healthz",
+            headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+        )
+        assert status == 200
+        wait_until(lambda: "203.0.113.9" in serve.text() or serve.text().count("/healthz") >= 2)
+    finally:
+        serve.stop()
+    access = [r for r in log_records(serve.text()) if r.get("path") == "/healthz"]
+    assert access[-1]["client"] == ("203.0.113.9" if trusted else "127.0.0.1")

@@ -177,6 +177,6 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def client_address(request: Request) -> str:
-    """The address the request came from (the proxy's, behind one: forwarded headers can
-    be forged and are not trusted)."""
+    """The address the request came from: behind a reverse proxy the proxy's, unless
+    `vidbatch serve --forwarded-allow-ips` names it (then the client's it forwarded)."""
     return request.client.host if request.client else "unknown"

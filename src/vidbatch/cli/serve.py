@@ -142,6 +142,21 @@ def worker(
     concurrency: int | None = typer.Option(
         None, "--concurrency", min=1, help="Provider calls in flight (BATCH_TASK_CONCURRENCY)."
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        envvar="VIDBATCH_METRICS_PORT",
+        min=1,
+        max=65535,
+        help="Serve this worker's Prometheus metrics at http://HOST:PORT/metrics "
+        "(needs VIDBATCH_METRICS_TOKEN as a bearer token when that is set).",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1",
+        "--metrics-host",
+        envvar="VIDBATCH_METRICS_HOST",
+        help="Address of the --metrics-port server.",
+    ),
 ) -> None:
     """Run the worker: rounds of claim, submit, poll, time out, settle, deliver webhooks."""
     from vidbatch.runtime import Runtime
@@ -161,12 +176,21 @@ def worker(
                 typer.echo(json.dumps(summary.as_dict()))
                 return
             log_startup(settings, role="worker", worker=True)
+            runner = None
+            if metrics_port is not None:
+                from vidbatch.worker.metrics_http import start_metrics_server
+
+                runner = await start_metrics_server(rt, metrics_host, metrics_port)
             loop = WorkerLoop(rt)
             running = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError):
                     running.add_signal_handler(sig, loop.stop)
-            await loop.run()
+            try:
+                await loop.run()
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
         finally:
             await rt.close()
 

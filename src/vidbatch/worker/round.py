@@ -32,7 +32,7 @@ from vidbatch.exceptions import (
     ProviderTransient,
 )
 from vidbatch.runtime import Runtime
-from vidbatch.services import settlement, tasks
+from vidbatch.services import provider_calls, settlement, tasks
 from vidbatch.services.tasks import Fence
 from vidbatch.webhooks.delivery import deliver_due
 from vidbatch.worker import claims
@@ -303,17 +303,17 @@ class Round:
         try:
             remote_id = await self.rt.provider_for(row.provider).create_task(self._spec(row))
         except ProviderAmbiguous as exc:
-            self.rt.metrics.submits.labels("ambiguous").inc()
+            self.rt.metrics.count_call("submit", "ambiguous")
             self.summary.dispatch["ambiguous"] += 1
             await self._ambiguous(row.id, fence, row.attempts, exc.message)
             return
         except ProviderTransient as exc:
-            self.rt.metrics.submits.labels("transient").inc()
+            self.rt.metrics.count_call("submit", "transient")
             self.summary.dispatch["transientErrors"] += 1
             await self._submit_transient(row, fence, exc)
             return
         except ProviderError as exc:  # rejected (or not found): fails at once
-            self.rt.metrics.submits.labels("rejected").inc()
+            self.rt.metrics.count_call("submit", "rejected")
             self.summary.dispatch["rejected"] += 1
             async with self.rt.engine.begin() as conn:
                 await tasks.fail(
@@ -329,7 +329,7 @@ class Round:
             return
         finally:
             self.rt.metrics.provider_latency.labels("create").observe(time.perf_counter() - started)
-        self.rt.metrics.submits.labels("ok").inc()
+        self.rt.metrics.count_call("submit", "ok")
         now = self.rt.clock.now()
         spec = self.s.catalog.get(row.model or "")
         max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
@@ -455,7 +455,7 @@ class Round:
         try:
             result = await self.rt.provider_for(row.provider).get_result(row.grsai_task_id)
         except ProviderNotFound as exc:
-            self.rt.metrics.polls.labels("not_found").inc()
+            self.rt.metrics.count_call("poll", "not_found")
             async with self.rt.engine.begin() as conn:
                 if await tasks.fail(
                     conn,
@@ -499,7 +499,7 @@ class Round:
                 count_poll=True,
                 timed_out=too_long,
             )
-        self.rt.metrics.polls.labels(applied.outcome).inc()
+        self.rt.metrics.count_call("poll", applied.outcome)
         if not applied.applied:
             return
         self._note_callbacks(row, ended=applied.outcome != "running")
@@ -515,7 +515,7 @@ class Round:
     async def _poll_transient(self, row: Any, fence: Fence, message: str) -> None:
         """A failed poll neither fails the task nor counts as a poll; past the deadline,
         though, the task times out."""
-        self.rt.metrics.polls.labels("transient").inc()
+        self.rt.metrics.count_call("poll", "transient")
         self.summary.poll["transientErrors"] += 1
         now = self.rt.clock.now()
         async with self.rt.engine.begin() as conn:
@@ -608,6 +608,10 @@ async def run_once(
             await rnd.deliver_webhooks()
         except Exception:
             log.exception("webhook delivery failed", extra={"action": "webhooks"})
+    try:  # this process's provider calls, for the fleet-wide figures
+        await provider_calls.record(rt.engine, rt.metrics.take_pending_calls(), rt.clock.now())
+    except Exception:
+        log.warning("provider call counts not recorded", exc_info=True)
     rnd.summary.duration_ms = int((time.perf_counter() - started) * 1000)
     rt.metrics.round_duration.observe(rnd.summary.duration_ms / 1000)
     return rnd.summary
