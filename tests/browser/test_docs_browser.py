@@ -24,9 +24,13 @@ async def test_docs_render_offline_under_the_csp(browser: Any, served: Serve, si
 
         await page.route("**/*", only_local)
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         await page.goto(f"{app.url}/docs")
         title = page.locator(".swagger-ui .info .title")
-        await title.wait_for()
+        try:
+            await title.wait_for(timeout=15_000)
+        except Exception:
+            raise AssertionError(f"Swagger UI did not draw: {problems} {refused}") from None
         assert "vidbatch" in await title.inner_text()
         await page.locator(".opblock").first.wait_for()
         assert refused == []

@@ -1,15 +1,19 @@
 """The API documentation at ``/docs``: Swagger UI served from this process (the assets ship
-in the ``swagger-ui-bundle`` package), so it works without internet access, under the same
-strict Content-Security-Policy as the dashboard (no inline script, nothing from elsewhere)."""
+in the ``fastapi-offline`` package: Swagger UI 5, which reads OpenAPI 3.1), so it works
+without internet access, under the same strict Content-Security-Policy as the dashboard (no
+inline script, nothing from elsewhere)."""
 
 from __future__ import annotations
+
+from importlib.resources import files
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = "/docs/assets"
+#: Swagger UI's JavaScript, stylesheet and icon, as the package ships them.
+ASSET_DIR = str(files("fastapi_offline") / "static")
 
 #: Swagger UI draws icons from data: URLs and sets style attributes; scripts are ours only.
 DOCS_CSP = (
@@ -30,7 +34,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>{title} — API documentation</title>
 <link rel="stylesheet" href="{assets}/swagger-ui.css">
-<link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">
+<link rel="icon" type="image/png" href="{assets}/favicon.png">
 </head>
 <body>
 <div id="swagger-ui"></div>
@@ -68,4 +72,4 @@ def install(app: FastAPI) -> None:
         )
 
     app.include_router(router)
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount(ASSETS, StaticFiles(directory=ASSET_DIR), name="docs-assets")
