@@ -42,6 +42,16 @@ def result_store_description(settings: Settings) -> str:
     return str(store)
 
 
+def result_store_check(settings: Settings) -> tuple[bool | None, str]:
+    """Whether the result store is writable: ``(True, where)``, ``(False, why)``, or
+    ``(None, what)`` when there is nothing to check. Used by /readyz and ``vidbatch doctor``;
+    the store's own writability check belongs here once ``VIDBATCH_RESULT_STORE`` exists."""
+    description = result_store_description(settings)
+    if description == "not configured":
+        return None, "not configured"
+    return None, f"{description} (writability not checked)"
+
+
 def callback_mode(settings: Settings) -> str:
     base = settings.public_base_url
     if base:

@@ -105,3 +105,17 @@ async def test_a_warning_when_tasks_keep_ending_without_callbacks(
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     assert "https://videos.example.invalid/api/video/callback" in warnings[0].getMessage()
     assert warnings[0].levelno == logging.WARNING
+
+
+async def test_readyz_reports_a_provider_that_answered(
+    client: Any, runtime: Runtime, sim: SimulatorHandle
+) -> None:
+    before = (await client.get("/readyz")).json()
+    assert before["ok"] and before["provider"]["answered_recently"] is False
+    caller = await new_account(runtime.engine, credits=100)
+    await new_batch(runtime.engine, caller, [{"prompt": "one"}])
+    await run_until_settled(runtime)
+    after = (await client.get("/readyz")).json()
+    assert after["provider"]["answered_recently"] is True
+    assert after["provider"]["last_answer_at"].endswith("Z")
+    assert after["result_store"] == {"writable": None, "detail": "not configured"}

@@ -19,6 +19,7 @@ from vidbatch.cli.accounts import accounts_app, keys_app
 from vidbatch.cli.admin import batches_app, webhooks_app
 from vidbatch.cli.common import run, settings_from
 from vidbatch.cli.demo import demo
+from vidbatch.cli.doctor import doctor
 from vidbatch.cli.serve import serve, worker
 from vidbatch.db.engine import make_engine
 
@@ -40,6 +41,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.command("demo")(demo)
+app.command("doctor")(doctor)
 try:
     from vidbatch.cli.simulator import simulator
 except ImportError:  # pragma: no cover - the simulator command arrives with the provider layer
