@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 
 from vidbatch.cli.main import app
@@ -33,7 +32,7 @@ def settings_variables() -> set[str]:
 def option_variables() -> set[str]:
     found: set[str] = set()
 
-    def walk(cmd: click.Command) -> None:
+    def walk(cmd: Any) -> None:
         for param in cmd.params:
             env = getattr(param, "envvar", None)
             if isinstance(env, str):
