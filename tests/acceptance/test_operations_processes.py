@@ -234,3 +234,65 @@ def test_forwarded_headers_are_trusted_only_from_the_named_proxy(
         serve.stop()
     access = [r for r in log_records(serve.text()) if r.get("path") == "/healthz"]
     assert access[-1]["client"] == ("203.0.113.9" if trusted else "127.0.0.1")
+
+
+def test_serve_stops_within_the_grace_while_a_provider_call_hangs(tmp_path: Path) -> None:
+    api_port, sim_port = free_port(), free_port()
+    base, sim_base = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
+    env = clean_env(
+        DATABASE_URL=f"sqlite:///{tmp_path}/v.db",
+        VIDBATCH_PORT=str(api_port),
+        VIDBATCH_SIM_PORT=str(sim_port),
+        VIDBATCH_PROVIDER_READ_TIMEOUT="240",
+        VIDBATCH_LEASE_SECONDS="250",
+        VIDBATCH_SHUTDOWN_GRACE_SECONDS="1",
+        VIDBATCH_LOG_FORMAT="json",
+    )
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidbatch",
+            "accounts",
+            "create",
+            "acme",
+            "--credits",
+            "100",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = json.loads(created.stdout)["api_key"]
+    serve = Proc(["serve", "--simulator"], env, tmp_path / "serve.log", tmp_path)
+    try:
+        wait_until(lambda: answers(f"{base}/readyz"), what="the API answering")
+        assert (
+            http_json("POST", f"{sim_base}/_sim/config", body={"create_hang_rate": 1.0})[0] == 200
+        )
+        status, _ = http_json(
+            "POST",
+            f"{base}/api/v1/batches",
+            body={"items": [{"prompt": "hangs"}]},
+            headers={"x-api-key": key},
+        )
+        assert status == 200
+        wait_until(
+            lambda: any(
+                r["path"].startswith("/v1/video/")
+                for r in http_json("GET", f"{sim_base}/_sim/requests")[1]
+            ),
+            what="the create reaching the simulator",
+        )
+        serve.p.send_signal(15)
+        # far sooner than the 240-second read time-out (or the 30 seconds serve used to
+        # give its worker): the call was abandoned after the 1-second grace
+        code = serve.p.wait(timeout=25)
+    finally:
+        serve.stop()
+    assert code in (0, -15)  # uvicorn ends by re-raising the SIGTERM it handled
+    records = log_records(serve.text())
+    assert [r for r in records if r.get("action") == "abandon"]
+    assert [r for r in records if r.get("msg") == "worker stopped"]
