@@ -107,11 +107,10 @@ def serve(
                 )
             log_startup(settings, role="serve", worker=not no_worker)
             app = create_app(settings, run_worker=not no_worker)
-            options: dict[str, Any] = {}
+            # uvicorn would trust 127.0.0.1's forwarded headers by default: only a named proxy's.
+            options: dict[str, Any] = {"proxy_headers": False}
             if forwarded_allow_ips:
                 options = {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
-            else:
-                options = {"proxy_headers": False}
             config = uvicorn.Config(
                 app,
                 host=host,
