@@ -16,7 +16,20 @@ from vidbatch.settings import Settings
 #: traces (aiosqlite's DEBUG lines carry a statement's parameters).
 QUIET_LOGGERS = ("uvicorn.access", "aiosqlite", "sqlalchemy.engine")
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+#: uvicorn's ``color_message`` (its message with ANSI escapes) is never shown.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+#: What Alembic says each time it opens a migration context (every /readyz): not news.
+_ALEMBIC_CHATTER = ("Context impl ", "Will assume ")
+
+
+class AlembicChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ALEMBIC_CHATTER)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -57,3 +70,13 @@ def setup_logging(settings: Settings, stream: Any = None) -> None:
     root.setLevel(settings.log_level)
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.filters[:] = [f for f in migration.filters if not isinstance(f, AlembicChatter)]
+    migration.addFilter(AlembicChatter())
+    # The access log is JSON lines whatever VIDBATCH_LOG_FORMAT says (for log shipping).
+    access = logging.getLogger("vidbatch.access")
+    access_handler = logging.StreamHandler(stream or sys.stderr)
+    access_handler.setFormatter(JsonFormatter())
+    access.handlers[:] = [access_handler]
+    access.propagate = False
+    access.setLevel(logging.INFO)

@@ -1,10 +1,14 @@
 """Prometheus metrics of one process, in a registry of its own (tests build many apps).
 
 Counters count what this process did; ``vidbatch_tasks`` (by status) is read from the
-database at scrape time, so every process reports the same truth.
+database at scrape time, so every process reports the same truth. Provider calls are also
+kept for the database (``pending_calls``, written after each worker round), where the
+dashboard reads the whole fleet's.
 """
 
 from __future__ import annotations
+
+from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -65,6 +69,21 @@ class Metrics:
             ["status"],
             registry=r,
         )
+
+        #: Provider calls by (call, outcome) not yet written to the database.
+        self.pending_calls: Tally[tuple[str, str]] = Tally()
+
+    def count_call(self, call: str, outcome: str) -> None:
+        """One provider call (``submit`` or ``poll``) and how it went."""
+        counter = self.submits if call == "submit" else self.polls
+        counter.labels(outcome).inc()
+        self.pending_calls[(call, str(outcome))] += 1
+
+    def take_pending_calls(self) -> dict[tuple[str, str], int]:
+        """The calls counted since the last take (and forget them)."""
+        taken = dict(self.pending_calls)
+        self.pending_calls.clear()
+        return taken
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -57,6 +57,8 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     #: Wrong admin tokens per client address (admin API and dashboard sign-in together).
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
+    #: Webhook mode: tasks this process saw end without any provider callback in a row.
+    missed_callbacks: int = 0
 
     @classmethod
     async def open(

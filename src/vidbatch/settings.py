@@ -248,6 +248,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_WORKER_IDLE_SECONDS"),
         description="longest sleep of the worker loop when nothing is due",
     )
+    shutdown_grace_seconds: Seconds = Field(
+        20.0,
+        validation_alias=AliasChoices("VIDBATCH_SHUTDOWN_GRACE_SECONDS"),
+        description="on SIGTERM, how long in-flight provider calls may finish before they are "
+        "abandoned (their tasks come back when their leases run out)",
+    )
 
     # --- logging -----------------------------------------------------------------------
     log_format: Literal["text", "json"] = Field(
@@ -257,6 +263,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=AliasChoices("VIDBATCH_LOG_LEVEL"), description="log level"
+    )
+    access_log: bool = Field(
+        True,
+        validation_alias=AliasChoices("VIDBATCH_ACCESS_LOG"),
+        description="one JSON line per HTTP request (method, path, status, duration, request "
+        "and key id); 0 turns it off",
     )
 
     @field_validator("database_url")

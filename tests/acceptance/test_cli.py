@@ -3,6 +3,7 @@ a SQLite file (and once against PostgreSQL), reading only what an operator would
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,8 +70,8 @@ def test_account_and_key_lifecycle(tmp_path: Path, sqlite_url: str) -> None:
             sqlite_url,
         )
     )
-    assert "balance 150" in out
-    # the same top-up retried adds nothing
+    assert "balance 150" in out and out.startswith("added 50 credits")
+    # the same top-up retried adds nothing, and says so
     out = ok(
         vb(
             ["accounts", "topup", acc, "--credits", "50", "--idempotency-key", "order-7"],
@@ -78,6 +79,8 @@ def test_account_and_key_lifecycle(tmp_path: Path, sqlite_url: str) -> None:
         )
     )
     assert "balance 150" in out
+    assert out.startswith("already applied") and "nothing added" in out
+    assert "added 50 credits" not in out
     out = ok(
         vb(
             ["accounts", "adjust", acc, "--credits", "-30", "--reason", "goodwill reversal"],
@@ -203,8 +206,11 @@ def test_limits_beyond_their_bounds_are_refused_before_the_database(db_url: str)
 
 
 def test_db_upgrade_and_current(sqlite_url: str) -> None:
-    fresh = ok(vb(["db", "current"], sqlite_url))
+    behind = vb(["db", "current"], sqlite_url)
+    assert behind.returncode == 1  # the schema is behind the code
+    fresh = behind.stdout
     assert fresh.startswith("database empty; code ")
+    assert "vidbatch db upgrade" in behind.stderr and "Traceback" not in behind.stderr
     head = fresh.strip().rsplit(" ", 1)[-1]
     assert ok(vb(["db", "upgrade"], sqlite_url)).strip() == f"database at revision {head}"
     assert ok(vb(["db", "current"], sqlite_url)).strip() == f"database {head}; code {head}"
@@ -237,3 +243,22 @@ def test_accounts_and_keys_on_postgres(pg_url: str) -> None:
     assert created["api_key"][:11] in text
     head = ok(current).strip().rsplit(" ", 1)[-1]
     assert ok(current).strip() == f"database {head}; code {head}"
+
+
+LISTINGS = [
+    ["accounts", "list"],
+    ["keys", "list"],
+    ["batches", "list"],
+    ["webhooks", "list"],
+    ["audit"],
+]
+
+
+def test_every_listing_has_json_and_flags_take_no_value(sqlite_url: str) -> None:
+    ok(vb(["db", "upgrade"], sqlite_url))
+    for args in LISTINGS:
+        help_text = ok(vb([*args, "--help"], sqlite_url))
+        assert "--json" in help_text, args
+        assert "<bool>" not in help_text and "BOOLEAN" not in help_text, help_text
+        assert json.loads(ok(vb([*args, "--json"], sqlite_url))) == [], args
+    assert "<bool>" not in ok(vb(["serve", "--help"], sqlite_url))

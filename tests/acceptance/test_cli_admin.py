@@ -29,9 +29,9 @@ ENV = {
 CLOSED = "http://127.0.0.1:9/hook"
 
 
-def cli(args: Sequence[str], db_url: str) -> subprocess.CompletedProcess[str]:
+def cli(args: Sequence[str], db_url: str, **extra: str) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as an operator would."""
-    env = {**os.environ, "COLUMNS": "200", "DATABASE_URL": db_url, **ENV}
+    env = {**os.environ, "COLUMNS": "200", "DATABASE_URL": db_url, **ENV, **extra}
     return subprocess.run(
         [sys.executable, "-m", "vidbatch", *args],
         env=env,
@@ -119,6 +119,14 @@ def test_batches_and_webhooks_commands(sqlite_url: str) -> None:
     assert detail["failure_types"] == {"model_error": 1, "moderation": 1}
     assert detail["webhook_url"] == CLOSED
     assert "partial" in ok(text) and settled in text.stdout
+    # read by a person: no Python dicts, no None
+    assert "None" not in text.stdout and "{" not in text.stdout
+    assert "failed=2, succeeded=1" in text.stdout
+    assert "parent_batch_id" in text.stdout
+    # every id whole on one line, even in a narrow terminal
+    narrow = ok(cli(["batches", "list"], sqlite_url, COLUMNS="60"))
+    rows = [ln for ln in narrow.splitlines() if settled in ln or plain in ln]
+    assert len(rows) == 2 and acc["account_id"] in rows[0]
 
     # webhooks: every event was tried once and refused by the closed port
     events = one_json(hooks)

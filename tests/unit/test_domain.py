@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vidbatch.domain import public
+from vidbatch.domain.catalog import parse_catalog_overrides
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.domain.settlement import settle_figures
 from vidbatch.domain.states import (
@@ -23,6 +24,7 @@ from vidbatch.domain.states import (
     batch_final_status,
     can_move,
 )
+from vidbatch.exceptions import ConfigError
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -285,3 +287,11 @@ def test_timed_out_by_polls_or_deadline() -> None:
     assert timed_out(now=NOW, deadline=later, poll_count=20, max_poll_count=20)
     assert timed_out(now=later, deadline=later, poll_count=0, max_poll_count=20)
     assert not timed_out(now=NOW, deadline=None, poll_count=19, max_poll_count=20)
+
+
+def test_catalog_typical_seconds_override_is_checked() -> None:
+    spec = parse_catalog_overrides('{"sora-2": {"typical_seconds": 30}}').get("sora-2")
+    assert spec is not None and spec.typical_seconds == 30
+    for bad in ("0", "1.5", '"60"', "true"):
+        with pytest.raises(ConfigError, match="typical_seconds"):
+            parse_catalog_overrides(f'{{"sora-2": {{"typical_seconds": {bad}}}}}')

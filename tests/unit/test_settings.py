@@ -83,6 +83,8 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
     "VIDBATCH_WORKER_IDLE_SECONDS": ("0.5", "worker_idle_seconds", 0.5),
     "VIDBATCH_LOG_FORMAT": ("json", "log_format", "json"),
     "VIDBATCH_LOG_LEVEL": ("DEBUG", "log_level", "DEBUG"),
+    "VIDBATCH_SHUTDOWN_GRACE_SECONDS": ("5", "shutdown_grace_seconds", 5.0),
+    "VIDBATCH_ACCESS_LOG": ("0", "access_log", False),
     "VIDBATCH_MODEL_CATALOG": (
         '{"sora-2": {"price_credits": 12}}',
         "model_catalog",

@@ -120,8 +120,10 @@ def create_app(
         finally:
             if worker_task is not None:
                 app.state.worker.stop()
+                # the worker abandons its round after the grace; a little more for it to
+                # say so and stop its webhook lane
                 with suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(worker_task, timeout=30)
+                    await asyncio.wait_for(worker_task, timeout=settings.shutdown_grace_seconds + 5)
             if runtime is None:
                 await rt.close()
 
@@ -130,6 +132,10 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served from local assets (api/docs.py); ReDoc would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     if runtime is not None:
@@ -146,9 +152,10 @@ def create_app(
 
     errors.install(app)
 
-    from vidbatch.api import admin, callback, enterprise, health, internal, v1
+    from vidbatch.api import admin, callback, docs, enterprise, health, internal, v1
     from vidbatch.web.app import router as dashboard_router
 
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(enterprise.router)
     app.include_router(v1.router)
@@ -157,6 +164,10 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(dashboard_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.access_log:
+        from vidbatch.api.access_log import AccessLog
+
+        app.add_middleware(AccessLog)  # outermost: sees every answer, a 413 too
     return app
 
 
@@ -166,6 +177,6 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def client_address(request: Request) -> str:
-    """The address the request came from (the proxy's, behind one: forwarded headers can
-    be forged and are not trusted)."""
+    """The address the request came from: behind a reverse proxy the proxy's, unless
+    `vidbatch serve --forwarded-allow-ips` names it (then the client's it forwarded)."""
     return request.client.host if request.client else "unknown"

@@ -64,6 +64,7 @@ async def authenticate(
         identity = await accounts.verify_key(conn, presented)
     if identity is None:
         raise ApiError(403, "INVALID_API_KEY", "unknown, revoked or inactive API key")
+    request.state.key_id = identity.key_id  # for the access log (the id, never the key)
     return Authenticated(identity)
 
 

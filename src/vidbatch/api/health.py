@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vidbatch.api.errors import ApiError
+from vidbatch.clock import utcnow
 from vidbatch.services import health
+from vidbatch.startup import result_store_check
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -27,7 +30,17 @@ async def healthz() -> dict[str, bool]:
     return {"ok": True}
 
 
-@router.get("/readyz", summary="The database is reachable and its schema current")
+#: The provider "answered recently" when some process had an answer within this time.
+RECENT = timedelta(minutes=10)
+
+
+@router.get(
+    "/readyz",
+    summary="The database is reachable and its schema current",
+    description="503 when the database is unreachable or its schema behind. Also reports, "
+    "without failing, whether the provider answered any process recently and whether the "
+    "result store is writable.",
+)
 async def readyz(request: Request) -> JSONResponse:
     rt = request.app.state.runtime
     try:
@@ -39,7 +52,32 @@ async def readyz(request: Request) -> JSONResponse:
         )
     if not current:
         return JSONResponse({"ok": False, "database": "schema not current"}, status_code=503)
-    return JSONResponse({"ok": True, "database": "ok"})
+    return JSONResponse(
+        {
+            "ok": True,
+            "database": "ok",
+            "provider": await _provider(rt),
+            "result_store": _result_store(rt.settings),
+        }
+    )
+
+
+async def _provider(rt: Any) -> dict[str, Any]:
+    """Reported, never failing: when any process last had an answer from the provider."""
+    try:
+        last = await health.provider_last_answer(rt.engine)
+    except Exception:
+        log.debug("provider answers unavailable", exc_info=True)
+        return {"answered_recently": None, "last_answer_at": None}
+    return {
+        "answered_recently": last is not None and utcnow() - last <= RECENT,
+        "last_answer_at": last.isoformat().replace("+00:00", "Z") if last else None,
+    }
+
+
+def _result_store(settings: Any) -> dict[str, Any]:
+    writable, detail = result_store_check(settings)
+    return {"writable": writable, "detail": detail}
 
 
 metrics_bearer = HTTPBearer(

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from vidbatch.cli.common import call, fail, non_negative, positive, print_json, read, settings_from
+from vidbatch.cli.common import (
+    call,
+    fail,
+    non_negative,
+    positive,
+    print_fields,
+    print_json,
+    print_rows,
+    read,
+    settings_from,
+)
 from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN
 from vidbatch.services import account_admin
 from vidbatch.services import accounts as svc
 from vidbatch.settings import Settings
 
 accounts_app = typer.Typer(
-    help="Create accounts, top up and adjust their credits, look at them.", no_args_is_help=True
+    help="Create accounts, top up and adjust their credits, look at them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
+)
 console = Console()
 
 
@@ -79,11 +92,16 @@ def topup(
     """Add purchased credits to an account."""
     settings = settings_from(ctx)
     positive(credits)
-    entry = call(settings, lambda e: svc.topup(e, account_id, credits, key=key))
-    typer.echo(
-        f"added {credits} credits; balance {entry['balance_after']}, "
-        f"available {entry['balance_after'] - entry['frozen_after']}"
-    )
+    posting, account = call(settings, lambda e: svc.topup_posting(e, account_id, credits, key=key))
+    now = f"balance {account['balance_credits']}, available {account['available_credits']}"
+    if posting.created:
+        typer.echo(f"added {credits} credits; {now}")
+    else:
+        added = posting.entry["delta"]
+        typer.echo(
+            f"already applied: idempotency key {key!r} was used by a top-up of {added} "
+            f"credits; nothing added now; {now}"
+        )
 
 
 @accounts_app.command("adjust")
@@ -123,8 +141,7 @@ def show(
     if as_json:
         print_json(view)
         return
-    for k, v in view.items():
-        console.print(f"{k:18} {v}")
+    print_fields(view)
 
 
 @accounts_app.command("list")
@@ -149,17 +166,13 @@ def list_(
             ]
         )
         return
-    table = Table("account_id", "name", "balance", "frozen", "available")
-    table.columns[0].overflow = "fold"
-    for r in rows:
-        table.add_row(
-            r["id"],
-            r["name"],
-            str(r["balance_credits"]),
-            str(r["frozen_credits"]),
-            str(r["available_credits"]),
-        )
-    console.print(table)
+    print_rows(
+        ["account_id", "name", "balance", "frozen", "available"],
+        [
+            [r["id"], r["name"], r["balance_credits"], r["frozen_credits"], r["available_credits"]]
+            for r in rows
+        ],
+    )
 
 
 @keys_app.command("create")
@@ -193,20 +206,21 @@ def key_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("key_id", "account_id", "name", "prefix", "active", "rate/min", "last seen")
-    for column in table.columns[:2]:
-        column.overflow = "fold"  # ids are for copying: wrap them, never cut them
-    for r in rows:
-        table.add_row(
-            r["id"],
-            r["account_id"],
-            r["name"],
-            r["key_prefix"] + "…",
-            "revoked" if r["revoked_at"] else "yes" if r["is_active"] else "no",
-            str(r["rate_limit_per_min"]),
-            str(r["last_seen_at"] or "-"),
-        )
-    console.print(table)
+    print_rows(
+        ["key_id", "account_id", "name", "prefix", "active", "rate/min", "last seen"],
+        [
+            [
+                r["id"],
+                r["account_id"],
+                r["name"],
+                r["key_prefix"] + "…",
+                "revoked" if r["revoked_at"] else "yes" if r["is_active"] else "no",
+                r["rate_limit_per_min"],
+                r["last_seen_at"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 @keys_app.command("revoke")

@@ -5,11 +5,18 @@ them: cancel, retry failed items, resend a webhook. Same services as the admin A
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vidbatch.cli.common import call, fail, positive, print_json, read, settings_from
+from vidbatch.cli.common import (
+    call,
+    fail,
+    positive,
+    print_fields,
+    print_json,
+    print_rows,
+    read,
+    settings_from,
+)
 from vidbatch.db.schema import BATCH_STATUSES
 from vidbatch.services import batches as batch_svc
 from vidbatch.services import reads, resend, retry
@@ -19,12 +26,15 @@ from vidbatch.services.views import AdminBatch, BatchDetail, Delivery
 MAX_LIST_LIMIT = 100_000
 
 batches_app = typer.Typer(
-    help="List and inspect batches; cancel them; retry failed items.", no_args_is_help=True
+    help="List and inspect batches; cancel them; retry failed items.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 webhooks_app = typer.Typer(
-    help="Customer webhook deliveries: list their attempts, resend.", no_args_is_help=True
+    help="Customer webhook deliveries: list their attempts, resend.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-console = Console()
 
 
 @batches_app.command("list")
@@ -51,34 +61,35 @@ def batches_list(
     if as_json:
         print_json([b.model_dump() for b in rows])
         return
-    table = Table(
-        "batch_id",
-        "account_id",
-        "status",
-        "items",
-        "ok/failed",
-        "reserved",
-        "charged",
-        "refunded",
-        "ledger",
-        "created",
+    print_rows(
+        [
+            "batch_id",
+            "account_id",
+            "status",
+            "items",
+            "ok/failed",
+            "reserved",
+            "charged",
+            "refunded",
+            "ledger",
+            "created",
+        ],
+        [
+            [
+                b.batch_id,
+                b.account_id,
+                b.status,
+                b.total_count,
+                f"{b.success_count}/{b.failed_count}",
+                b.reserved,
+                b.charged,
+                b.refunded,
+                "ok" if b.reconciled else "MISMATCH",
+                b.created_at,
+            ]
+            for b in rows
+        ],
     )
-    for column in table.columns[:2]:
-        column.overflow = "fold"  # ids are for copying: wrap them, never cut them
-    for b in rows:
-        table.add_row(
-            b.batch_id,
-            b.account_id,
-            b.status,
-            str(b.total_count),
-            f"{b.success_count}/{b.failed_count}",
-            str(b.reserved),
-            str(b.charged),
-            str(b.refunded),
-            "ok" if b.reconciled else "MISMATCH",
-            b.created_at or "-",
-        )
-    console.print(table)
 
 
 @batches_app.command("show")
@@ -94,8 +105,7 @@ def batches_show(
     if as_json:
         print_json(detail.model_dump())
         return
-    for key, value in detail.model_dump().items():
-        console.print(f"{key:22} {value}", highlight=False, markup=False)
+    print_fields(detail.model_dump())
 
 
 @batches_app.command("cancel")
@@ -175,21 +185,21 @@ def webhooks_list(
         # the events' bodies are not asked for here: leave the field out
         print_json([d.model_dump(exclude={"payload"}) for d in rows])
         return
-    table = Table(
-        "batch_id", "event", "state", "attempts", "last status", "last error", "next attempt"
+    print_rows(
+        ["batch_id", "event", "state", "attempts", "last status", "last error", "next attempt"],
+        [
+            [
+                d.batch_id,
+                d.event_type,
+                d.state,
+                f"{d.attempts}/{d.max_attempts}",
+                d.last_status,
+                d.last_error,
+                d.next_attempt_at,
+            ]
+            for d in rows
+        ],
     )
-    table.columns[0].overflow = "fold"
-    for d in rows:
-        table.add_row(
-            d.batch_id,
-            d.event_type,
-            d.state,
-            f"{d.attempts}/{d.max_attempts}",
-            str(d.last_status or "-"),
-            d.last_error or "-",
-            d.next_attempt_at or "-",
-        )
-    console.print(table)
 
 
 @webhooks_app.command("resend")

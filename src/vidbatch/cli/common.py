@@ -71,6 +71,44 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, sort_keys=False) + "\n")
 
 
+def shown(value: Any) -> str:
+    """One value as an operator reads it: "-" for nothing, k=v pairs for a mapping."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return str(_default(value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={shown(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(shown(v) for v in value) or "-"
+    return str(value)
+
+
+def print_fields(fields: dict[str, Any]) -> None:
+    """One ``name  value`` line per field, names aligned."""
+    width = max((len(k) for k in fields), default=0)
+    for key, value in fields.items():
+        typer.echo(f"{key:<{width}}  {shown(value)}")
+
+
+def print_rows(headers: list[str], rows: list[list[Any]]) -> None:
+    """A plain table: columns two spaces apart, every value whole (ids are for copying:
+    never wrapped or cut, whatever the terminal's width)."""
+    cells = [[shown(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    typer.echo(line(headers))
+    for row in cells:
+        typer.echo(line(row))
+    if not cells:
+        typer.echo("(none)")
+
+
 def non_negative(value: int, what: str = "--credits", most: int = MAX_CREDITS) -> int:
     if value < 0:
         fail(f"{what} must not be negative (got {value})")

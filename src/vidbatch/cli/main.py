@@ -19,6 +19,7 @@ from vidbatch.cli.accounts import accounts_app, keys_app
 from vidbatch.cli.admin import batches_app, webhooks_app
 from vidbatch.cli.common import run, settings_from
 from vidbatch.cli.demo import demo
+from vidbatch.cli.doctor import doctor
 from vidbatch.cli.serve import serve, worker
 from vidbatch.db.engine import make_engine
 
@@ -28,8 +29,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: flags show no "<bool>" as if they took a value.
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
@@ -38,6 +41,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.command("demo")(demo)
+app.command("doctor")(doctor)
 try:
     from vidbatch.cli.simulator import simulator
 except ImportError:  # pragma: no cover - the simulator command arrives with the provider layer
@@ -91,7 +95,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
-    """Print the database's migration revision and the code's newest."""
+    """Print the database's migration revision and the code's newest; exit 1 when the
+    database is behind (run `vidbatch db upgrade`)."""
     from vidbatch.db.migrate import current_revision, head_revision
 
     settings = settings_from(ctx)
@@ -104,7 +109,14 @@ def db_current(ctx: typer.Context) -> None:
             await engine.dispose()
 
     rev = run(go)
-    typer.echo(f"database {rev or 'empty'}; code {head_revision()}")
+    head = head_revision()
+    typer.echo(f"database {rev or 'empty'}; code {head}")
+    if rev != head:
+        typer.echo(
+            "error: the database schema is not the code's (behind: run `vidbatch db upgrade`)",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("audit")

@@ -334,3 +334,15 @@ admin_sessions = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False, index=True),
 )
+
+
+#: Provider calls of every process, per minute, call (submit, poll) and outcome: the
+#: dashboard's fleet-wide provider figures.
+provider_calls = Table(
+    "provider_calls",
+    metadata,
+    Column("minute", UTCDateTime(), primary_key=True),
+    Column("call", String(16), primary_key=True),
+    Column("outcome", String(32), primary_key=True),
+    Column("count", BigInteger(), nullable=False),
+)

@@ -45,6 +45,9 @@ class ModelSpec:
     duration_prices: Mapping[int, int] = field(default_factory=dict)
     #: Wall-clock limit for one generation before the task times out.
     max_wait_seconds: int = 1800
+    #: How long one generation usually takes: in webhook mode a task with no callback is
+    #: polled the first time after this (at most VIDBATCH_CALLBACK_GRACE_SECONDS).
+    typical_seconds: int = 60
     #: The registered provider (``vidbatch.providers.registry``) that serves this model.
     provider: str = DEFAULT_PROVIDER
 
@@ -63,9 +66,22 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         price_credits=10,
         durations=(10, 15),
         default_duration=10,
+        typical_seconds=60,
     ),
-    ModelSpec(name="veo-flash", family="veo", provider_model="veo3.1-fast", price_credits=50),
-    ModelSpec(name="veo-pro", family="veo", provider_model="veo3.1-pro", price_credits=250),
+    ModelSpec(
+        name="veo-flash",
+        family="veo",
+        provider_model="veo3.1-fast",
+        price_credits=50,
+        typical_seconds=45,
+    ),
+    ModelSpec(
+        name="veo-pro",
+        family="veo",
+        provider_model="veo3.1-pro",
+        price_credits=250,
+        typical_seconds=90,
+    ),
 )
 
 
@@ -137,6 +153,7 @@ _OVERRIDE_FIELDS = frozenset(
         "default_duration",
         "duration_prices",
         "max_wait_seconds",
+        "typical_seconds",
         "provider",
     }
 )
@@ -195,6 +212,12 @@ def _override_fields(name: str, fields: Any) -> dict[str, Any]:
     ):
         raise ConfigError(
             f"model {name!r}: max_wait_seconds must be whole seconds from 1 to {MAX_WAIT_SECONDS}"
+        )
+    if "typical_seconds" in kwargs and not _whole_in(
+        kwargs["typical_seconds"], 1, MAX_WAIT_SECONDS
+    ):
+        raise ConfigError(
+            f"model {name!r}: typical_seconds must be whole seconds from 1 to {MAX_WAIT_SECONDS}"
         )
     return kwargs
 

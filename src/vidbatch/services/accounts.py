@@ -179,6 +179,20 @@ async def topup(
     description: str | None = None,
 ) -> dict[str, Any]:
     """Add purchased credits; ``key`` makes a retried top-up post once."""
+    posting, _ = await topup_posting(engine, account_id, credits, key=key, description=description)
+    return posting.entry
+
+
+async def topup_posting(
+    engine: AsyncEngine,
+    account_id: str,
+    credits: int,
+    *,
+    key: str | None = None,
+    description: str | None = None,
+) -> tuple[ledger.Posting, dict[str, Any]]:
+    """Like :func:`topup`, with whether this call posted it (``created``; False for a
+    retried idempotency key) and the account as it is now."""
     async with engine.begin() as conn:
         await get_account(conn, account_id)
         posting = await ledger.topup(
@@ -188,7 +202,7 @@ async def topup(
             key=f"topup:{key or new_id()}",
             description=description or "top-up",
         )
-        return posting.entry
+        return posting, dict(await get_account(conn, account_id))
 
 
 async def adjust(

@@ -1,11 +1,11 @@
 """The figures of the dashboard's overview: tasks by status, throughput of the last hour,
-the oldest waiting task, this process's provider calls and the latest batches."""
+the oldest waiting task, the provider calls of every process in the last hour (from the
+database) and the latest batches."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import case, func, select
@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.states import TASK_WAITING, TaskStatus
-from vidbatch.metrics import Metrics
-from vidbatch.services import reads
+from vidbatch.services import provider_calls, reads
 from vidbatch.services.views import BatchListing
 
 
@@ -49,18 +48,19 @@ class Overview(BaseModel):
     recent: BatchListing
 
 
-async def overview(engine: AsyncEngine, metrics: Metrics, *, now: datetime) -> Overview:
+async def overview(engine: AsyncEngine, *, now: datetime) -> Overview:
     """Everything the overview page shows, as of ``now``."""
     async with engine.connect() as conn:
         counts = await task_status_counts(conn)
         buckets = await completed_per_bucket(conn, now=now)
         oldest = await oldest_waiting_task(conn)
         recent = await reads.batch_listing(conn, limit=10)
+        calls = await provider_calls.totals(conn, since=now - timedelta(hours=1))
     return Overview(
         task_counts=counts,
         buckets=buckets,
         oldest_waiting=oldest,
-        provider=provider_figures(metrics),
+        provider=provider_figures(calls.get("submit", {}), calls.get("poll", {})),
         recent=recent,
     )
 
@@ -122,21 +122,11 @@ async def oldest_waiting_task(conn: AsyncConnection) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def counter_values(counter: Any) -> dict[str, float]:
-    """A labelled Prometheus counter's totals by its one label."""
-    out: dict[str, float] = {}
-    for metric in counter.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels:
-                out[next(iter(sample.labels.values()))] = sample.value
-    return out
+def provider_figures(submits: dict[str, int], polls: dict[str, int]) -> ProviderFigures:
+    """Provider calls by outcome and how many went wrong. A submit is wrong unless it was
+    accepted; a poll is wrong when it got no usable answer."""
 
-
-def provider_figures(metrics: Metrics) -> ProviderFigures:
-    """Provider calls made by this process and how many went wrong. A submit is wrong
-    unless it was accepted; a poll is wrong when it got no usable answer."""
-
-    def rate(values: dict[str, float], is_error: Callable[[str], bool]) -> CallFigures:
+    def rate(values: dict[str, int], is_error: Callable[[str], bool]) -> CallFigures:
         total = int(sum(values.values()))
         errors = int(sum(v for outcome, v in values.items() if is_error(outcome)))
         return CallFigures(
@@ -147,6 +137,6 @@ def provider_figures(metrics: Metrics) -> ProviderFigures:
         )
 
     return ProviderFigures(
-        submits=rate(counter_values(metrics.submits), lambda o: o != "ok"),
-        polls=rate(counter_values(metrics.polls), lambda o: o in ("transient", "not_found")),
+        submits=rate(submits, lambda o: o != "ok"),
+        polls=rate(polls, lambda o: o in ("transient", "not_found")),
     )

@@ -7,6 +7,7 @@ worker, a late poll or a repeated callback changes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,8 @@ from vidbatch.domain.states import (
     sources,
 )
 from vidbatch.services import events
+
+log = logging.getLogger(__name__)
 
 MAX_TEXT = 2000
 #: The highest progress a task that has not ended shows (100 is for ended tasks only).
@@ -164,10 +167,29 @@ async def fail(
         "updated_at": now,
     }
     values.update(extra or {})
-    result = await conn.execute(
-        update(video_tasks).where(*_fenced(task_id, {from_status}, fence)).values(**values)
+    row = (
+        await conn.execute(
+            update(video_tasks)
+            .where(*_fenced(task_id, {from_status}, fence))
+            .values(**values)
+            .returning(video_tasks.c.batch_job_id)
+        )
+    ).first()
+    if row is None:
+        return False
+    # Every item failure leaves one line: which batch, which item, and why.
+    log.warning(
+        "item failed: %s: %s",
+        failure_reason or failure_type,
+        _clip(error),
+        extra={
+            "batch_id": row.batch_job_id,
+            "task_id": task_id,
+            "action": "item_failed",
+            "failure_type": str(failure_type),
+        },
     )
-    return result.rowcount == 1
+    return True
 
 
 def acceptable_video_url(url: str | None, *, require_https: bool) -> bool:

@@ -2,7 +2,9 @@
 next task is due (at most ``VIDBATCH_WORKER_IDLE_SECONDS``), woken early by a callback or
 a new batch (in this process, or by NOTIFY on PostgreSQL). Customer webhooks are delivered
 by a second loop beside it, so a slow receiver never lengthens a round. Stops gracefully:
-the current round finishes first."""
+the current round gets ``VIDBATCH_SHUTDOWN_GRACE_SECONDS`` to finish; after that its
+provider calls still in flight are abandoned (cancelled), and their tasks, still leased,
+come back to a worker when the lease runs out."""
 
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class WorkerLoop:
         self._wake = asyncio.Event()
         self._deliver_wake = asyncio.Event()
         self._stopping = False
+        self._abandoned = False
+        self._round: asyncio.Task[RoundSummary] | None = None
+        self._abandon_timer: asyncio.TimerHandle | None = None
         self.rounds = 0
         self.last_summary: RoundSummary | None = None
 
@@ -39,9 +44,24 @@ class WorkerLoop:
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop after the current round, or abandon it after the shutdown grace."""
+        if not self._stopping:
+            grace = self.rt.settings.shutdown_grace_seconds
+            self._abandon_timer = asyncio.get_running_loop().call_later(grace, self._abandon)
         self._stopping = True
         self._wake.set()
         self._deliver_wake.set()
+
+    def _abandon(self) -> None:
+        if self._round is not None and not self._round.done():
+            self._abandoned = True
+            log.warning(
+                "shutdown grace of %g s passed: abandoning the provider calls in flight; "
+                "their tasks come back when their leases run out",
+                self.rt.settings.shutdown_grace_seconds,
+                extra={"action": "abandon", "owner": self.owner},
+            )
+            self._round.cancel()
 
     async def run(self) -> None:
         log.info("worker started", extra={"action": "worker_start", "owner": self.owner})
@@ -53,16 +73,19 @@ class WorkerLoop:
         finally:
             self._deliver_wake.set()
             with suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(delivery, timeout=30)
+                await asyncio.wait_for(delivery, timeout=self.rt.settings.shutdown_grace_seconds)
             await listener.stop()
+            if self._abandon_timer is not None:
+                self._abandon_timer.cancel()
         log.info("worker stopped", extra={"action": "worker_stop", "owner": self.owner})
 
     async def _loop(self) -> None:
         while not self._stopping:
+            self._round = asyncio.create_task(
+                run_once(self.rt, owner=self.owner, rng=self.rng, deliver_webhooks=False)
+            )
             try:
-                summary = await run_once(
-                    self.rt, owner=self.owner, rng=self.rng, deliver_webhooks=False
-                )
+                summary = await self._round
                 self.rounds += 1
                 self.last_summary = summary
                 if summary.settle["settled"] or summary.dispatch["tasks_started"]:
@@ -70,6 +93,10 @@ class WorkerLoop:
                 if summary.did_work:
                     continue
                 delay = await self._idle_delay()
+            except asyncio.CancelledError:
+                if self._abandoned:  # the grace ran out: the round was given up
+                    return
+                raise
             except Exception:
                 log.exception("worker round failed", extra={"action": "round"})
                 delay = ERROR_BACKOFF

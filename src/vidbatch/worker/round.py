@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vidbatch.domain.callback_tokens import callback_url
+from vidbatch.domain.catalog import ModelSpec
 from vidbatch.domain.provider import TaskSpec
 from vidbatch.domain.schedule import PollSchedule, RetryPolicy, timed_out
 from vidbatch.domain.states import FailureType, TaskStatus
@@ -31,12 +32,15 @@ from vidbatch.exceptions import (
     ProviderTransient,
 )
 from vidbatch.runtime import Runtime
-from vidbatch.services import settlement, tasks
+from vidbatch.services import provider_calls, settlement, tasks
 from vidbatch.services.tasks import Fence
 from vidbatch.webhooks.delivery import deliver_due
 from vidbatch.worker import claims
 
 log = logging.getLogger(__name__)
+
+#: Webhook mode: warn after this many tasks in a row ended with no provider callback.
+MISSED_CALLBACKS_WARNING = 5
 
 
 def new_owner() -> str:
@@ -299,17 +303,17 @@ class Round:
         try:
             remote_id = await self.rt.provider_for(row.provider).create_task(self._spec(row))
         except ProviderAmbiguous as exc:
-            self.rt.metrics.submits.labels("ambiguous").inc()
+            self.rt.metrics.count_call("submit", "ambiguous")
             self.summary.dispatch["ambiguous"] += 1
             await self._ambiguous(row.id, fence, row.attempts, exc.message)
             return
         except ProviderTransient as exc:
-            self.rt.metrics.submits.labels("transient").inc()
+            self.rt.metrics.count_call("submit", "transient")
             self.summary.dispatch["transientErrors"] += 1
             await self._submit_transient(row, fence, exc)
             return
         except ProviderError as exc:  # rejected (or not found): fails at once
-            self.rt.metrics.submits.labels("rejected").inc()
+            self.rt.metrics.count_call("submit", "rejected")
             self.summary.dispatch["rejected"] += 1
             async with self.rt.engine.begin() as conn:
                 await tasks.fail(
@@ -325,14 +329,12 @@ class Round:
             return
         finally:
             self.rt.metrics.provider_latency.labels("create").observe(time.perf_counter() - started)
-        self.rt.metrics.submits.labels("ok").inc()
+        self.rt.metrics.count_call("submit", "ok")
         now = self.rt.clock.now()
         spec = self.s.catalog.get(row.model or "")
         max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
         max_wait = min(max_wait, self.s.max_wait_seconds)
-        first_check = (
-            self.s.callback_grace_seconds if self.s.public_base_url else self.polls.delay_after(0)
-        )
+        first_check = self.first_check_seconds(spec)
         async with self.rt.engine.begin() as conn:
             ok = await tasks.mark_submitted(
                 conn,
@@ -362,6 +364,34 @@ class Round:
         else:  # our lease was taken over meanwhile: the rescuer owns the outcome now
             log.warning(
                 "submit result dropped: lease lost", extra={"task_id": row.id, "action": "submit"}
+            )
+
+    def first_check_seconds(self, spec: ModelSpec | None) -> float:
+        """Seconds from a submit to the task's first poll. In webhook mode, the model's
+        typical generation time (at most the callback grace): a callback URL the provider
+        cannot reach then costs about one generation, not the whole grace period."""
+        if not self.s.public_base_url:
+            return self.polls.delay_after(0)
+        typical = spec.typical_seconds if spec else self.s.callback_grace_seconds
+        return min(float(typical), self.s.callback_grace_seconds)
+
+    def _note_callbacks(self, row: Any, ended: bool) -> None:
+        """Webhook mode: warn when tasks keep ending with no provider callback at all."""
+        if not self.s.public_base_url:
+            return
+        if row.callback_at is not None:
+            self.rt.missed_callbacks = 0
+            return
+        if not ended:
+            return
+        self.rt.missed_callbacks += 1
+        if self.rt.missed_callbacks % MISSED_CALLBACKS_WARNING == 0:
+            log.warning(
+                "no provider callback arrived for the last %d tasks that ended: is %s "
+                "reachable from the provider? Polling covers it, later.",
+                self.rt.missed_callbacks,
+                f"{self.s.public_base_url}/api/video/callback",
+                extra={"action": "callbacks_missing"},
             )
 
     async def _submit_transient(self, row: Any, fence: Fence, exc: ProviderTransient) -> None:
@@ -425,7 +455,7 @@ class Round:
         try:
             result = await self.rt.provider_for(row.provider).get_result(row.grsai_task_id)
         except ProviderNotFound as exc:
-            self.rt.metrics.polls.labels("not_found").inc()
+            self.rt.metrics.count_call("poll", "not_found")
             async with self.rt.engine.begin() as conn:
                 if await tasks.fail(
                     conn,
@@ -469,9 +499,10 @@ class Round:
                 count_poll=True,
                 timed_out=too_long,
             )
-        self.rt.metrics.polls.labels(applied.outcome).inc()
+        self.rt.metrics.count_call("poll", applied.outcome)
         if not applied.applied:
             return
+        self._note_callbacks(row, ended=applied.outcome != "running")
         if applied.outcome == TaskStatus.SUCCEEDED:
             self.summary.poll["succeeded"] += 1
         elif applied.outcome == TaskStatus.FAILED:
@@ -484,7 +515,7 @@ class Round:
     async def _poll_transient(self, row: Any, fence: Fence, message: str) -> None:
         """A failed poll neither fails the task nor counts as a poll; past the deadline,
         though, the task times out."""
-        self.rt.metrics.polls.labels("transient").inc()
+        self.rt.metrics.count_call("poll", "transient")
         self.summary.poll["transientErrors"] += 1
         now = self.rt.clock.now()
         async with self.rt.engine.begin() as conn:
@@ -577,6 +608,10 @@ async def run_once(
             await rnd.deliver_webhooks()
         except Exception:
             log.exception("webhook delivery failed", extra={"action": "webhooks"})
+    try:  # this process's provider calls, for the fleet-wide figures
+        await provider_calls.record(rt.engine, rt.metrics.take_pending_calls(), rt.clock.now())
+    except Exception:
+        log.warning("provider call counts not recorded", exc_info=True)
     rnd.summary.duration_ms = int((time.perf_counter() - started) * 1000)
     rt.metrics.round_duration.observe(rnd.summary.duration_ms / 1000)
     return rnd.summary

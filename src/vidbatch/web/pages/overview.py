@@ -20,7 +20,7 @@ router = page_router()
 async def overview(request: Request, operator: Signed) -> Response:
     rt = runtime_of(request)
     now = utcnow()
-    figures = await stats.overview(rt.engine, rt.metrics, now=now)
+    figures = await stats.overview(rt.engine, now=now)
     counts = figures.task_counts
     peak = max([b.succeeded + b.failed for b in figures.buckets] + [1])
     recent = figures.recent
