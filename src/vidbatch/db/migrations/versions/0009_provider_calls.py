@@ -1,6 +1,6 @@
 """provider calls of every process per minute, for the dashboard's fleet-wide figures
 
-Revision ID: 0008
+Revision ID: 0009
 Revises: 0005
 Create Date: 2026-12-02 23:00:00.000000
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import vidbatch.db.types
 
-revision = "0008"
+revision = "0009"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
