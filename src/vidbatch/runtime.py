@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.clock import Clock, SystemClock, utcnow
 from vidbatch.db.schema import server_secrets
+from vidbatch.db.secrets import attach_keyring, resolve_keyring
 from vidbatch.db.session import open_database
+from vidbatch.db.types import keyring_of
 from vidbatch.domain.provider import DEFAULT_PROVIDER, Provider
 from vidbatch.domain.throttle import FailureThrottle
 from vidbatch.exceptions import ConfigError, ProviderRejected
@@ -41,6 +43,29 @@ async def stored_secret(engine: AsyncEngine, name: str) -> str:
             server_secrets.insert().values(name=name, value=candidate, created_at=utcnow())
         )
     return candidate
+
+
+async def open_engine(settings: Settings, *, auto_migrate: bool = True) -> AsyncEngine:
+    """The database of ``settings``, migrated (SQLite) or checked, with the keyring of the
+    secrets at rest (``VIDBATCH_SECRET_KEY``)."""
+    return await open_database(
+        settings.database_url,
+        auto_migrate=auto_migrate,
+        secret_key=settings.secret_key,
+        secret_key_previous=settings.secret_key_previous,
+    )
+
+
+def ensure_keyring(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """Give an engine built elsewhere (tests, embedding) the keyring of ``settings``."""
+    if keyring_of(engine.dialect) is None:
+        attach_keyring(
+            engine,
+            resolve_keyring(
+                settings.database_url, settings.secret_key, settings.secret_key_previous
+            ),
+        )
+    return engine
 
 
 @dataclass
@@ -78,7 +103,7 @@ class Runtime:
             names = ", ".join(repr(n) for n in sorted(unknown))
             raise ConfigError(f"VIDBATCH_MODEL_CATALOG: no provider registered as {names}")
         owns_engine = engine is None
-        engine = engine or await open_database(settings.database_url)
+        engine = ensure_keyring(settings, engine) if engine else await open_engine(settings)
         # A short keep-alive: a pooled connection the provider already closed would turn a
         # create into an "ambiguous" one (aiohttp never retries a POST).
         connector = aiohttp.TCPConnector(

@@ -182,6 +182,17 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_METRICS_TOKEN"),
         description="bearer token /metrics requires when set; unset leaves /metrics open",
     )
+    secret_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_SECRET_KEY"),
+        description="encrypts the stored webhook and callback secrets (32 characters or more); "
+        "required on PostgreSQL, generated into <database>.key on SQLite if unset",
+    )
+    secret_key_previous: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_SECRET_KEY_PREVIOUS"),
+        description="the former VIDBATCH_SECRET_KEY during a rotation (vidbatch secrets rotate)",
+    )
     model_catalog: str | None = Field(
         None,
         validation_alias=AliasChoices("VIDBATCH_MODEL_CATALOG"),
@@ -266,6 +277,18 @@ class Settings(BaseSettings):
 
         async_url(value)  # raises ValueError with a clear message
         return value
+
+    @field_validator("secret_key", "secret_key_previous")
+    @classmethod
+    def _check_secret_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if len(value.strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CHARS} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value.strip()
 
     @field_validator("admin_token", "metrics_token")
     @classmethod

@@ -71,6 +71,8 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
     "VIDBATCH_ADMIN_TOKEN": ("t" * 32, "admin_token", "t" * 32),
     "VIDBATCH_METRICS_TOKEN": ("m" * 40, "metrics_token", "m" * 40),
     "VIDBATCH_CALLBACK_SECRET": ("cb", "callback_secret", "cb"),
+    "VIDBATCH_SECRET_KEY": ("k" * 32, "secret_key", "k" * 32),
+    "VIDBATCH_SECRET_KEY_PREVIOUS": ("p" * 40, "secret_key_previous", "p" * 40),
     "VIDBATCH_CONFIRM_CALLBACKS": ("false", "confirm_callbacks", False),
     "VIDBATCH_AMBIGUOUS_SUBMIT": ("retry", "ambiguous_submit", "retry"),
     "VIDBATCH_PROVIDER_MAX_INFLIGHT": ("8", "provider_max_inflight", 8),
