@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_DEFAULT_RATE_LIMIT"),
         description="rate_limit_per_min of new API keys",
     )
+    read_rate_limit_per_min: int = Field(
+        600,
+        gt=0,
+        le=MAX_RATE_LIMIT_PER_MIN,
+        validation_alias=AliasChoices("VIDBATCH_READ_RATE_LIMIT"),
+        description="GET requests a key may make a minute (its rate_limit_per_min counts "
+        "creates and cancels only)",
+    )
     allow_private_webhooks: bool = Field(
         False,
         validation_alias=AliasChoices("VIDBATCH_ALLOW_PRIVATE_WEBHOOKS"),

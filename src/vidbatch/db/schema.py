@@ -118,10 +118,13 @@ api_usage = Table(
 
 # Per-key request counters, one row per minute: incremented by one conditional upsert, so a
 # burst cannot exceed the limit (the original's check-then-insert could).
+# Reads and writes are counted apart (``scope``), so polling never spends the budget of
+# creates.
 rate_limit_counters = Table(
     "rate_limit_counters",
     metadata,
     Column("key_id", ID, primary_key=True),
+    Column("scope", String(8), primary_key=True),
     Column("minute_bucket", BigInteger, primary_key=True),
     Column("count", Integer, nullable=False),
 )
