@@ -176,8 +176,11 @@ class Settings(BaseSettings):
     )
     allow_private_webhooks: bool = Field(
         False,
-        validation_alias=AliasChoices("VIDBATCH_ALLOW_PRIVATE_WEBHOOKS"),
-        description="allow http and private/loopback webhook URLs (development only)",
+        validation_alias=AliasChoices(
+            "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS", "VIDBATCH_ALLOW_PRIVATE_URLS"
+        ),
+        description="allow http and private/loopback webhook, reference and frame URLs "
+        "(development only)",
     )
     admin_token: str | None = Field(
         None,

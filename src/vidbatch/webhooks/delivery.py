@@ -50,7 +50,7 @@ from yarl import URL
 from vidbatch import __version__
 from vidbatch.db.queue import due_ids
 from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
-from vidbatch.domain.validation import non_public_address
+from vidbatch.domain.urls import non_public_address, parse_target
 from vidbatch.runtime import Runtime
 from vidbatch.services.deliveries import Outcome, record
 from vidbatch.webhooks.signing import encode_body, signature_headers
@@ -278,15 +278,20 @@ def _answered(status: int, headers: Mapping[str, str]) -> Outcome:
 
 
 async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
+    # The same parse as at creation: a URL refused there is refused here, without a
+    # traceback, and ``2130706433`` or ``0x7f.1`` is the loopback address it means.
+    target = parse_target(d.url)
+    if isinstance(target, str):
+        return Outcome(ok=False, error=f"invalid URL: {target}")
     url = URL(d.url)
-    host = url.raw_host
-    if url.scheme not in ("http", "https") or not host:
-        return Outcome(ok=False, error="invalid URL: not http(s) with a host")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        addresses = await resolve(host, port)
-    except (socket.gaierror, UnicodeError) as exc:
-        return Outcome(ok=False, error=f"DNS failure: cannot resolve {host} ({exc})")
+    host, port = target.host, target.port
+    if target.literal:
+        addresses = [host]
+    else:
+        try:
+            addresses = await resolve(host, port)
+        except (socket.gaierror, UnicodeError) as exc:
+            return Outcome(ok=False, error=f"DNS failure: cannot resolve {host} ({exc})")
     if not addresses:
         return Outcome(ok=False, error=f"DNS failure: no address for {host}")
     if not rt.settings.allow_private_webhooks:
