@@ -82,6 +82,8 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     #: Wrong admin tokens per client address (admin API and dashboard sign-in together).
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
+    #: Wrong metrics tokens per client address, throttled the same way.
+    metrics_failures: FailureThrottle = field(default_factory=FailureThrottle)
 
     @classmethod
     async def open(

@@ -57,3 +57,40 @@ async def test_status_reads_do_not_spend_the_create_budget(
     again = await client.post("/api/v1/batches", json=body(), headers=headers)
     assert again.status_code == 200, again.text
     await assert_audit_clean(engine)
+
+
+async def test_wrong_metrics_tokens_are_throttled_per_address(
+    settings_factory: Any, runtime: Any, engine: AsyncEngine
+) -> None:
+    import httpx
+
+    from vidbatch.api.app import create_app
+    from vidbatch.clock import FakeClock
+
+    token = "metrics-token-0123456789-abcdefghijkl"
+    clock = runtime.clock = FakeClock()
+    app = create_app(settings_factory(metrics_token=token), runtime=runtime)
+    right = {"Authorization": f"Bearer {token}"}
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+
+    def client_from(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 5000))
+        return httpx.AsyncClient(transport=transport, base_url="http://vidbatch.test")
+
+    async with client_from("10.0.0.7") as c, client_from("10.0.0.8") as other:
+        for _ in range(20):  # no token guesses nothing and is never throttled
+            assert (await c.get("/metrics")).status_code == 401
+        for _ in range(10):
+            assert (await c.get("/metrics", headers=wrong)).status_code == 401
+        throttled = await c.get("/metrics", headers=wrong)
+        assert throttled.status_code == 429
+        assert throttled.json()["error"] == "TOO_MANY_ATTEMPTS"
+        assert throttled.headers["retry-after"] == "60"
+        assert "vidbatch_credits_total" not in throttled.text
+        # the right token too, while throttled; another address is not held back
+        assert (await c.get("/metrics", headers=right)).status_code == 429
+        assert (await other.get("/metrics", headers=right)).status_code == 200
+        clock.advance(60)
+        shown = await c.get("/metrics", headers=right)
+        assert shown.status_code == 200 and "vidbatch_credits_total" in shown.text
+    await assert_audit_clean(engine)

@@ -76,6 +76,16 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def too_many_attempts(wait: int, what: str) -> ApiError:
+    """The 429 of a client throttled after wrong tokens (``what``: which token)."""
+    return ApiError(
+        429,
+        "TOO_MANY_ATTEMPTS",
+        f"too many wrong {what}s: try again in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
