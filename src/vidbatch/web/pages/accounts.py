@@ -183,9 +183,7 @@ async def change_key(
             key = await account_admin.revoke_key(rt.engine, key_id, actor="dashboard")
         else:
             values = _key_change(change, rate_limit_per_min)
-            key = await account_admin.set_key_state(
-                rt.engine, key_id, actor="dashboard", **values
-            )
+            key = await account_admin.set_key_state(rt.engine, key_id, actor="dashboard", **values)
     except VidbatchError as exc:
         await _known_key(rt, key_id)
         if isinstance(exc, NotFound):

@@ -228,8 +228,7 @@ def cancel_message(done: Cancelled) -> str:
     """What a cancel did, in the operator's words."""
     if done.cancelled_items:
         now = (
-            f"{done.cancelled_items} item(s) cancelled and {done.refunded_now} credits "
-            "refunded now"
+            f"{done.cancelled_items} item(s) cancelled and {done.refunded_now} credits refunded now"
         )
     else:
         now = "No item was waiting: nothing cancelled or refunded now"
