@@ -18,6 +18,7 @@ from vidbatch.db.schema import server_secrets
 from vidbatch.db.secrets import attach_keyring, resolve_keyring
 from vidbatch.db.session import open_database
 from vidbatch.db.types import keyring_of
+from vidbatch.domain.breaker import CircuitBreaker
 from vidbatch.domain.provider import DEFAULT_PROVIDER, Provider
 from vidbatch.domain.throttle import FailureThrottle
 from vidbatch.exceptions import ConfigError, ProviderRejected
@@ -82,6 +83,8 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     #: Wrong admin tokens per client address (admin API and dashboard sign-in together).
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
+    #: Webhook receivers that keep timing out, paused for a while (per process).
+    webhook_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     #: Wrong metrics tokens per client address, throttled the same way.
     metrics_failures: FailureThrottle = field(default_factory=FailureThrottle)
 
