@@ -210,6 +210,7 @@ async def test_rotation_re_encrypts_every_secret(db_url: str, engine: AsyncEngin
     # The old key alone no longer opens anything.
     with pytest.raises(ConfigError):
         await stored(engine)
+    await assert_audit_clean(engine)
 
 
 def _now() -> Any:
@@ -247,6 +248,7 @@ async def test_sqlite_without_a_key_generates_one_beside_the_database(
     try:
         assert (await stored(engine))["keys"][0] == first["keys"][0]
         assert first["keys"][0][0] == caller.key_id
+        await assert_audit_clean(engine)
     finally:
         await engine.dispose()
     assert "generated" not in caplog.text
