@@ -200,3 +200,36 @@ async def test_an_unexpected_error_is_one_answer_and_one_log_line(
     (line,) = failure_lines(caplog)
     assert line.exc_info is not None and "RuntimeError" in line.getMessage()
     await assert_audit_clean(runtime.engine)
+
+
+async def test_no_post_route_answers_500_to_odd_bodies(
+    client: httpx.AsyncClient, runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every POST route of the app, with the admin token and a real API key, given a
+    multipart body, JSON nested too deeply, and bytes that are not UTF-8."""
+    import re
+
+    _, key = await account_svc.create_account(runtime.engine, "acme", credits=100)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "x-api-key": key.api_key}
+    documented = client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+    paths = sorted(
+        {re.sub(r"\{[^}]+\}", "x", path) for path, item in documented if "post" in item}
+        | set(FORM_ROUTES)
+    )
+    assert len(paths) > 15
+    deep = b"[" * 50_000 + b"]" * 50_000
+    caplog.set_level(logging.INFO)
+    for path in paths:
+        answers = [
+            await client.post(path, files=MULTIPART, headers=headers),
+            await client.post(
+                path, content=deep, headers={**headers, "content-type": "application/json"}
+            ),
+            await client.post(
+                path, content=b"\xff\xfe{", headers={**headers, "content-type": "application/json"}
+            ),
+        ]
+        for r in answers:
+            assert r.status_code < 500, (path, r.status_code, r.text[:200])
+    no_traceback(caplog)
+    await assert_audit_clean(runtime.engine)
