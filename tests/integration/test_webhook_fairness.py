@@ -150,3 +150,43 @@ async def test_a_receiver_that_keeps_timing_out_is_paused_not_the_others(
         await assert_audit_clean(engine)
     finally:
         await rt.close()
+
+
+async def test_the_worker_keeps_delivering_while_a_claim_hangs(
+    settings_factory: Any, engine: AsyncEngine, sim: Any
+) -> None:
+    """The daemon: while one claim waits on a receiver that never answers, events that
+    become due after it are claimed and delivered."""
+    from vidbatch.worker.loop import WorkerLoop
+
+    sim.configure(hold=True, gen_time=3600.0)
+    rt = await Runtime.open(
+        settings_factory(webhook_timeout_ms=600_000, worker_idle_seconds=0.05), engine=engine
+    )
+    loop = WorkerLoop(rt)
+    running: asyncio.Task[None] | None = None
+    try:
+        async with dead_and_healthy() as (dead, healthy):
+            noisy, quiet = await tenant(engine, "noisy"), await tenant(engine, "quiet")
+            for _ in range(2):
+                await new_batch(engine, noisy, {"items": items(1), "webhook_url": dead.at("/d")})
+            running = asyncio.create_task(loop.run())
+            await until(lambda: _seen(dead, 2))  # that claim now hangs
+
+            await new_batch(engine, quiet, {"items": items(1), "webhook_url": healthy.at("/h")})
+
+            async def quiet_delivered() -> bool:
+                return all(r.delivered_at is not None for r in await rows_of(engine, "/h"))
+
+            await until(quiet_delivered)
+            assert "batch.created" in healthy.events()
+            assert all(r.delivered_at is None for r in await rows_of(engine, "/d"))
+            dead.release.set()
+            loop.stop()
+            await running
+        await assert_audit_clean(engine)
+    finally:
+        loop.stop()
+        if running is not None and not running.done():
+            running.cancel()
+        await rt.close()

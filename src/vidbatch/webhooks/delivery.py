@@ -229,6 +229,14 @@ async def deliver_due(
     rt: Runtime, *, owner: str, limit: int = 50, rng: random.Random | None = None
 ) -> tuple[int, int]:
     """Send every due webhook (up to ``limit``); returns (delivered, failed attempts)."""
+    due = await claim_due(rt, owner=owner, limit=limit)
+    if not due:
+        return 0, 0
+    return await send_claimed(rt, due, owner=owner, rng=rng)
+
+
+async def claim_due(rt: Runtime, *, owner: str, limit: int = 50) -> list[Due]:
+    """Claim due events (see :func:`claim`) with what is needed to send them."""
     settings = rt.settings
     now = rt.clock.now()
     lease_until = now + timedelta(seconds=lease_seconds(settings.webhook_timeout_ms))
@@ -242,11 +250,11 @@ async def deliver_due(
             paused=lambda receiver: rt.webhook_breaker.paused_for(receiver, rt.clock.monotonic()),
         )
         if not rows:
-            return 0, 0
+            return []
         secrets = await signing_secrets(
             conn, sorted({r.batch_id for r in rows}), fallback=settings.webhook_secret, now=now
         )
-    due = [
+    return [
         Due(
             id=r.id,
             event_id=r.event_id,
@@ -260,6 +268,12 @@ async def deliver_due(
         )
         for r in rows
     ]
+
+
+async def send_claimed(
+    rt: Runtime, due: list[Due], *, owner: str, rng: random.Random | None = None
+) -> tuple[int, int]:
+    """Send claimed events at once; returns (delivered, failed attempts)."""
     rng = rng or random.Random()
     # Each event is recorded as soon as its attempt ends: a receiver that answers at once
     # is done while a slow one is still waited for.
