@@ -32,9 +32,11 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vidbatch.db.engine import make_engine
+from vidbatch.db.engine import make_engine as plain_engine
 from vidbatch.db.migrate import upgrade
+from vidbatch.db.secrets import attach_keyring
 from vidbatch.domain.catalog import default_catalog
+from vidbatch.domain.sealing import Keyring
 from vidbatch.domain.validation import validate_batch
 from vidbatch.services import accounts
 from vidbatch.services.batches import Caller, create_batch
@@ -196,6 +198,16 @@ async def pg_admin() -> asyncpg.Connection:
         password=url.password,
         database=url.database or "postgres",
     )
+
+
+#: The VIDBATCH_SECRET_KEY of every benchmark process (the stored secrets are encrypted).
+BENCH_SECRET_KEY = "bench-secret-key-of-at-least-32-characters"
+
+
+def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """An engine with the benchmarks' keyring (as every vidbatch process would have)."""
+    engine = plain_engine(url, pool_size=pool_size)
+    return attach_keyring(engine, Keyring.from_secrets(BENCH_SECRET_KEY))
 
 
 def pg_url(name: str) -> str:
@@ -469,6 +481,7 @@ def vidbatch_env(db_url: str, sim_url: str, **extra: str) -> dict[str, str]:
             "GRSAI_HOST": sim_url,
             "GRSAI_API_KEY": "sk-bench",
             "VIDBATCH_CALLBACK_SECRET": "bench-secret",
+            "VIDBATCH_SECRET_KEY": BENCH_SECRET_KEY,
             "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
             "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "true",
             "VIDBATCH_LOG_LEVEL": "INFO",

@@ -35,8 +35,8 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from bench.common import BENCH_SECRET_KEY, make_engine
 from vidbatch.api.app import create_app
-from vidbatch.db.engine import make_engine
 from vidbatch.db.migrate import upgrade
 from vidbatch.services import accounts
 from vidbatch.settings import Settings
@@ -170,7 +170,10 @@ def bench_database(url: str, sizes: list[int], runs: int) -> list[Result]:
         credits = PRICE * (sum(sizes) * runs + 10)
         api_key = asyncio.run(prepare(db_url, credits))
         settings = Settings(
-            database_url=db_url, max_items=max(*sizes, 10_000), callback_secret="bench"
+            database_url=db_url,
+            max_items=max(*sizes, 10_000),
+            callback_secret="bench",
+            secret_key=BENCH_SECRET_KEY,
         )
         with serve(settings) as base, httpx.Client(base_url=base, timeout=300) as client:
             headers = {"x-api-key": api_key, "content-type": "application/json"}

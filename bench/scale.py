@@ -183,6 +183,7 @@ async def rounds(db: c.Scratch, sim: c.Sim, caller: Any) -> dict[str, Any]:
         require_https_video_url=False,
         poll_intervals="0.02,0.02,0.02",
         callback_secret="bench",
+        secret_key=c.BENCH_SECRET_KEY,
         task_concurrency=16,
         worker_max_start_tasks_per_batch=100,
         worker_max_claim=20,

@@ -31,6 +31,9 @@ PG_URL = os.environ.get(
 )
 REQUIRE_PG = os.environ.get("VIDBATCH_REQUIRE_POSTGRES") == "1"
 TEMPLATE = f"vidbatch_tmpl_{os.getpid()}"
+# Every vidbatch process a test starts (CLI, serve, worker) encrypts the stored secrets with
+# the same key as the tests' own engines (tests.helpers.keyed).
+os.environ["VIDBATCH_SECRET_KEY"] = "test-secret-key-of-at-least-32-characters"
 
 
 async def _pg_admin(sql: list[str]) -> None:
@@ -131,7 +134,9 @@ def pg_url(pg_template: str | None) -> Iterator[str]:
 
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = make_engine(db_url)
+    from tests.helpers import keyed_engine
+
+    eng = keyed_engine(db_url)
     yield eng
     await eng.dispose()
 
@@ -139,6 +144,7 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 # --- the application, driven in-process -------------------------------------------------
 
 WORKER_SECRET = "test-worker-secret"
+TEST_SECRET_KEY = "test-secret-key-of-at-least-32-characters"  # = tests.helpers
 ADMIN_TOKEN = "test-admin-token-of-at-least-32-characters"
 
 
@@ -156,6 +162,7 @@ def settings_factory(db_url: str, sim: Any) -> Any:
             "admin_token": ADMIN_TOKEN,
             "allow_private_webhooks": True,
             "callback_secret": "test-callback-secret",
+            "secret_key": TEST_SECRET_KEY,
             "provider_read_timeout": 5.0,
             "poll_intervals": "0.01,0.01,0.01",
             "require_https_video_url": False,

@@ -16,6 +16,24 @@ from vidbatch.services import accounts as account_svc
 from vidbatch.services.audit import audit
 from vidbatch.services.batches import Caller, Created, create_batch
 
+#: The VIDBATCH_SECRET_KEY of the tests (settings_factory sets it too).
+TEST_SECRET_KEY = "test-secret-key-of-at-least-32-characters"
+
+
+def keyed(engine: AsyncEngine, secret_key: str = TEST_SECRET_KEY) -> AsyncEngine:
+    """``engine`` with the tests' keyring, as open_database would give it."""
+    from vidbatch.db.secrets import attach_keyring
+    from vidbatch.domain.sealing import Keyring
+
+    return attach_keyring(engine, Keyring.from_secrets(secret_key))
+
+
+def keyed_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """A new engine on ``url`` with the tests' keyring."""
+    from vidbatch.db.engine import make_engine
+
+    return keyed(make_engine(url, **kwargs))
+
 
 async def new_account(engine: AsyncEngine, credits: int = 1000, name: str = "acme") -> Caller:
     account_id, key = await account_svc.create_account(engine, name, credits=credits)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,3 +82,50 @@ def setup_logging(settings: Settings, stream: Any = None) -> None:
     access.handlers[:] = [access_handler]
     access.propagate = False
     access.setLevel(logging.INFO)
+
+
+class LogLimiter:
+    """Identical failures logged once a window: during a database outage every request
+    fails the same way, and thousands of identical lines a second hide everything else.
+
+    ``allow(key)`` is None while ``key`` was logged less than ``window`` seconds ago (the
+    occurrence is counted), else how many occurrences were held back since the last line.
+    """
+
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable) -> int | None:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.window:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) > 1000:  # many distinct failures: forget the old ones
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+    def log(
+        self,
+        logger: logging.Logger,
+        level: int,
+        message: str,
+        *,
+        key: Hashable,
+        exc: BaseException | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """One line for ``message`` unless the same ``key`` was logged within the window;
+        the line says how many were held back before it. The traceback (``exc``) goes
+        with the first line of a window only."""
+        held = self.allow(key)
+        if held is None:
+            return
+        if held:
+            message += f" ({held} more like it in the last {self.window:g} s not logged)"
+        logger.log(level, message, exc_info=exc, extra={**(extra or {}), "repeated": held})

@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.clock import Clock, SystemClock, utcnow
 from vidbatch.db.schema import server_secrets
+from vidbatch.db.secrets import attach_keyring, resolve_keyring
 from vidbatch.db.session import open_database
+from vidbatch.db.types import keyring_of
+from vidbatch.domain.breaker import CircuitBreaker
 from vidbatch.domain.provider import DEFAULT_PROVIDER, Provider
 from vidbatch.domain.throttle import FailureThrottle
 from vidbatch.exceptions import ConfigError, ProviderRejected
@@ -43,6 +46,29 @@ async def stored_secret(engine: AsyncEngine, name: str) -> str:
     return candidate
 
 
+async def open_engine(settings: Settings, *, auto_migrate: bool = True) -> AsyncEngine:
+    """The database of ``settings``, migrated (SQLite) or checked, with the keyring of the
+    secrets at rest (``VIDBATCH_SECRET_KEY``)."""
+    return await open_database(
+        settings.database_url,
+        auto_migrate=auto_migrate,
+        secret_key=settings.secret_key,
+        secret_key_previous=settings.secret_key_previous,
+    )
+
+
+def ensure_keyring(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """Give an engine built elsewhere (tests, embedding) the keyring of ``settings``."""
+    if keyring_of(engine.dialect) is None:
+        attach_keyring(
+            engine,
+            resolve_keyring(
+                settings.database_url, settings.secret_key, settings.secret_key_previous
+            ),
+        )
+    return engine
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -59,6 +85,10 @@ class Runtime:
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
     #: Webhook mode: tasks this process saw end without any provider callback in a row.
     missed_callbacks: int = 0
+    #: Webhook receivers that keep timing out, paused for a while (per process).
+    webhook_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    #: Wrong metrics tokens per client address, throttled the same way.
+    metrics_failures: FailureThrottle = field(default_factory=FailureThrottle)
 
     @classmethod
     async def open(
@@ -80,7 +110,7 @@ class Runtime:
             names = ", ".join(repr(n) for n in sorted(unknown))
             raise ConfigError(f"VIDBATCH_MODEL_CATALOG: no provider registered as {names}")
         owns_engine = engine is None
-        engine = engine or await open_database(settings.database_url)
+        engine = ensure_keyring(settings, engine) if engine else await open_engine(settings)
         # A short keep-alive: a pooled connection the provider already closed would turn a
         # create into an "ambiguous" one (aiohttp never retries a POST).
         connector = aiohttp.TCPConnector(

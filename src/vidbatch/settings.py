@@ -166,10 +166,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDBATCH_DEFAULT_RATE_LIMIT"),
         description="rate_limit_per_min of new API keys",
     )
+    read_rate_limit_per_min: int = Field(
+        600,
+        gt=0,
+        le=MAX_RATE_LIMIT_PER_MIN,
+        validation_alias=AliasChoices("VIDBATCH_READ_RATE_LIMIT"),
+        description="GET requests a key may make a minute (its rate_limit_per_min counts "
+        "creates and cancels only)",
+    )
     allow_private_webhooks: bool = Field(
         False,
-        validation_alias=AliasChoices("VIDBATCH_ALLOW_PRIVATE_WEBHOOKS"),
-        description="allow http and private/loopback webhook URLs (development only)",
+        validation_alias=AliasChoices(
+            "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS", "VIDBATCH_ALLOW_PRIVATE_URLS"
+        ),
+        description="allow http and private/loopback webhook, reference and frame URLs "
+        "(development only)",
     )
     admin_token: str | None = Field(
         None,
@@ -181,6 +192,17 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("VIDBATCH_METRICS_TOKEN"),
         description="bearer token /metrics requires when set; unset leaves /metrics open",
+    )
+    secret_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_SECRET_KEY"),
+        description="encrypts the stored webhook and callback secrets (32 characters or more); "
+        "required on PostgreSQL, generated into <database>.key on SQLite if unset",
+    )
+    secret_key_previous: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_SECRET_KEY_PREVIOUS"),
+        description="the former VIDBATCH_SECRET_KEY during a rotation (vidbatch secrets rotate)",
     )
     model_catalog: str | None = Field(
         None,
@@ -278,6 +300,18 @@ class Settings(BaseSettings):
 
         async_url(value)  # raises ValueError with a clear message
         return value
+
+    @field_validator("secret_key", "secret_key_previous")
+    @classmethod
+    def _check_secret_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if len(value.strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CHARS} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value.strip()
 
     @field_validator("admin_token", "metrics_token")
     @classmethod

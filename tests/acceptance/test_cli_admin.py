@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from tests.acceptance.cli_helpers import assert_usage_error, ok, one_json
 from tests.helpers import finish_tasks, items, new_batch
-from vidbatch.db.engine import make_engine
+from tests.helpers import keyed_engine as make_engine
 from vidbatch.db.schema import video_tasks
 from vidbatch.services.batches import Caller
 

@@ -61,7 +61,7 @@ def query(db_url: str, sql: str, **params: Any) -> list[Any]:
     """Read the database as an operator would (a plain synchronous connection)."""
     import asyncio
 
-    from vidbatch.db.engine import make_engine
+    from tests.helpers import keyed_engine as make_engine
 
     async def go() -> list[Any]:
         engine = make_engine(db_url)

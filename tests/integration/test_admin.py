@@ -23,13 +23,13 @@ from tests.helpers import (
     new_account,
     new_batch,
 )
+from tests.helpers import keyed_engine as make_engine
 from tests.integration.test_dashboard import sign_in as dashboard_sign_in
 from tests.integration.webhook_receiver import Receiver, running_receiver
 from tests.integration.worker_helpers import batch_row, run_until_settled
 from vidbatch.api.app import create_app
 from vidbatch.cli.main import app as cli_app
 from vidbatch.clock import FakeClock, utcnow
-from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import accounts as accounts_table
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from tests.helpers import keyed_engine as make_engine
 from vidbatch.api.app import create_app
-from vidbatch.db.engine import make_engine
 from vidbatch.runtime import Runtime
 from vidbatch.services import accounts as account_svc
 from vidbatch.settings import Settings

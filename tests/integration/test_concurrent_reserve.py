@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import assert_audit_clean, balance, finish_tasks, items, new_account, new_batch
+from tests.helpers import keyed_engine as make_engine
 from vidbatch.clock import utcnow
-from vidbatch.db.engine import make_engine
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks
 from vidbatch.exceptions import BatchAlreadyEnded, InsufficientCredits
 from vidbatch.services.batches import Caller, Cancelled, Created, cancel_batch

@@ -347,7 +347,10 @@ async def test_cancel_through_the_page_refunds(client: httpx.AsyncClient, runtim
         client, await client.post(f"/admin/batches/{created.batch_id}/cancel", data={"csrf": csrf})
     )
     seen = text_of(page)
-    assert "Batch cancelled: 3 item(s) cancelled, 30 credits refunded so far." in seen
+    assert (
+        "3 item(s) cancelled and 30 credits refunded now; nothing is left running: "
+        "the batch has ended (cancelled)." in seen
+    )
     assert "Status cancelled" in seen
     assert await balance(runtime.engine, caller.account_id) == (1000, 0)
     async with runtime.engine.connect() as conn:
@@ -364,7 +367,7 @@ async def test_cancel_through_the_page_refunds(client: httpx.AsyncClient, runtim
     assert kinds == ["reserve", "refund"]
     await assert_audit_clean(runtime.engine)
     # the flash message is shown once
-    assert "Batch cancelled" not in text_of(await client.get(f"/admin/batches/{created.batch_id}"))
+    assert "refunded now" not in text_of(await client.get(f"/admin/batches/{created.batch_id}"))
 
     # the batch ended meanwhile: the API's message, nothing changes
     again = await follow(

@@ -14,11 +14,11 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import _pg_admin
 from tests.helpers import assert_audit_clean, items, new_account, new_batch
+from tests.helpers import keyed_engine as make_engine
 from tests.integration.worker_helpers import batch_row, task_rows
 from tests.simulator_fixture import SimulatorHandle
 from vidbatch.api.app import create_app
 from vidbatch.api.deps import Authenticated, rate_limited
-from vidbatch.db.engine import make_engine
 from vidbatch.runtime import Runtime
 from vidbatch.services import accounts
 from vidbatch.services.accounts import KeyIdentity

@@ -1,7 +1,7 @@
 """No secret of any kind reaches the logs on an error path, on SQLite and PostgreSQL: not an
 API key or its hash, a webhook secret, the callback secret, the worker secret, the admin
-token nor the provider key — through a constraint violation, a database outage, a provider
-that cannot be reached or a bad request."""
+token, the provider key nor VIDBATCH_SECRET_KEY — through a constraint violation, a
+database outage, a provider that cannot be reached or a bad request."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import items, new_account, new_batch
+from tests.helpers import TEST_SECRET_KEY, items, new_account, new_batch
 from vidbatch.api.app import create_app
 from vidbatch.db.engine import make_engine
 from vidbatch.logs import QUIET_LOGGERS
@@ -39,6 +39,7 @@ SECRETS = {
     "API key": API_KEY,
     "API key hash": account_svc.hash_key(API_KEY),
     "key webhook secret": KEY_WEBHOOK_SECRET,
+    "secret key": TEST_SECRET_KEY,
 }
 
 

@@ -235,8 +235,9 @@ async def test_slow_receiver_times_out_and_delays_neither_settlement_nor_others(
         slow_batch = await new_batch(
             engine, caller, {"items": items(1), "webhook_url": receiver.at("/slow")}
         )
+        other_customer, _ = await customer(engine)
         fast_batch = await new_batch(
-            engine, caller, {"items": items(1), "webhook_url": fast.at("/fast")}
+            engine, other_customer, {"items": items(1), "webhook_url": fast.at("/fast")}
         )
         # both batches end (three events each: created, failed, refunded) before the clock
         # starts; then another batch, without a webhook, is worked while they are sent

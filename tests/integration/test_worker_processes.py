@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import assert_audit_clean, items, new_account, new_batch
+from tests.helpers import keyed_engine as make_engine
 from tests.integration.worker_helpers import batch_row, task_rows, unsettled
 from tests.simulator_fixture import SimulatorHandle
-from vidbatch.db.engine import make_engine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

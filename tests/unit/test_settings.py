@@ -67,10 +67,13 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
     "VIDBATCH_PROVIDER_READ_TIMEOUT": ("12", "provider_read_timeout", 12.0),
     "VIDBATCH_MAX_BODY_BYTES": ("1024", "max_body_bytes", 1024),
     "VIDBATCH_DEFAULT_RATE_LIMIT": ("90", "default_rate_limit_per_min", 90),
+    "VIDBATCH_READ_RATE_LIMIT": ("120", "read_rate_limit_per_min", 120),
     "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": ("true", "allow_private_webhooks", True),
     "VIDBATCH_ADMIN_TOKEN": ("t" * 32, "admin_token", "t" * 32),
     "VIDBATCH_METRICS_TOKEN": ("m" * 40, "metrics_token", "m" * 40),
     "VIDBATCH_CALLBACK_SECRET": ("cb", "callback_secret", "cb"),
+    "VIDBATCH_SECRET_KEY": ("k" * 32, "secret_key", "k" * 32),
+    "VIDBATCH_SECRET_KEY_PREVIOUS": ("p" * 40, "secret_key_previous", "p" * 40),
     "VIDBATCH_CONFIRM_CALLBACKS": ("false", "confirm_callbacks", False),
     "VIDBATCH_AMBIGUOUS_SUBMIT": ("retry", "ambiguous_submit", "retry"),
     "VIDBATCH_PROVIDER_MAX_INFLIGHT": ("8", "provider_max_inflight", 8),
@@ -94,7 +97,8 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
 
 
 def test_every_variable_is_known_to_the_settings() -> None:
-    assert set(ORIGINAL_ENV) | set(OWN_ENV) | {"BATCH_CLAIM_LIMIT"} == _all_env_names()
+    aliases = {"BATCH_CLAIM_LIMIT", "VIDBATCH_ALLOW_PRIVATE_URLS"}
+    assert set(ORIGINAL_ENV) | set(OWN_ENV) | aliases == _all_env_names()
 
 
 def test_defaults_without_environment() -> None:

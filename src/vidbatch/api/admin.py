@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from vidbatch.api.app import client_address, runtime_of
-from vidbatch.api.errors import ApiError
+from vidbatch.api.errors import ApiError, too_many_attempts
 from vidbatch.api.schemas import ErrorResponse
 from vidbatch.api.v1 import decode_cursor, encode_cursor
 from vidbatch.domain.limits import MAX_CREDITS, MAX_RATE_LIMIT_PER_MIN
@@ -74,12 +74,7 @@ async def require_admin(
     client = client_address(request)
     wait = rt.admin_failures.retry_after(client, rt.clock.monotonic())
     if wait is not None:
-        raise ApiError(
-            429,
-            "TOO_MANY_ATTEMPTS",
-            f"too many wrong admin tokens: try again in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+        raise too_many_attempts(wait, "admin token")
     if presented and hmac.compare_digest(presented.encode(), expected.encode()):
         rt.admin_failures.succeeded(client)
         return

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidbatch import __version__
 from vidbatch.api import errors, request_id
+from vidbatch.logs import LogLimiter
 from vidbatch.runtime import Runtime
 from vidbatch.settings import Settings
 
@@ -28,11 +29,14 @@ refunded the rest. Errors are JSON: `{"ok": false, "error": "<CODE>", "message",
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before they are read whole."""
+    """Refuse request bodies over ``limit`` bytes with 413 before they are read whole
+    (announced or chunked), and answer whatever escapes the routes with one 500 and one
+    log line (rate-limited by ``limiter``) instead of a traceback per layer."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, limiter: LogLimiter | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.limiter = limiter or LogLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,23 +46,47 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await self._too_large(scope, send)
                 return
+        await self._guarded(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
-        too_large = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen, too_large
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    too_large = True
                     raise _TooLarge
             return message
 
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, tracked)
         except _TooLarge:
+            if not started:
+                await self._too_large(scope, send)
+        except BaseExceptionGroup as group:
+            if not group.subgroup(_TooLarge) or started:
+                raise
             await self._too_large(scope, send)
+        except Exception as exc:
+            where = f"{scope.get('method', '')} {scope.get('path', '')}"
+            self.limiter.log(
+                log,
+                logging.ERROR,
+                f"unhandled error on {where}: {type(exc).__name__}",
+                key=(type(exc).__name__, where, str(exc)[:200]),
+                exc=exc,
+                extra={"action": "error"},
+            )
+            if not started:
+                await _internal_error(send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         import json
@@ -91,8 +119,28 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """A body over the limit: unwinds the app up to :class:`BodyLimit`, past every handler
+    of ``Exception`` (which would make it a 500)."""
+
+
+async def _internal_error(send: Send) -> None:
+    import json
+
+    body = json.dumps(
+        {"ok": False, "error": "INTERNAL_ERROR", "message": "internal error"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -163,7 +211,8 @@ def create_app(
     app.include_router(callback.router)
     app.include_router(admin.router)
     app.include_router(dashboard_router())
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.state.log_limiter = LogLimiter()
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, limiter=app.state.log_limiter)
     if settings.access_log:
         from vidbatch.api.access_log import AccessLog
 

@@ -68,14 +68,21 @@ async def authenticate(
     return Authenticated(identity)
 
 
+def _budget(request: Request, auth: Authenticated) -> tuple[str, int]:
+    """A GET counts against the key's read budget (``VIDBATCH_READ_RATE_LIMIT``); creates
+    and cancels against its ``rate_limit_per_min``."""
+    if request.method in ("GET", "HEAD"):
+        return ratelimit.READ, runtime_of(request).settings.read_rate_limit_per_min
+    return ratelimit.WRITE, auth.key.rate_limit_per_min
+
+
 async def count_request(request: Request, auth: Authenticated) -> RateState:
     """Count this request against the key's limit; raise RateLimited when it is spent.
 
     The state is kept on the request so that every answer carries the rate-limit headers.
     """
-    state = await ratelimit.admit(
-        runtime_of(request).engine, auth.key.key_id, auth.key.rate_limit_per_min
-    )
+    scope, limit = _budget(request, auth)
+    state = await ratelimit.admit(runtime_of(request).engine, auth.key.key_id, limit, scope=scope)
     request.state.rate_limit = state
     if not state.allowed:
         raise RateLimited(limit=state.limit, retry_after=state.retry_after)
@@ -84,9 +91,8 @@ async def count_request(request: Request, auth: Authenticated) -> RateState:
 
 async def show_rate(request: Request, auth: Authenticated) -> RateState:
     """Attach the key's current rate-limit state without counting the request."""
-    state = await ratelimit.peek(
-        runtime_of(request).engine, auth.key.key_id, auth.key.rate_limit_per_min
-    )
+    scope, limit = _budget(request, auth)
+    state = await ratelimit.peek(runtime_of(request).engine, auth.key.key_id, limit, scope=scope)
     request.state.rate_limit = state
     return state
 

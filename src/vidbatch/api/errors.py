@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidbatch import exceptions as e
+from vidbatch.logs import LogLimiter
 from vidbatch.services.health import UNREACHABLE_ERRORS, is_unreachable
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,16 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def too_many_attempts(wait: int, what: str) -> ApiError:
+    """The 429 of a client throttled after wrong tokens (``what``: which token)."""
+    return ApiError(
+        429,
+        "TOO_MANY_ATTEMPTS",
+        f"too many wrong {what}s: try again in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -126,11 +137,18 @@ def _unavailable(request: Request, code: str) -> JSONResponse:
 def _domain_error_response(request: Request, exc: e.VidbatchError) -> JSONResponse:
     """The answer to an error of ``vidbatch.exceptions``, at the status of its class."""
     status = status_for(exc)
-    if status == 500:
-        log.error("unhandled vidbatch error", extra={"action": "error", "code": exc.code})
-        return error_response(request, 500, "INTERNAL_ERROR", "internal error")
-    if status == 503:  # the cause stays in the log: it may name hosts
-        log.error("service unavailable: %s", exc.message, extra={"action": "error"})
+    if status in (500, 503):
+        # The cause stays in the log (it may name hosts), once a minute when it repeats.
+        message = "unhandled vidbatch error" if status == 500 else "service unavailable"
+        limiter_of(request).log(
+            log,
+            logging.ERROR,
+            f"{message}: {exc.message}",
+            key=(exc.code, exc.message),
+            extra={"action": "error", "code": exc.code},
+        )
+        if status == 500:
+            return error_response(request, 500, "INTERNAL_ERROR", "internal error")
         return _unavailable(request, exc.code)
     details = [d.as_dict() for d in getattr(exc, "details", [])]
     headers = None
@@ -164,6 +182,11 @@ def install(app: FastAPI) -> None:
         ]
         return error_response(request, 400, "INVALID_PAYLOAD", "invalid request", details=details)
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # JSON nested thousands deep, parsed by the framework (the admin API's bodies).
+        return error_response(request, 400, "INVALID_PAYLOAD", "the body is nested too deeply")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
@@ -178,7 +201,13 @@ def install(app: FastAPI) -> None:
     async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         if not is_unreachable(exc):
             return await _unexpected(request, exc)
-        log.warning("database unavailable: %s", type(exc).__name__, extra={"action": "error"})
+        limiter_of(request).log(
+            log,
+            logging.WARNING,
+            f"database unavailable: {type(exc).__name__}",
+            key=("database unavailable", type(exc).__name__),
+            extra={"action": "error"},
+        )
         return _unavailable(request, e.DatabaseUnavailable.code)
 
     # Registered by class (not only as Exception) so that KeyedRoute finds the handler too.
@@ -189,5 +218,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"action": "error"})
+        where = f"{request.method} {request.url.path}"
+        limiter_of(request).log(
+            log,
+            logging.ERROR,
+            f"unhandled error on {where}: {type(exc).__name__}",
+            key=(type(exc).__name__, where, str(exc)[:200]),
+            exc=exc,
+            extra={"action": "error"},
+        )
         return error_response(request, 500, "INTERNAL_ERROR", "internal error")
+
+
+def limiter_of(request: Request) -> LogLimiter:
+    """The app's limiter of repeated log lines (one per app)."""
+    found = getattr(request.app.state, "log_limiter", None)
+    if not isinstance(found, LogLimiter):
+        found = request.app.state.log_limiter = LogLimiter()
+    return found

@@ -16,8 +16,10 @@ from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from vidbatch.api.errors import ApiError
+from vidbatch.api.app import client_address
+from vidbatch.api.errors import ApiError, too_many_attempts
 from vidbatch.clock import utcnow
+from vidbatch.runtime import Runtime
 from vidbatch.services import health
 from vidbatch.startup import result_store_check
 
@@ -91,7 +93,10 @@ metrics_bearer = HTTPBearer(
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={401: {"description": "`METRICS_UNAUTHORIZED`: missing or wrong metrics token"}},
+    responses={
+        401: {"description": "`METRICS_UNAUTHORIZED`: missing or wrong metrics token"},
+        429: {"description": "`TOO_MANY_ATTEMPTS`: too many wrong metrics tokens; see Retry-After"},
+    },
 )
 async def metrics(
     request: Request,
@@ -99,14 +104,9 @@ async def metrics(
 ) -> Response:
     rt = request.app.state.runtime
     expected = request.app.state.settings.metrics_token
-    presented = credentials.credentials.strip() if credentials else ""
-    if expected and not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise ApiError(
-            401,
-            "METRICS_UNAUTHORIZED",
-            "missing or wrong metrics token (Authorization: Bearer <VIDBATCH_METRICS_TOKEN>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if expected:
+        presented = credentials.credentials.strip() if credentials else ""
+        _check_metrics_token(rt, client_address(request), presented, expected)
     try:
         counts = await health.task_counts(rt.engine)
         for status, n in counts.items():
@@ -114,3 +114,23 @@ async def metrics(
     except Exception:  # metrics still answer when the database is down
         log.debug("task counts unavailable", exc_info=True)
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _check_metrics_token(rt: Runtime, client: str, presented: str, expected: str) -> None:
+    """As for the admin token: after 10 wrong tokens within a minute from one address, every
+    attempt from it is a 429 with Retry-After until the oldest is a minute old."""
+    wait = rt.metrics_failures.retry_after(client, rt.clock.monotonic())
+    if wait is not None:
+        raise too_many_attempts(wait, "metrics token")
+    if hmac.compare_digest(presented.encode(), expected.encode()):
+        rt.metrics_failures.succeeded(client)
+        return
+    if presented:  # a guess; a request without a token guesses nothing
+        rt.metrics_failures.failed(client, rt.clock.monotonic())
+        log.warning("metrics token refused", extra={"action": "metrics_auth", "client": client})
+    raise ApiError(
+        401,
+        "METRICS_UNAUTHORIZED",
+        "missing or wrong metrics token (Authorization: Bearer <VIDBATCH_METRICS_TOKEN>)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

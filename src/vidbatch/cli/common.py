@@ -13,7 +13,7 @@ import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from vidbatch.db.session import describe_db_error, open_database
+from vidbatch.db.session import describe_db_error
 from vidbatch.domain.limits import MAX_CREDITS
 from vidbatch.exceptions import ConfigError, VidbatchError
 from vidbatch.settings import Settings, load_settings
@@ -54,7 +54,9 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 async def with_engine(settings: Settings, fn: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    engine = await open_database(settings.database_url)
+    from vidbatch.runtime import open_engine
+
+    engine = await open_engine(settings)
     try:
         return await fn(engine)
     finally:

@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+secrets_app = typer.Typer(help="Secrets encrypted at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batches_app, name="batches")
@@ -74,13 +76,16 @@ def root(
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply every pending migration."""
     from vidbatch.db.migrate import current_revision, upgrade
-    from vidbatch.db.session import describe_db_error
+    from vidbatch.db.session import describe_db_error, keyed_engine
     from vidbatch.exceptions import DatabaseUnavailable
 
     settings = settings_from(ctx)
 
     async def go() -> str | None:
-        engine = make_engine(settings.database_url)
+        # The key is needed: migration 0007 encrypts the stored secrets.
+        engine = keyed_engine(
+            settings.database_url, settings.secret_key, settings.secret_key_previous
+        )
         try:
             await upgrade(engine)
             return await current_revision(engine)
@@ -117,6 +122,21 @@ def db_current(ctx: typer.Context) -> None:
             err=True,
         )
         raise typer.Exit(1)
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(ctx: typer.Context) -> None:
+    """Re-encrypt every stored secret under VIDBATCH_SECRET_KEY.
+
+    Set the new key in VIDBATCH_SECRET_KEY and the old one in VIDBATCH_SECRET_KEY_PREVIOUS,
+    run this once, then drop VIDBATCH_SECRET_KEY_PREVIOUS.
+    """
+    from vidbatch.cli.common import call
+    from vidbatch.db.secrets import rotate
+
+    settings = settings_from(ctx)
+    changed = call(settings, rotate)
+    typer.echo(f"re-encrypted {changed} secret(s) under VIDBATCH_SECRET_KEY")
 
 
 @app.command("audit")

@@ -73,13 +73,13 @@ def serve(
     import uvicorn
 
     from vidbatch.api.app import create_app
-    from vidbatch.db.session import open_database
+    from vidbatch.runtime import open_engine
 
     settings = settings_from(ctx)
     setup_logging(settings)
 
     async def check() -> None:  # fail fast, in one line, when the database is unusable
-        engine = await open_database(settings.database_url)
+        engine = await open_engine(settings)
         await engine.dispose()
 
     run(check)

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import TextClause
 
-from vidbatch.db.types import JSONType, UTCDateTime
+from vidbatch.db.types import JSONType, Sealed, SealedText, UTCDateTime
 from vidbatch.domain.states import (
     BatchStatus,
     FailureType,
@@ -90,8 +90,9 @@ enterprise_api_keys = Table(
     Column("is_active", Boolean, nullable=False, server_default=text("true")),
     Column("rate_limit_per_min", Integer, nullable=False, server_default=text("60")),
     # Signing secret of this key's customer webhooks, and the previous one during rotation.
-    Column("webhook_secret", String(128), nullable=True),
-    Column("webhook_secret_previous", String(128), nullable=True),
+    # Both encrypted at rest (db/types.Sealed).
+    Column("webhook_secret", Sealed(128), nullable=True),
+    Column("webhook_secret_previous", Sealed(128), nullable=True),
     Column("webhook_secret_previous_expires_at", UTCDateTime(), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime(), nullable=True),
@@ -117,10 +118,13 @@ api_usage = Table(
 
 # Per-key request counters, one row per minute: incremented by one conditional upsert, so a
 # burst cannot exceed the limit (the original's check-then-insert could).
+# Reads and writes are counted apart (``scope``), so polling never spends the budget of
+# creates.
 rate_limit_counters = Table(
     "rate_limit_counters",
     metadata,
     Column("key_id", ID, primary_key=True),
+    Column("scope", String(8), primary_key=True),
     Column("minute_bucket", BigInteger, primary_key=True),
     Column("count", Integer, nullable=False),
 )
@@ -320,7 +324,7 @@ server_secrets = Table(
     "server_secrets",
     metadata,
     Column("name", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
+    Column("value", SealedText, nullable=False),  # encrypted at rest
     Column("created_at", UTCDateTime(), nullable=False),
 )
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.db.engine import is_sqlite, make_engine
 from vidbatch.db.migrate import current_revision, head_revision, upgrade
+from vidbatch.db.secrets import attach_keyring, create_private_file, resolve_keyring, sqlite_path
 from vidbatch.exceptions import DatabaseUnavailable, SchemaNotCurrent
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,31 @@ def describe_db_error(exc: BaseException) -> str:
     return text[:300]
 
 
-async def open_database(url: str, *, auto_migrate: bool = True) -> AsyncEngine:
-    """An engine whose schema is current.
+def keyed_engine(url: str, secret_key: str | None, secret_key_previous: str | None) -> AsyncEngine:
+    """The engine of ``url`` with the keyring of the secrets at rest; a new SQLite file is
+    created readable by its owner only."""
+    keyring = resolve_keyring(url, secret_key, secret_key_previous)
+    database = sqlite_path(url)
+    if database is not None:
+        create_private_file(database)
+    return attach_keyring(make_engine(url), keyring)
+
+
+async def open_database(
+    url: str,
+    *,
+    auto_migrate: bool = True,
+    secret_key: str | None = None,
+    secret_key_previous: str | None = None,
+) -> AsyncEngine:
+    """An engine whose schema is current, with the keyring of the secrets at rest
+    (``VIDBATCH_SECRET_KEY``, see :mod:`vidbatch.db.secrets`).
 
     SQLite (the embedded default) is migrated on the spot so the first run just works;
     PostgreSQL must have been upgraded with ``vidbatch db upgrade`` (several processes
     must not race to migrate a shared database).
     """
-    engine = make_engine(url)
+    engine = keyed_engine(url, secret_key, secret_key_previous)
     try:
         if is_sqlite(engine) and auto_migrate:
             await upgrade(engine)

@@ -1,5 +1,6 @@
 """Validation of a batch request: every problem reported at once, with item index, field
-and reason. Pure: no I/O (webhook hosts are resolved again at delivery time).
+and reason. Pure: no I/O (URLs are checked by domain/urls.py; webhook hosts are resolved again at
+delivery time).
 
 Decisions a customer should know (documented in the README):
 - unknown fields of an item or of the body are ignored, as the original did;
@@ -13,19 +14,25 @@ Decisions a customer should know (documented in the README):
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from vidbatch.domain.catalog import Catalog, ModelSpec
 from vidbatch.domain.provider import DEFAULT_PROVIDER
+from vidbatch.domain.urls import MAX_URL, check_url, is_private_host, non_public_address
 from vidbatch.exceptions import FieldError, InvalidInput, TooManyItems
 
+__all__ = [
+    "MAX_URL",
+    "check_webhook_url",
+    "is_private_host",
+    "non_public_address",
+    "validate_batch",
+]
+
 MAX_PROMPT = 4000
-MAX_URL = 2048
 MAX_METADATA_BYTES = 4096
 MAX_META_URLS = 3
 ASPECT_RATIOS = ("9:16", "16:9")
@@ -70,61 +77,10 @@ class BatchSpec:
         return max(i.cost_credits for i in self.items)
 
 
-def _is_http_url(value: Any) -> str | None:
-    """None when ``value`` is an acceptable http(s) URL, else the reason."""
-    if not isinstance(value, str):
-        return "must be a string URL"
-    if len(value) > MAX_URL:
-        return f"must be at most {MAX_URL} characters"
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an http(s) URL"
-    return None
-
-
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-
-
-def non_public_address(address: str) -> bool:
-    """True for an address nothing of ours may be sent to: loopback, private, link-local,
-    multicast, reserved — also when an IPv4 address hides inside an IPv6 one (mapped,
-    6to4, NAT64, IPv4-compatible)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and any(ip in net for net in _NAT64):
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is None and int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d
-            embedded = ipaddress.IPv4Address(int(ip))
-        if embedded is not None and non_public_address(str(embedded)):
-            return True
-    return not ip.is_global or ip.is_multicast
-
-
-def is_private_host(host: str) -> bool:
-    """True for localhost names and for non-public literal addresses."""
-    host = host.strip("[]").lower()
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    try:
-        return non_public_address(host)
-    except ValueError:
-        return False
-
-
 def check_webhook_url(value: Any, *, allow_private: bool) -> str | None:
-    """None when ``value`` may receive webhooks, else the reason."""
-    reason = _is_http_url(value)
-    if reason:
-        return reason
-    parts = urlsplit(value)
-    if allow_private:
-        return None
-    if parts.scheme != "https":
-        return "must be an https URL"
-    if not parts.hostname or is_private_host(parts.hostname):
-        return "must not point at a private, loopback or link-local address"
-    return None
+    """None when ``value`` may receive webhooks (https, public), else the reason; the same
+    check as every delivery attempt's."""
+    return check_url(value, allow_private=allow_private, https_only=not allow_private)
 
 
 #: Reports one problem of an item: ``report(field, message)``.
@@ -137,6 +93,7 @@ def _validate_item(
     catalog: Catalog,
     errors: list[FieldError],
     default_aspect_ratio: str | None = None,
+    allow_private: bool = False,
 ) -> ItemSpec | None:
     """The item as an :class:`ItemSpec`, or None with its problems added to ``errors`` (in
     the order of its fields)."""
@@ -153,9 +110,9 @@ def _validate_item(
     aspect = _aspect_ratio(raw.get("aspect_ratio"), default_aspect_ratio, report)
     duration = None if spec is None else _duration(raw.get("duration"), spec, report)
     reference_url = raw.get("reference_url")
-    _check_url("reference_url", reference_url, report)
+    _check_url("reference_url", reference_url, report, allow_private)
     meta = raw.get("meta")
-    _check_meta(meta, report)
+    _check_meta(meta, report, allow_private)
     metadata = raw.get("metadata")
     _check_metadata(metadata, report)
 
@@ -232,15 +189,15 @@ def _duration(duration: Any, spec: ModelSpec, report: Report) -> int | None:
     return int(duration)
 
 
-def _check_url(field: str, value: Any, report: Report) -> None:
-    """An optional http(s) URL."""
+def _check_url(field: str, value: Any, report: Report, allow_private: bool) -> None:
+    """An optional public http(s) URL (the provider fetches it)."""
     if value is not None:
-        reason = _is_http_url(value)
+        reason = check_url(value, allow_private=allow_private)
         if reason:
             report(field, reason)
 
 
-def _check_meta(meta: Any, report: Report) -> None:
+def _check_meta(meta: Any, report: Report, allow_private: bool) -> None:
     """The provider hints: frame URLs (a last frame only with a first) and reference URLs."""
     if meta is None:
         return
@@ -251,13 +208,13 @@ def _check_meta(meta: Any, report: Report) -> None:
         if key not in META_KEYS:
             report(f"meta.{key}", f"unknown key; expected {', '.join(META_KEYS)}")
     for key in ("firstFrameUrl", "lastFrameUrl"):
-        _check_url(f"meta.{key}", meta.get(key), report)
+        _check_url(f"meta.{key}", meta.get(key), report, allow_private)
     if meta.get("lastFrameUrl") is not None and meta.get("firstFrameUrl") is None:
         report("meta.lastFrameUrl", "is only allowed together with meta.firstFrameUrl")
-    _check_meta_urls(meta.get("urls"), report)
+    _check_meta_urls(meta.get("urls"), report, allow_private)
 
 
-def _check_meta_urls(urls: Any, report: Report) -> None:
+def _check_meta_urls(urls: Any, report: Report, allow_private: bool) -> None:
     if urls is None:
         return
     if not isinstance(urls, list):
@@ -266,9 +223,7 @@ def _check_meta_urls(urls: Any, report: Report) -> None:
         report("meta.urls", f"must have at most {MAX_META_URLS} URLs (got {len(urls)})")
     else:
         for n, url in enumerate(urls):
-            reason = _is_http_url(url)
-            if reason:
-                report(f"meta.urls[{n}]", reason)
+            _check_url(f"meta.urls[{n}]", url, report, allow_private)
 
 
 def _check_metadata(metadata: Any, report: Report) -> None:
@@ -291,7 +246,8 @@ def validate_batch(
 ) -> BatchSpec:
     """Validate a parsed request body; raise InvalidInput (or TooManyItems) listing every
     problem, each with its item index and field. ``default_aspect_ratio`` is used for items
-    that give none."""
+    that give none. ``allow_private_webhooks`` lets the webhook, reference and frame URLs
+    point at private addresses (development)."""
     if not isinstance(body, dict):
         raise InvalidInput(
             "the body must be a JSON object with an 'items' list",
@@ -326,7 +282,8 @@ def validate_batch(
             )
         )
     specs = [
-        _validate_item(i, raw, catalog, errors, default_aspect_ratio) for i, raw in enumerate(items)
+        _validate_item(i, raw, catalog, errors, default_aspect_ratio, allow_private_webhooks)
+        for i, raw in enumerate(items)
     ]
     if errors:
         shown = errors[:100]

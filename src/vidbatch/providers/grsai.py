@@ -225,7 +225,7 @@ def parse_callback_body(body: bytes) -> RemoteResult:
     """
     try:
         obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError) as exc:
         raise CallbackInvalid(f"callback body is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(obj, dict):
         raise CallbackInvalid("callback body is not a JSON object")

@@ -347,6 +347,8 @@ class Cancelled:
     cancelled_items: int
     running_items: int
     credits_refunded: int
+    #: Credits released by this cancel (``credits_refunded`` is the batch's total so far).
+    refunded_now: int = 0
 
 
 async def cancel_batch(
@@ -442,4 +444,5 @@ async def cancel_batch(
         cancelled_items=len(cancelled),
         running_items=int(running),
         credits_refunded=int(after.credits_refunded),
+        refunded_now=int(amount),
     )

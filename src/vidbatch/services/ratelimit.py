@@ -5,6 +5,10 @@ check-then-insert could).
 The upsert (``INSERT ... ON CONFLICT DO UPDATE ... WHERE count < limit RETURNING count``)
 answers with the new count when the request is admitted and with no row when the minute's
 budget is spent. It works on SQLite (3.35+) and PostgreSQL alike.
+
+Each key has two budgets a minute, counted apart: ``write`` (creates and cancels, the key's
+``rate_limit_per_min``) and ``read`` (every GET, ``VIDBATCH_READ_RATE_LIMIT``), so a client
+polling its batches never gets a 429 on its next create.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from vidbatch.clock import utcnow
 from vidbatch.db.portable import insert_on_conflict
 from vidbatch.db.schema import rate_limit_counters
 from vidbatch.services import accounts
+
+#: The two budgets of a key.
+WRITE = "write"
+READ = "read"
 
 
 @dataclass(frozen=True)
@@ -58,26 +66,28 @@ def _state(allowed: bool, limit: int, count: int, now: datetime) -> RateState:
     )
 
 
-def _upsert(conn: AsyncConnection, key_id: str, bucket: int, limit: int) -> Any:
+def _upsert(conn: AsyncConnection, key_id: str, scope: str, bucket: int, limit: int) -> Any:
     stmt = insert_on_conflict(conn, rate_limit_counters).values(
-        key_id=key_id, minute_bucket=bucket, count=1
+        key_id=key_id, scope=scope, minute_bucket=bucket, count=1
     )
+    counters = rate_limit_counters.c
     return stmt.on_conflict_do_update(
-        index_elements=[rate_limit_counters.c.key_id, rate_limit_counters.c.minute_bucket],
+        index_elements=[counters.key_id, counters.scope, counters.minute_bucket],
         set_={"count": rate_limit_counters.c.count + 1},
         where=rate_limit_counters.c.count < limit,
     ).returning(rate_limit_counters.c.count)
 
 
 async def consume(
-    conn: AsyncConnection, key_id: str, limit: int, *, now: datetime
+    conn: AsyncConnection, key_id: str, limit: int, *, now: datetime, scope: str = WRITE
 ) -> tuple[RateState, bool]:
-    """Count one request of ``key_id`` against ``limit`` for this minute.
+    """Count one request of ``key_id`` against ``limit`` for this minute in ``scope``.
 
     Returns the state and whether this was the key's first request of the minute.
     """
     bucket = minute_bucket(now)
-    count = (await conn.execute(_upsert(conn, key_id, bucket, limit))).scalar_one_or_none()
+    upsert = _upsert(conn, key_id, scope, bucket, limit)
+    count = (await conn.execute(upsert)).scalar_one_or_none()
     if count is None:
         return _state(False, limit, limit, now), False
     if count == 1:
@@ -85,6 +95,7 @@ async def consume(
         await conn.execute(
             delete(rate_limit_counters).where(
                 rate_limit_counters.c.key_id == key_id,
+                rate_limit_counters.c.scope == scope,
                 rate_limit_counters.c.minute_bucket < bucket,
             )
         )
@@ -92,7 +103,12 @@ async def consume(
 
 
 async def admit(
-    engine: AsyncEngine, key_id: str, limit: int, *, now: datetime | None = None
+    engine: AsyncEngine,
+    key_id: str,
+    limit: int,
+    *,
+    now: datetime | None = None,
+    scope: str = WRITE,
 ) -> RateState:
     """Count one request in its own short transaction; see :func:`consume`.
 
@@ -101,14 +117,19 @@ async def admit(
     """
     now = now or utcnow()
     async with engine.begin() as conn:
-        state, first_of_minute = await consume(conn, key_id, limit, now=now)
+        state, first_of_minute = await consume(conn, key_id, limit, now=now, scope=scope)
         if first_of_minute:
             await accounts.touch_key(conn, key_id)
     return state
 
 
 async def peek(
-    engine: AsyncEngine, key_id: str, limit: int, *, now: datetime | None = None
+    engine: AsyncEngine,
+    key_id: str,
+    limit: int,
+    *,
+    now: datetime | None = None,
+    scope: str = WRITE,
 ) -> RateState:
     """The state for this minute without counting a request (for replays)."""
     now = now or utcnow()
@@ -117,6 +138,7 @@ async def peek(
             await conn.execute(
                 select(rate_limit_counters.c.count).where(
                     rate_limit_counters.c.key_id == key_id,
+                    rate_limit_counters.c.scope == scope,
                     rate_limit_counters.c.minute_bucket == minute_bucket(now),
                 )
             )

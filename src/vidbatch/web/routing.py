@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from vidbatch.api.errors import status_for
+from vidbatch.api.errors import limiter_of, status_for
 from vidbatch.exceptions import NotFound, VidbatchError
 from vidbatch.web.render import message_page, redirect
 from vidbatch.web.session import (
@@ -92,10 +92,24 @@ def error_page(request: Request, exc: Exception) -> Response:
             "Not possible",
             exc.message if status != 500 else "Internal error.",
         )
-    log.error("dashboard page failed", exc_info=exc, extra={"action": "dashboard"})
+    limiter_of(request).log(
+        log,
+        logging.ERROR,
+        f"dashboard page failed: {type(exc).__name__}",
+        key=("dashboard", type(exc).__name__, request.url.path, str(exc)[:200]),
+        exc=exc,
+        extra={"action": "dashboard"},
+    )
     return message_page(
         request, 500, "Internal error", "Something went wrong; the error is in the log."
     )
+
+
+def is_form(request: Request) -> bool:
+    """True for the url-encoded body every dashboard form sends (or no body at all).
+    Nothing else (multipart above all) is parsed: no form of the dashboard uploads anything."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind in ("", "application/x-www-form-urlencoded")
 
 
 class PageRoute(APIRoute):
@@ -105,8 +119,17 @@ class PageRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def page(request: Request) -> Response:
+            response: Response
             try:
-                response = await handler(request)
+                if request.method == "POST" and not is_form(request):
+                    response = message_page(
+                        request,
+                        415,
+                        "Unsupported form",
+                        "Dashboard forms are sent as application/x-www-form-urlencoded.",
+                    )
+                else:
+                    response = await handler(request)
             except Exception as exc:
                 response = error_page(request, exc)
             for name, value in SECURITY_HEADERS.items():

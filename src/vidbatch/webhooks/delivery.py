@@ -2,15 +2,17 @@
 
 One call of :func:`deliver_due`:
 
-1. **claims** up to ``limit`` due events in one UPDATE (candidates from
-   :func:`vidbatch.db.queue.due_ids`) that sets the lease and moves ``next_attempt_at`` to
-   the lease's end, so an event whose worker dies is due again then; the claim is committed
-   before any HTTP is sent;
+1. **claims** up to ``limit`` due events, fairly across API keys (:func:`claim`:
+   round-robin, at most :data:`PER_KEY_INFLIGHT` of one key in flight across every worker,
+   receivers paused by the circuit breaker put off), in one UPDATE that sets the lease and
+   moves ``next_attempt_at`` to the lease's end, so an event whose worker dies is due again
+   then; the claim is committed before any HTTP is sent;
 2. **sends** them all at once over the process's aiohttp session, each bounded by
    ``ENTERPRISE_WEBHOOK_TIMEOUT_MS`` (name resolution, connection and answer together),
    redirects never followed: one slow receiver delays nobody else, and settlement never
    waits for a webhook (events are written by the transaction that settles, sent later);
-3. **records** each attempt in its own transaction with
+   time-outs and answers feed :class:`vidbatch.domain.breaker.CircuitBreaker`;
+3. **records** each attempt, as soon as it ends, in its own transaction with
    :func:`vidbatch.services.deliveries.record` (fenced on the lease; the next attempt is
    scheduled by :mod:`vidbatch.domain.webhook_retry`).
 
@@ -37,20 +39,20 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from yarl import URL
 
 from vidbatch import __version__
-from vidbatch.db.queue import due_ids
+from vidbatch.db.queue import serialise_claims
 from vidbatch.db.schema import batch_jobs, enterprise_api_keys, webhook_deliveries
-from vidbatch.domain.validation import non_public_address
+from vidbatch.domain.urls import non_public_address, parse_target
 from vidbatch.runtime import Runtime
 from vidbatch.services.deliveries import Outcome, record
 from vidbatch.webhooks.signing import encode_body, signature_headers
@@ -58,6 +60,11 @@ from vidbatch.webhooks.signing import encode_body, signature_headers
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"vidbatch-webhooks/{__version__}"
+#: Events of one API key in flight at once, across every worker: one customer's slow or
+#: dead receiver holds at most this many delivery slots.
+PER_KEY_INFLIGHT = 4
+#: The advisory lock that makes webhook claims take turns (PostgreSQL).
+WEBHOOK_LOCK_KEY = 0x76627768  # "vbwh"
 #: Addresses of one host tried in turn when a connection fails.
 MAX_ADDRESSES = 3
 
@@ -85,19 +92,81 @@ def lease_seconds(timeout_ms: int) -> float:
 
 
 async def claim(
-    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    per_key: int = PER_KEY_INFLIGHT,
+    paused: Callable[[str], float | None] | None = None,
 ) -> list[Any]:
-    """Take up to ``limit`` due events (oldest due first) under a lease."""
-    due = due_ids(
-        conn,
-        select(wd.c.id)
-        .where(wd.c.next_attempt_at <= now)
-        .order_by(wd.c.next_attempt_at, wd.c.created_at)
-        .limit(limit),
+    """Take up to ``limit`` due events under a lease, fairly across API keys: round-robin
+    (every key's oldest event first, then every key's second, …) and never more than
+    ``per_key`` of one key in flight at once, across every worker. An event whose receiver
+    is paused (``paused(receiver)`` gives the seconds left) is put off that long instead,
+    its attempts untouched."""
+    await serialise_claims(conn, WEBHOOK_LOCK_KEY)
+    key = batch_jobs.c.key_id
+    joined = wd.join(batch_jobs, batch_jobs.c.id == wd.c.batch_id)
+    in_flight = await conn.execute(
+        select(key, func.count())
+        .select_from(joined)
+        .where(
+            wd.c.lease_owner.is_not(None),
+            wd.c.lease_expires_at > now,
+            wd.c.delivered_at.is_(None),
+            wd.c.failed_at.is_(None),
+        )
+        .group_by(key)
     )
+    busy: dict[str | None, int] = {row[0]: int(row[1]) for row in in_flight}
+    rank = func.row_number().over(
+        partition_by=key, order_by=(wd.c.next_attempt_at, wd.c.created_at)
+    )
+    ranked = (
+        select(
+            wd.c.id,
+            wd.c.url,
+            wd.c.next_attempt_at.label("due_at"),
+            key.label("key_id"),
+            rank.label("rank"),
+        )
+        .select_from(joined)
+        .where(wd.c.next_attempt_at <= now)
+        .subquery()
+    )
+    candidates = (
+        await conn.execute(
+            select(ranked)
+            .where(ranked.c.rank <= per_key)
+            .order_by(ranked.c.rank, ranked.c.due_at)
+            .limit(limit * 2)
+        )
+    ).all()
+    chosen: list[str] = []
+    put_off: dict[str, float] = {}
+    for row in candidates:
+        wait = paused(receiver_of(row.url)) if paused else None
+        if wait is not None:
+            put_off[row.id] = wait
+        elif busy.get(row.key_id, 0) < per_key and len(chosen) < limit:
+            busy[row.key_id] = busy.get(row.key_id, 0) + 1
+            chosen.append(row.id)
+    for delivery_id, wait in put_off.items():
+        await conn.execute(
+            update(wd)
+            .where(wd.c.id == delivery_id, wd.c.next_attempt_at <= now)
+            .values(
+                next_attempt_at=now + timedelta(seconds=wait),
+                last_error="receiver paused: it timed out several times in a row",
+            )
+        )
+    if not chosen:
+        return []
     rows = await conn.execute(
         update(wd)
-        .where(wd.c.id.in_(due), wd.c.next_attempt_at <= now)
+        .where(wd.c.id.in_(chosen), wd.c.next_attempt_at <= now)
         .values(lease_owner=owner, lease_expires_at=lease_until, next_attempt_at=lease_until)
         .returning(
             wd.c.id,
@@ -111,7 +180,14 @@ async def claim(
             wd.c.created_at,
         )
     )
-    return sorted(rows.all(), key=lambda r: r.created_at)
+    order = {delivery_id: n for n, delivery_id in enumerate(chosen)}
+    return sorted(rows.all(), key=lambda r: order[r.id])
+
+
+def receiver_of(url: str) -> str:
+    """The receiver a URL leads to (host and port), as the breaker counts it."""
+    target = parse_target(url)
+    return url if isinstance(target, str) else f"{target.host}:{target.port}"
 
 
 async def signing_secrets(
@@ -153,17 +229,32 @@ async def deliver_due(
     rt: Runtime, *, owner: str, limit: int = 50, rng: random.Random | None = None
 ) -> tuple[int, int]:
     """Send every due webhook (up to ``limit``); returns (delivered, failed attempts)."""
+    due = await claim_due(rt, owner=owner, limit=limit)
+    if not due:
+        return 0, 0
+    return await send_claimed(rt, due, owner=owner, rng=rng)
+
+
+async def claim_due(rt: Runtime, *, owner: str, limit: int = 50) -> list[Due]:
+    """Claim due events (see :func:`claim`) with what is needed to send them."""
     settings = rt.settings
     now = rt.clock.now()
     lease_until = now + timedelta(seconds=lease_seconds(settings.webhook_timeout_ms))
     async with rt.engine.begin() as conn:
-        rows = await claim(conn, owner=owner, now=now, lease_until=lease_until, limit=limit)
+        rows = await claim(
+            conn,
+            owner=owner,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            paused=lambda receiver: rt.webhook_breaker.paused_for(receiver, rt.clock.monotonic()),
+        )
         if not rows:
-            return 0, 0
+            return []
         secrets = await signing_secrets(
             conn, sorted({r.batch_id for r in rows}), fallback=settings.webhook_secret, now=now
         )
-    due = [
+    return [
         Due(
             id=r.id,
             event_id=r.event_id,
@@ -177,39 +268,54 @@ async def deliver_due(
         )
         for r in rows
     ]
-    outcomes = await asyncio.gather(*(attempt(rt, d) for d in due))
+
+
+async def send_claimed(
+    rt: Runtime, due: list[Due], *, owner: str, rng: random.Random | None = None
+) -> tuple[int, int]:
+    """Send claimed events at once; returns (delivered, failed attempts)."""
     rng = rng or random.Random()
-    sent = failed = 0
-    for d, outcome in zip(due, outcomes, strict=True):
-        try:
-            async with rt.engine.begin() as conn:
-                result = await record(conn, d, outcome, owner=owner, now=rt.clock.now(), rng=rng)
-        except Exception:
-            # The lease runs out and the event is tried again: at least once.
-            log.exception(
-                "could not record a webhook attempt",
-                extra={"batch_id": d.batch_id, "event_id": d.event_id, "action": "webhook"},
-            )
-            continue
-        rt.metrics.webhooks.labels(result).inc()
-        if outcome.ok:
-            sent += 1
-        else:
-            failed += 1
-        extra = {
-            "batch_id": d.batch_id,
-            "event_id": d.event_id,
-            "event": d.event_type,
-            "action": "webhook",
-            "outcome": result,
-            "status": outcome.status,
-            "attempt": d.attempts + 1,
-        }
-        if outcome.ok:
-            log.info("webhook delivered", extra=extra)
-        else:
-            log.warning("webhook attempt failed: %s", outcome.error, extra=extra)
+    # Each event is recorded as soon as its attempt ends: a receiver that answers at once
+    # is done while a slow one is still waited for.
+    results = await asyncio.gather(*(_deliver_one(rt, d, owner=owner, rng=rng) for d in due))
+    sent = sum(1 for r in results if r is True)
+    failed = sum(1 for r in results if r is False)
     return sent, failed
+
+
+async def _deliver_one(rt: Runtime, d: Due, *, owner: str, rng: random.Random) -> bool | None:
+    """Send one claimed event and record it: True delivered, False failed, None unrecorded."""
+    outcome = await attempt(rt, d)
+    receiver = receiver_of(d.url)
+    if outcome.status is not None:
+        rt.webhook_breaker.answered(receiver)
+    elif (outcome.error or "").startswith("timeout"):
+        rt.webhook_breaker.timed_out(receiver, rt.clock.monotonic())
+    try:
+        async with rt.engine.begin() as conn:
+            result = await record(conn, d, outcome, owner=owner, now=rt.clock.now(), rng=rng)
+    except Exception:
+        # The lease runs out and the event is tried again: at least once.
+        log.exception(
+            "could not record a webhook attempt",
+            extra={"batch_id": d.batch_id, "event_id": d.event_id, "action": "webhook"},
+        )
+        return None
+    rt.metrics.webhooks.labels(result).inc()
+    extra = {
+        "batch_id": d.batch_id,
+        "event_id": d.event_id,
+        "event": d.event_type,
+        "action": "webhook",
+        "outcome": result,
+        "status": outcome.status,
+        "attempt": d.attempts + 1,
+    }
+    if outcome.ok:
+        log.info("webhook delivered", extra=extra)
+    else:
+        log.warning("webhook attempt failed: %s", outcome.error, extra=extra)
+    return outcome.ok
 
 
 # --- one attempt -----------------------------------------------------------------------
@@ -278,15 +384,20 @@ def _answered(status: int, headers: Mapping[str, str]) -> Outcome:
 
 
 async def _send(rt: Runtime, d: Due, timeout: float) -> Outcome:
+    # The same parse as at creation: a URL refused there is refused here, without a
+    # traceback, and ``2130706433`` or ``0x7f.1`` is the loopback address it means.
+    target = parse_target(d.url)
+    if isinstance(target, str):
+        return Outcome(ok=False, error=f"invalid URL: {target}")
     url = URL(d.url)
-    host = url.raw_host
-    if url.scheme not in ("http", "https") or not host:
-        return Outcome(ok=False, error="invalid URL: not http(s) with a host")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        addresses = await resolve(host, port)
-    except (socket.gaierror, UnicodeError) as exc:
-        return Outcome(ok=False, error=f"DNS failure: cannot resolve {host} ({exc})")
+    host, port = target.host, target.port
+    if target.literal:
+        addresses = [host]
+    else:
+        try:
+            addresses = await resolve(host, port)
+        except (socket.gaierror, UnicodeError) as exc:
+            return Outcome(ok=False, error=f"DNS failure: cannot resolve {host} ({exc})")
     if not addresses:
         return Outcome(ok=False, error=f"DNS failure: no address for {host}")
     if not rt.settings.allow_private_webhooks:

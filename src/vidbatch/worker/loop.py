@@ -15,7 +15,7 @@ from contextlib import suppress
 
 from vidbatch.db.notify import Listener
 from vidbatch.runtime import Runtime
-from vidbatch.webhooks.delivery import deliver_due
+from vidbatch.webhooks.delivery import claim_due, send_claimed
 from vidbatch.worker import claims
 from vidbatch.worker.round import RoundSummary, new_owner, run_once
 
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: After a failed round (e.g. the database is down), wait this long before the next.
 ERROR_BACKOFF = 2.0
+#: Claims of webhook events being sent at once by one worker.
+DELIVERY_SENDS = 4
 
 
 class WorkerLoop:
@@ -103,17 +105,45 @@ class WorkerLoop:
             await self._sleep(delay)
 
     async def _deliver_loop(self) -> None:
+        """Claim due events and send them in the background, claiming again at once: a
+        claim whose receivers are slow does not hold back the events due after it (at most
+        ``DELIVERY_SENDS`` claims are being sent at a time)."""
         idle = self.rt.settings.worker_idle_seconds
-        while not self._stopping:
-            try:
-                sent, failed = await deliver_due(self.rt, owner=self.owner, rng=self.rng)
-                if sent or failed:
+        sending: set[asyncio.Task[tuple[int, int]]] = set()
+        try:
+            while not self._stopping:
+                try:
+                    due = await claim_due(self.rt, owner=self.owner)
+                except Exception:
+                    log.exception("webhook delivery failed", extra={"action": "webhooks"})
+                    due = []
+                if due:
+                    task = asyncio.create_task(
+                        send_claimed(self.rt, due, owner=self.owner, rng=self.rng)
+                    )
+                    sending.add(task)
+                    task.add_done_callback(sending.discard)
+                    task.add_done_callback(self._sent)
+                    if len(sending) >= DELIVERY_SENDS:
+                        await asyncio.wait(set(sending), return_when=asyncio.FIRST_COMPLETED)
                     continue
-            except Exception:
-                log.exception("webhook delivery failed", extra={"action": "webhooks"})
-            self._deliver_wake.clear()
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._deliver_wake.wait(), timeout=idle)
+                self._deliver_wake.clear()
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._deliver_wake.wait(), timeout=idle)
+        finally:
+            if sending:  # the attempts under way are recorded before the worker stops
+                await asyncio.wait(set(sending))
+
+    def _sent(self, task: asyncio.Task[tuple[int, int]]) -> None:
+        """A claim's events are sent: its key's next events may be claimable now."""
+        self._deliver_wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "webhook delivery failed: %s",
+                type(task.exception()).__name__,
+                exc_info=task.exception(),
+                extra={"action": "webhooks"},
+            )
 
     async def _idle_delay(self) -> float:
         idle = self.rt.settings.worker_idle_seconds

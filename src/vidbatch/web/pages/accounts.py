@@ -1,5 +1,6 @@
 """Accounts and their keys: the list, a new key (its secrets shown once), activating,
-deactivating and rate-limiting a key, correcting an account's credits."""
+deactivating, revoking (confirmed; final) and rate-limiting a key, correcting an account's
+credits."""
 
 from __future__ import annotations
 
@@ -144,6 +145,29 @@ async def _known_key(rt: Runtime, key_id: str) -> None:
         await reads.get_key(conn, key_id)
 
 
+@router.get("/keys/{key_id}/revoke")
+async def confirm_revoke(request: Request, operator: Signed, key_id: ID) -> Response:
+    async with runtime_of(request).engine.connect() as conn:
+        key = await reads.get_key(conn, key_id)
+    return render(
+        request,
+        "confirm.html",
+        {
+            "title": "Revoke this key for good?",
+            "text": "Its requests are refused from now on, and it can never be activated "
+            "again (deactivating is the reversible choice). The customer needs a new key.",
+            "button": "Revoke the key",
+            "danger": True,
+            "action_url": f"/admin/keys/{key_id}/revoke",
+            "back_url": f"/admin/accounts#key-{key_id}",
+            "hidden": {},
+            "with_moderation_choice": False,
+            "facts": [("Key", f"{key.key_prefix}…"), ("Name", key.name)],
+        },
+        operator=operator,
+    )
+
+
 @router.post("/keys/{key_id}/{change}")
 async def change_key(
     request: Request,
@@ -155,14 +179,19 @@ async def change_key(
     rt = runtime_of(request)
     back = f"/admin/accounts#key-{key_id}"
     try:
-        values = _key_change(change, rate_limit_per_min)
-        key = await account_admin.set_key_state(rt.engine, key_id, actor="dashboard", **values)
+        if change == "revoke":
+            key = await account_admin.revoke_key(rt.engine, key_id, actor="dashboard")
+        else:
+            values = _key_change(change, rate_limit_per_min)
+            key = await account_admin.set_key_state(rt.engine, key_id, actor="dashboard", **values)
     except VidbatchError as exc:
         await _known_key(rt, key_id)
         if isinstance(exc, NotFound):
             raise
         return redirect(request, back, flash=("error", exc.message))
-    if change == "activate":
+    if change == "revoke":
+        text = f"Key {key.key_prefix}… revoked for good: its requests are refused."
+    elif change == "activate":
         text = f"Key {key.key_prefix}… activated."
     elif change == "deactivate":
         text = f"Key {key.key_prefix}… deactivated: its requests are refused."

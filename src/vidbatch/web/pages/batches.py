@@ -4,6 +4,7 @@ live progress, and the actions on it (cancel, retry failed items, resend the web
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -14,9 +15,10 @@ from fastapi.responses import JSONResponse, Response
 
 from vidbatch.api.app import runtime_of
 from vidbatch.api.v1 import decode_cursor, encode_cursor
-from vidbatch.domain.states import TaskStatus
+from vidbatch.domain.states import TaskStatus, sources
 from vidbatch.exceptions import InvalidInput, NotFound, VidbatchError
 from vidbatch.services import batches, reads, resend, retry
+from vidbatch.services.batches import Cancelled
 from vidbatch.services.views import BatchDetail
 from vidbatch.web.render import BATCH_STATUSES, TASK_STATUSES, progress, redirect, render
 from vidbatch.web.routing import ID, page_router
@@ -160,7 +162,7 @@ async def batch_page(
             "billing": report.billing,
             "deliveries": report.deliveries,
             "account_name": report.account_name,
-            "can_cancel": detail.settled_at is None,
+            "can_cancel": can_cancel(detail.settled_at, detail.task_counts),
             "can_retry": detail.settled_at is not None
             and detail.task_counts.get(TaskStatus.FAILED),
             "can_resend": bool(report.deliveries),
@@ -213,6 +215,29 @@ BATCH_ACTIONS = {
         "Resend webhook",
     ),
 }
+
+
+def can_cancel(settled_at: Any, task_counts: Mapping[str, int]) -> bool:
+    """Cancel is offered only while some item has not reached the provider: once every
+    item runs there, a cancel would change nothing."""
+    waiting = sources(TaskStatus.CANCELLED)
+    return settled_at is None and any(task_counts.get(s, 0) for s in waiting)
+
+
+def cancel_message(done: Cancelled) -> str:
+    """What a cancel did, in the operator's words."""
+    if done.cancelled_items:
+        now = (
+            f"{done.cancelled_items} item(s) cancelled and {done.refunded_now} credits refunded now"
+        )
+    else:
+        now = "No item was waiting: nothing cancelled or refunded now"
+    if done.running_items:
+        return (
+            f"{now}; {done.running_items} item(s) still running at the provider finish and "
+            "are charged only if they succeed."
+        )
+    return f"{now}; nothing is left running: the batch has ended ({done.status})."
 
 
 def _action(name: str) -> BatchAction:
@@ -271,10 +296,7 @@ async def batch_action(
             done = await batches.cancel_batch(
                 rt.engine, batch_id, account_id=None, webhook_max_attempts=webhook_attempts
             )
-            text = (
-                f"Batch cancelled: {done.cancelled_items} item(s) cancelled, "
-                f"{done.credits_refunded} credits refunded so far."
-            )
+            text = cancel_message(done)
         elif action == "retry-failed":
             retried = await retry.retry_failed(
                 rt.engine,

@@ -1,7 +1,7 @@
 """provider calls of every process per minute, for the dashboard's fleet-wide figures
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-02 23:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import vidbatch.db.types
 
 revision = "0009"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
