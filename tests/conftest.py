@@ -155,6 +155,7 @@ def settings_factory(db_url: str, sim: Any) -> Any:
             "internal_worker_secret": WORKER_SECRET,
             "admin_token": ADMIN_TOKEN,
             "allow_private_webhooks": True,
+            "allow_private_urls": True,
             "callback_secret": "test-callback-secret",
             "provider_read_timeout": 5.0,
             "poll_intervals": "0.01,0.01,0.01",

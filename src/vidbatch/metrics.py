@@ -66,5 +66,13 @@ class Metrics:
             registry=r,
         )
 
+        self.archives = Counter(
+            "vidbatch_archives_total",
+            "Result archive attempts by outcome (stored, retry, failed = gave up, lost = "
+            "lease taken over, expired = deleted past retention)",
+            ["outcome"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,10 +22,12 @@ from vidbatch.exceptions import ConfigError, ProviderRejected
 from vidbatch.metrics import Metrics
 from vidbatch.providers.registry import PROVIDERS
 from vidbatch.settings import Settings
+from vidbatch.storage import Links, ResultStore, open_store
 
 log = logging.getLogger(__name__)
 
 CALLBACK_SECRET = "callback_secret"  # noqa: S105 - the row name, not a secret
+RESULT_LINK_SECRET = "result_link_secret"  # noqa: S105 - the row name, not a secret
 
 
 async def stored_secret(engine: AsyncEngine, name: str) -> str:
@@ -57,6 +59,10 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     #: Wrong admin tokens per client address (admin API and dashboard sign-in together).
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
+    #: Where videos and thumbnails are archived; None with ``VIDBATCH_RESULT_STORE=none``.
+    result_store: ResultStore | None = None
+    #: Turns stored objects into customer URLs (signed afresh at each read).
+    links: Links | None = None
 
     @classmethod
     async def open(
@@ -91,6 +97,14 @@ class Runtime:
             if name not in given
         }
         secret = settings.callback_secret or await stored_secret(engine, CALLBACK_SECRET)
+        store = open_store(settings)
+        links = Links(
+            store,
+            secret=(await stored_secret(engine, RESULT_LINK_SECRET)).encode(),
+            ttl_seconds=settings.result_url_ttl_seconds,
+            public_base_url=settings.result_public_base_url,
+            app_base_url=settings.public_base_url,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -99,6 +113,8 @@ class Runtime:
             callback_key=secret.encode(),
             metrics=metrics or Metrics(),
             owns_engine=owns_engine,
+            result_store=store,
+            links=links,
         )
 
     def provider_for(self, name: str) -> Provider:
