@@ -307,9 +307,16 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> AdminTaskPage:
-    async with runtime_of(request).engine.connect() as conn:
+    rt = runtime_of(request)
+    async with rt.engine.connect() as conn:
         tasks, total = await reads.list_tasks(
-            conn, batch_id, status=status, limit=limit, offset=offset
+            conn,
+            batch_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+            links=rt.links,
+            base_url=str(request.base_url),
         )
     return AdminTaskPage(batch_id=batch_id, tasks=tasks, total=total, limit=limit, offset=offset)
 

@@ -146,7 +146,7 @@ def create_app(
 
     errors.install(app)
 
-    from vidbatch.api import admin, callback, enterprise, health, internal, v1
+    from vidbatch.api import admin, callback, enterprise, health, internal, results, v1
     from vidbatch.web.app import router as dashboard_router
 
     app.include_router(health.router)
@@ -155,6 +155,7 @@ def create_app(
     app.include_router(internal.router)
     app.include_router(callback.router)
     app.include_router(admin.router)
+    app.include_router(results.router)
     app.include_router(dashboard_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

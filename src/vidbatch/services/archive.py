@@ -1,6 +1,7 @@
 """Recording the result archive: an item stored, retried later, given up, expired or
-purged. Every write by the archive lane is one conditional UPDATE fenced on the lease its
-claim took (a worker whose lease ran out changes nothing; the one that took over decides).
+purged (:func:`purge_batch` deletes a batch's files through ``vidbatch.storage`` too).
+Every write by the archive lane is one conditional UPDATE fenced on the lease its claim took
+(a worker whose lease ran out changes nothing; the one that took over decides).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.schema import video_tasks
-from vidbatch.domain.archive import ArchiveStatus
+from vidbatch.domain.archive import ArchiveStatus, batch_prefixes
+from vidbatch.services import batches
 from vidbatch.services.tasks import Fence
+from vidbatch.storage import ResultStore, delete_prefix
 
 MAX_TEXT = 2000
 
@@ -143,3 +146,28 @@ async def stored_in_batch(conn: AsyncConnection, batch_id: str) -> list[str]:
         )
     )
     return [str(r) for r in rows.scalars()]
+
+
+@dataclass(frozen=True)
+class Purged:
+    batch_id: str
+    files_deleted: int
+    items_expired: int
+
+
+async def purge_batch(
+    engine: AsyncEngine, store: ResultStore | None, batch_id: str, *, now: datetime
+) -> Purged:
+    """Delete one batch's archived files now and mark its stored items ``expired``
+    (NotFound for an unknown batch). The files go first: a failure leaves the items
+    stored, and the purge can be run again."""
+    async with engine.connect() as conn:
+        await batches.get_batch_row(conn, batch_id)
+        ids = await stored_in_batch(conn, batch_id)
+    deleted = 0
+    if store is not None:
+        for prefix in batch_prefixes(batch_id):
+            deleted += await delete_prefix(store, prefix)
+    async with engine.begin() as conn:
+        expired = await mark_expired(conn, ids, now=now)
+    return Purged(batch_id=batch_id, files_deleted=deleted, items_expired=expired)

@@ -195,11 +195,20 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
             return answer(_envelope(-22, "task not found"), -22)
         return answer(_envelope(0, "success", task.view(state.clock())), 0)
 
+    async def hold_file(request: Request) -> None:
+        deadline = state.clock() + state.config.hang_max
+        while state.config.file_hold and state.clock() < deadline:
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(_HANG_POLL)
+
     @app.get("/files/{name}")
-    async def result_file(name: str) -> Response:
+    async def result_file(name: str, request: Request) -> Response:
         path = f"/files/{name}"
         state.stats.calls_per_endpoint["/files"] += 1
         task = state.tasks.get(name.removesuffix(".mp4")) if name.endswith(".mp4") else None
+        if state.config.file_hold:
+            await hold_file(request)
         if state.config.outage or state.draw_file_fault():
             state.stats.http_500_sent += 1
             state.record("GET", path, None, 500, None)
@@ -209,6 +218,8 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
             return PlainTextResponse("Not Found", status_code=404)
         state.stats.files_served += 1
         state.record("GET", path, None, 200, None)
+        if state.config.file_body == "html":
+            return Response(b"<!doctype html><title>Not a video</title>", media_type="text/html")
         return Response(video, media_type="video/mp4")
 
     # -- control API, not part of GrsAI
