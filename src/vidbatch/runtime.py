@@ -4,6 +4,8 @@ callback-token key. Tests and the demo build their own and pass them in."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Mapping
@@ -27,7 +29,6 @@ from vidbatch.storage import Links, ResultStore, open_store
 log = logging.getLogger(__name__)
 
 CALLBACK_SECRET = "callback_secret"  # noqa: S105 - the row name, not a secret
-RESULT_LINK_SECRET = "result_link_secret"  # noqa: S105 - the row name, not a secret
 
 
 async def stored_secret(engine: AsyncEngine, name: str) -> str:
@@ -100,7 +101,8 @@ class Runtime:
         store = open_store(settings)
         links = Links(
             store,
-            secret=(await stored_secret(engine, RESULT_LINK_SECRET)).encode(),
+            # Derived from the callback key: no secret more to keep (or to read at start).
+            secret=hmac.new(secret.encode(), b"vidbatch result links", hashlib.sha256).digest(),
             ttl_seconds=settings.result_url_ttl_seconds,
             public_base_url=settings.result_public_base_url,
             app_base_url=settings.public_base_url,

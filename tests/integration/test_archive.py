@@ -129,7 +129,7 @@ async def test_local_store_end_to_end(setup: Setup, sim: SimulatorHandle) -> Non
         thumb = await s.http.get(item["thumbnail_url"])
         assert thumb.status_code == 200
         assert thumb.headers["content-type"] == "image/jpeg"
-        with av.open(io.BytesIO(thumb.content)) as container:
+        with av.open(io.BytesIO(thumb.content), mode="r") as container:
             frame = next(container.decode(video=0))
             assert (frame.width, frame.height) == (64, 36)
             assert container.format.name in ("jpeg_pipe", "image2", "mjpeg")
@@ -286,9 +286,9 @@ async def test_store_unreachable_then_back(
 ) -> None:
     s = setup
     created = await new_batch(s.rt.engine, s.caller, items(1))
-    # the store's directory is replaced by a file: every write fails
-    videos = store_dir / "videos"
-    videos.write_bytes(b"not a directory")
+    # a file where the store's directory should be: the store cannot be used
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    store_dir.write_bytes(b"not a directory")
     for _ in range(20):
         await run_once(s.rt, deliver_webhooks=False)
         rows = await task_rows(s.rt.engine, created.batch_id)
@@ -297,9 +297,9 @@ async def test_store_unreachable_then_back(
         assert isinstance(s.rt.clock, FakeClock)
         s.rt.clock.advance(5)
     assert rows[0].archive_status == "pending"
-    assert "store write failed" in rows[0].archive_error
+    assert "store unavailable" in rows[0].archive_error
     assert (await batch_row(s.rt.engine, created.batch_id)).settled_at is None  # waits
-    videos.unlink()
+    store_dir.unlink()  # the store is back
     await run_until_settled(s.rt, pause=5.0)
     rows = await task_rows(s.rt.engine, created.batch_id)
     assert rows[0].archive_status == "stored"

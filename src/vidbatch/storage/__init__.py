@@ -49,16 +49,27 @@ class StoreError(Exception):
 
 @dataclass
 class ResultStore:
-    """An opened store: its spec and the obstore store behind it."""
+    """An opened store: its spec and the obstore store behind it, built on first use (a
+    local directory is created then: opening a store touches nothing)."""
 
     spec: StoreSpec
-    store: Any
+    factory: Callable[[], Any]
     #: Timeout of one request to the store, in seconds.
     timeout: float = 60.0
+    _store: Any = None
 
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            try:
+                self._store = self.factory()
+            except Exception as exc:
+                raise StoreError(f"store unavailable: {_why(exc)}") from None
+        return self._store
 
     def local_path(self, key: str) -> Path:
         """The file of ``key`` in a local store (never outside its root)."""
@@ -121,18 +132,18 @@ def open_store(settings: Settings) -> ResultStore | None:
     if spec.kind == "none":
         return None
     if spec.kind == "local":
-        assert spec.root is not None
-        try:
-            spec.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"VIDBATCH_RESULT_STORE: cannot create {spec.root} ({exc.strerror or exc})"
-            ) from None
-        return ResultStore(spec, LocalStore(spec.root, automatic_cleanup=True), timeout)
-    return ResultStore(spec, _s3(spec, settings, timeout), timeout)
+        root = spec.root
+        assert root is not None
+
+        def local() -> LocalStore:
+            root.mkdir(parents=True, exist_ok=True)
+            return LocalStore(root, automatic_cleanup=True)
+
+        return ResultStore(spec, local, timeout)
+    return ResultStore(spec, lambda: _s3(spec, settings, timeout), timeout)
 
 
-def _why(exc: Exception) -> str:
+def _why(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     return f"{type(exc).__name__}: {first}"[:300]
