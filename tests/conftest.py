@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vidbatch.db.engine import make_engine
 from vidbatch.db.migrate import upgrade
 
-pytest_plugins = ["tests.simulator_fixture"]
+pytest_plugins = ["tests.simulator_fixture", "tests.s3_fixture"]
 
 PG_URL = os.environ.get(
     "VIDBATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

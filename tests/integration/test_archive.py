@@ -22,37 +22,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import assert_audit_clean, balance, items, new_batch
+from tests.integration.archive_helpers import Setup, setups
 from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
 from tests.simulator_fixture import SimulatorHandle
-from vidbatch.api.app import create_app
 from vidbatch.clock import FakeClock
 from vidbatch.db.schema import webhook_deliveries
 from vidbatch.providers.simulator.app import sample_video
-from vidbatch.runtime import Runtime
-from vidbatch.services import accounts as account_svc
 from vidbatch.services import archive as archive_svc
-from vidbatch.services.batches import Caller
 from vidbatch.services.tasks import Fence
-from vidbatch.storage import link_signature, list_keys
+from vidbatch.storage import link_signature
 from vidbatch.worker import archive
 from vidbatch.worker.round import Round, run_once
 
 VIDEO = sample_video()
-
-
-class Setup:
-    def __init__(self, rt: Runtime, http: httpx.AsyncClient, key: str, caller: Caller) -> None:
-        self.rt = rt
-        self.http = http
-        self.key = key
-        self.caller = caller
-
-    async def items(self, batch_id: str) -> list[dict[str, Any]]:
-        got = await self.http.get(
-            f"/api/v1/batches/{batch_id}/items", headers={"x-api-key": self.key}
-        )
-        assert got.status_code == 200, got.text
-        return list(got.json()["items"])
 
 
 @pytest.fixture
@@ -64,28 +46,13 @@ def store_dir(tmp_path: Path) -> Path:
 async def make_setup(
     settings_factory: Any, engine: AsyncEngine, store_dir: Path
 ) -> AsyncIterator[Any]:
-    """Builds a runtime (fake clock), an in-process API client and an account."""
-    opened: list[Setup] = []
+    """Builds a runtime (fake clock) with a local store, an API client and an account."""
 
-    async def make(**overrides: Any) -> Setup:
-        settings = settings_factory(result_store=str(store_dir), **overrides)
-        rt = await Runtime.open(settings, engine=engine)
-        rt.clock = FakeClock()
-        app = create_app(settings, runtime=rt)
-        http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://vidbatch.test"
-        )
-        account_id, key = await account_svc.create_account(
-            engine, f"acme {len(opened)}", credits=1000, rate_limit_per_min=10_000
-        )
-        made = Setup(rt, http, key.api_key, Caller(account_id=account_id, key_id=key.key_id))
-        opened.append(made)
-        return made
+    def make_settings(**overrides: Any) -> Any:
+        return settings_factory(result_store=str(store_dir), **overrides)
 
-    yield make
-    for made in opened:
-        await made.http.aclose()
-        await made.rt.close()
+    async for make in setups(engine, make_settings):
+        yield make
 
 
 @pytest.fixture
@@ -95,8 +62,7 @@ async def setup(make_setup: Any) -> Setup:
 
 
 async def _stored_keys(s: Setup, batch_id: str) -> list[str]:
-    assert s.rt.result_store is not None
-    return sorted(await list_keys(s.rt.result_store, f"videos/{batch_id}/"))
+    return await s.stored_keys(batch_id)
 
 
 async def test_local_store_end_to_end(setup: Setup, sim: SimulatorHandle) -> None:
