@@ -25,7 +25,7 @@ import pytest
 REQUIRE_S3 = os.environ.get("VIDBATCH_REQUIRE_S3") == "1"
 #: moto accepts any credentials; these are what the tests sign with.
 ACCESS_KEY = "vidbatch-test"
-SECRET_KEY = "vidbatch-test-secret"  # noqa: S105 - a test server's made-up secret
+SECRET_KEY = "vidbatch-test-secret"
 REGION = "us-east-1"
 
 
@@ -85,7 +85,7 @@ def s3_server() -> Iterator[S3Server]:
         _unavailable("moto_server is not installed (pip install 'moto[server]')")
     assert binary is not None
     port = _free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own dev dependency, fixed arguments
+    process = subprocess.Popen(
         [binary, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

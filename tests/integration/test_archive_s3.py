@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,7 +97,7 @@ async def test_s3_public_base_url_gives_plain_urls(
 async def test_s3_bucket_missing_then_created(
     make_setup: Any, s3_server: S3Server, sim: SimulatorHandle
 ) -> None:
-    bucket = f"vb-late-{id(sim) % 100000}"
+    bucket = f"vb-late-{uuid.uuid4().hex[:12]}"
     s: Setup = await make_setup(**s3_server.settings(bucket))
     assert s.rt.result_store is not None
     with pytest.raises(StoreError):
