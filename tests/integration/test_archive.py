@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import random
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import assert_audit_clean, balance, items, new_batch
+from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
 from tests.integration.archive_helpers import Setup, setups
 from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
 from tests.simulator_fixture import SimulatorHandle
 from vidbatch.clock import FakeClock
 from vidbatch.db.schema import webhook_deliveries
 from vidbatch.providers.simulator.app import sample_video
+from vidbatch.runtime import Runtime
 from vidbatch.services import archive as archive_svc
 from vidbatch.services.tasks import Fence
 from vidbatch.storage import link_signature
@@ -366,3 +368,110 @@ async def test_purge_deletes_one_batch_now(setup: Setup, sim: SimulatorHandle) -
         "expired",
         "expired",
     ]
+
+
+async def test_worker_process_killed_mid_archive_leaves_one_object(
+    settings_factory: Any,
+    engine: AsyncEngine,
+    db_url: str,
+    sim: SimulatorHandle,
+    store_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A real `vidbatch worker` process is SIGKILLed while the video's bytes are on their
+    way: nothing is left at the key; another worker stores it once its lease ran out."""
+    from tests.integration.test_worker_processes import start_worker, worker_env
+
+    caller = await new_account(engine, credits=100)
+    created = await new_batch(engine, caller, items(1))
+    sim.configure(file_hold=True)
+    env = worker_env(
+        db_url,
+        sim,
+        VIDBATCH_RESULT_STORE=str(store_dir),
+        VIDBATCH_ALLOW_PRIVATE_URLS="1",
+        VIDBATCH_ARCHIVE_TIMEOUT_SECONDS="30",
+    )
+    proc = start_worker(env, tmp_path / "worker.log")
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not sim.stats()["calls_per_endpoint"].get("/files", 0):
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+            assert asyncio.get_running_loop().time() < deadline, "no download started"
+            await asyncio.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    sim.configure(file_hold=False)
+    [row] = await task_rows(engine, created.batch_id)
+    assert (row.status, row.archive_status) == ("succeeded", "pending")
+    dead_owner = row.lease_owner
+    assert dead_owner
+    assert not list(store_dir.rglob("*.mp4"))  # nothing half-visible
+    # another worker, once the dead one's lease has run out
+    rt = await Runtime.open(settings_factory(result_store=str(store_dir)), engine=engine)
+    try:
+        rt.clock = FakeClock()
+        rt.clock.advance(archive.lease_seconds(rt) + 1)
+        await run_until_settled(rt)
+    finally:
+        await rt.close()
+    [row] = await task_rows(engine, created.batch_id)
+    assert row.archive_status == "stored"
+    assert [p.relative_to(store_dir).as_posix() for p in store_dir.rglob("*.mp4")] == [
+        f"videos/{created.batch_id}/{row.id}.mp4"
+    ]
+    assert (store_dir / row.archive_key).read_bytes() == VIDEO
+
+
+async def test_cli_lists_and_purges_a_batch(
+    setup: Setup, sim: SimulatorHandle, db_url: str, store_dir: Path
+) -> None:
+    """`vidbatch results list|purge --batch ID` as an operator runs them."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.acceptance.cli_helpers import assert_usage_error, one_json
+
+    s = setup
+    created = await new_batch(s.rt.engine, s.caller, items(2))
+    await run_until_settled(s.rt)
+    env = {**os.environ, "DATABASE_URL": db_url, "VIDBATCH_RESULT_STORE": str(store_dir)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vidbatch", "results", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    listed = one_json(cli("list", "--batch", created.batch_id, "--json"))
+    assert [t["archive_status"] for t in listed] == ["stored", "stored"]
+    assert all("/results/videos/" in t["video_url"] for t in listed)
+    assert listed[0]["video_sha256"] == hashlib.sha256(VIDEO).hexdigest()
+    done = one_json(cli("purge", "--batch", created.batch_id, "--json"))
+    assert done == {"batch_id": created.batch_id, "files_deleted": 4, "items_expired": 2}
+    assert not list(store_dir.rglob("*.mp4")) and not list(store_dir.rglob("*.jpg"))
+    assert [i["archive_status"] for i in await s.items(created.batch_id)] == ["expired"] * 2
+    assert "not found" in assert_usage_error(cli("purge", "--batch", "no-such-batch")).lower()
+
+
+async def test_admin_api_shows_why_an_archive_gave_up(setup: Setup, sim: SimulatorHandle) -> None:
+    s = setup
+    sim.configure(file_body="html")
+    created = await new_batch(s.rt.engine, s.caller, items(1))
+    await run_until_settled(s.rt)
+    from tests.conftest import ADMIN_TOKEN
+
+    got = await s.http.get(
+        f"/api/admin/batches/{created.batch_id}/tasks",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert got.status_code == 200, got.text
+    [task] = got.json()["tasks"]
+    assert task["archive_status"] == "failed"
+    assert "not a video" in task["archive_error"]
+    assert task["video_url"] == task["source_url"] and task["thumbnail_url"] is None

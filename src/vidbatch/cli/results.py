@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vidbatch.cli.common import print_json, run, settings_from
+from vidbatch.cli.common import fail, print_json, run, settings_from
 from vidbatch.clock import utcnow
 from vidbatch.services import archive, reads
 from vidbatch.services.views import AdminTask
@@ -85,11 +85,13 @@ def results_purge(
 
     async def go() -> Any:
         from vidbatch.db.session import open_database
-        from vidbatch.storage import open_store
+        from vidbatch.storage import StoreError, open_store
 
         engine = await open_database(settings.database_url)
         try:
             return await archive.purge_batch(engine, open_store(settings), batch, now=utcnow())
+        except StoreError as exc:  # nothing marked: the purge can be run again
+            fail(str(exc), 1)
         finally:
             await engine.dispose()
 
