@@ -38,6 +38,14 @@ def sample_video() -> bytes:
     return resources.files(__package__).joinpath("sample.mp4").read_bytes()
 
 
+def padded_video(video: bytes, padding: int) -> bytes:
+    """``video`` followed by a top-level MP4 ``free`` box of ``padding`` bytes in all
+    (readers skip it), or ``video`` itself when ``padding`` is below a box header."""
+    if padding < 8:
+        return video
+    return video + padding.to_bytes(4, "big") + b"free" + bytes(padding - 8)
+
+
 def _envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
     # GrsAI reports business errors with HTTP 200 and a non-zero code.
     return JSONResponse({"code": code, "msg": msg, "data": data})
@@ -55,6 +63,15 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
     state = SimState(config or SimulatorConfig(), clock=clock)
     dispatcher = CallbackDispatcher(state)
     video = sample_video()
+    padded: dict[int, bytes] = {0: video}
+
+    def served_video() -> bytes:
+        size = state.config.file_padding_bytes
+        if size not in padded:
+            padded.clear()
+            padded[0] = video
+            padded[size] = padded_video(video, size)
+        return padded[size]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -220,7 +237,7 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
         state.record("GET", path, None, 200, None)
         if state.config.file_body == "html":
             return Response(b"<!doctype html><title>Not a video</title>", media_type="text/html")
-        return Response(video, media_type="video/mp4")
+        return Response(served_video(), media_type="video/mp4")
 
     # -- control API, not part of GrsAI
 

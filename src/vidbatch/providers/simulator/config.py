@@ -109,6 +109,13 @@ class SimulatorConfig(BaseModel):
         default="video",
         description="What a result URL serves: the sample MP4, or an HTML page (not a video).",
     )
+    file_padding_bytes: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 16,
+        description="Bytes added to the served MP4 (a trailing 'free' box: still a valid "
+        "MP4), to make result files of a chosen size.",
+    )
     file_hold: bool = Field(
         default=False,
         description="File downloads send nothing while set (until cleared, the client goes "
