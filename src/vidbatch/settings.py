@@ -257,8 +257,8 @@ class Settings(BaseSettings):
         "",
         validation_alias=AliasChoices("VIDBATCH_RESULT_STORE"),
         description="where videos and thumbnails are archived: a directory (a path or "
-        "file:///abs/path), s3://bucket/prefix, or none; unset: ./vidbatch-results beside "
-        "the SQLite file (none on PostgreSQL)",
+        "file:///abs/path), s3://bucket/prefix (gs://, az:// too), or none; unset: "
+        "vidbatch-results/ beside the SQLite file (none on PostgreSQL)",
     )
     result_url_ttl_seconds: int = Field(
         7 * 86_400,

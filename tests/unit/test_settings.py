@@ -376,5 +376,9 @@ def test_result_store_defaults_beside_the_sqlite_file(tmp_path: Any) -> None:
     assert not off.enabled
     s3 = load_settings(result_store="s3://bucket/a/b/").result_store_spec
     assert (s3.kind, s3.bucket, s3.prefix) == ("s3", "bucket", "a/b")
+    gcs = load_settings(result_store="gs://media/v").result_store_spec
+    assert (gcs.kind, gcs.bucket, gcs.prefix) == ("gcs", "media", "v")
+    azure = load_settings(result_store="az://container").result_store_spec
+    assert (azure.kind, azure.bucket, azure.prefix) == ("azure", "container", "")
     there = load_settings(result_store=f"file://{tmp_path}/r").result_store_spec
     assert (there.kind, there.root) == ("local", tmp_path / "r")

@@ -31,7 +31,7 @@ class ArchiveStatus(StrEnum):
 @dataclass(frozen=True)
 class StoreSpec:
     """Where results go: ``kind`` is ``none``, ``local`` (``root`` is an absolute
-    directory) or ``s3`` (``bucket`` and ``prefix``)."""
+    directory), or ``s3``, ``gcs``, ``azure`` (``bucket`` and ``prefix``)."""
 
     kind: str
     root: Path | None = None
@@ -44,6 +44,10 @@ class StoreSpec:
 
 
 NONE = StoreSpec("none")
+
+#: URL schemes of object stores, and the kind each opens: S3 and anything S3-compatible,
+#: Google Cloud Storage, Azure Blob Storage (container as the "bucket").
+CLOUD_SCHEMES = {"s3": "s3", "gs": "gcs", "az": "azure"}
 
 
 def _sqlite_dir(database_url: str) -> Path | None:
@@ -68,10 +72,10 @@ def parse_store_spec(value: str | None, *, database_url: str) -> StoreSpec:
         return NONE
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme == "s3":
+    if scheme in CLOUD_SCHEMES:
         if not parts.netloc:
-            raise ValueError("an s3:// store needs a bucket: s3://bucket/prefix")
-        return StoreSpec("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
+            raise ValueError(f"a {scheme}:// store needs a bucket: {scheme}://bucket/prefix")
+        return StoreSpec(CLOUD_SCHEMES[scheme], bucket=parts.netloc, prefix=parts.path.strip("/"))
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise ValueError("a file:// store must be file:///absolute/path")
@@ -82,7 +86,7 @@ def parse_store_spec(value: str | None, *, database_url: str) -> StoreSpec:
     if scheme and len(scheme) > 1:  # a Windows drive letter is not a scheme
         raise ValueError(
             f"unknown store {scheme}://; use a directory, file:///abs/path, s3://bucket/prefix "
-            "or none"
+            "(gs://, az:// too) or none"
         )
     return StoreSpec("local", root=Path(text).expanduser().resolve())
 

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import obstore
-from obstore.store import LocalStore, S3Store
+from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 
 from vidbatch.domain.archive import StoreSpec, parse_store_spec
 from vidbatch.exceptions import ConfigError
@@ -83,7 +83,7 @@ class ResultStore:
     def describe(self) -> str:
         if self.spec.kind == "local":
             return f"local directory {self.spec.root}"
-        return f"s3://{self.spec.bucket}/{self.spec.prefix}".rstrip("/")
+        return f"{self.spec.kind} {self.spec.bucket}/{self.spec.prefix}".rstrip("/")
 
 
 def _s3(spec: StoreSpec, settings: Settings, timeout: float) -> S3Store:
@@ -122,6 +122,17 @@ def _s3(spec: StoreSpec, settings: Settings, timeout: float) -> S3Store:
     )
 
 
+def _other_cloud(spec: StoreSpec, timeout: float) -> Any:
+    """Google Cloud Storage or Azure, configured by the library's own environment variables
+    (``GOOGLE_SERVICE_ACCOUNT``…, ``AZURE_STORAGE_ACCOUNT_NAME``…)."""
+    scheme = "gs" if spec.kind == "gcs" else "az"
+    url = f"{scheme}://{spec.bucket}/{spec.prefix}".rstrip("/")
+    client = {"timeout": timedelta(seconds=timeout)}
+    if spec.kind == "gcs":
+        return GCSStore.from_url(url, client_options=client)  # type: ignore[arg-type]
+    return AzureStore.from_url(url, client_options=client)  # type: ignore[arg-type]
+
+
 def open_store(settings: Settings) -> ResultStore | None:
     """The store the settings name, or None (``none``). A local directory is created."""
     try:
@@ -140,7 +151,9 @@ def open_store(settings: Settings) -> ResultStore | None:
             return LocalStore(root, automatic_cleanup=True)
 
         return ResultStore(spec, local, timeout)
-    return ResultStore(spec, lambda: _s3(spec, settings, timeout), timeout)
+    if spec.kind == "s3":
+        return ResultStore(spec, lambda: _s3(spec, settings, timeout), timeout)
+    return ResultStore(spec, lambda: _other_cloud(spec, timeout), timeout)
 
 
 def _why(exc: BaseException) -> str:
@@ -261,7 +274,7 @@ class Links:
             prefix = self.store.spec.prefix
             full = f"{prefix}/{key}" if prefix else key
             return f"{self.public_base_url}/{quote(full)}"
-        if self.store.kind == "s3":
+        if self.store.kind != "local":  # S3, GCS, Azure: the store presigns
             return str(
                 obstore.sign(self.store.store, "GET", key, timedelta(seconds=self.ttl_seconds))
             )
