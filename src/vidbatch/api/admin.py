@@ -377,7 +377,11 @@ async def resend_webhook(request: Request, batch_id: ID, body: ResendIn | None =
 async def cancel_batch(request: Request, batch_id: ID) -> Cancelled:
     rt = runtime_of(request)
     done = await batches.cancel_batch(
-        rt.engine, batch_id, account_id=None, webhook_max_attempts=rt.settings.webhook_max_attempts
+        rt.engine,
+        batch_id,
+        account_id=None,
+        webhook_max_attempts=rt.settings.webhook_max_attempts,
+        links=rt.links,
     )
     return Cancelled(
         batch_id=done.batch_id,

@@ -208,6 +208,7 @@ async def cancel_batch(request: Request, auth: LimitedKey, batch_id: str) -> JSO
         batch_id,
         account_id=auth.account_id,
         webhook_max_attempts=rt.settings.webhook_max_attempts,
+        links=rt.links,
     )
     return JSONResponse(
         {

@@ -272,7 +272,11 @@ async def batch_action(
     try:
         if action == "cancel":
             done = await batches.cancel_batch(
-                rt.engine, batch_id, account_id=None, webhook_max_attempts=webhook_attempts
+                rt.engine,
+                batch_id,
+                account_id=None,
+                webhook_max_attempts=webhook_attempts,
+                links=rt.links,
             )
             text = (
                 f"Batch cancelled: {done.cancelled_items} item(s) cancelled, "
