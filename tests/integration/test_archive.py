@@ -89,6 +89,9 @@ async def test_local_store_end_to_end(setup: Setup, sim: SimulatorHandle) -> Non
         assert video.status_code == 200
         assert video.headers["content-type"] == "video/mp4"
         assert video.content == VIDEO
+        head = await s.http.head(item["video_url"])
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(VIDEO))
         part = await s.http.get(item["video_url"], headers={"Range": "bytes=0-9"})
         assert part.status_code == 206
         assert part.content == VIDEO[:10]
@@ -358,10 +361,14 @@ async def test_purge_deletes_one_batch_now(setup: Setup, sim: SimulatorHandle) -
     kept = await new_batch(s.rt.engine, s.caller, items(1))
     purged = await new_batch(s.rt.engine, s.caller, items(2))
     await run_until_settled(s.rt)
+    link = (await s.items(purged.batch_id))[0]["video_url"]
+    assert (await s.http.get(link)).status_code == 200
     done = await archive_svc.purge_batch(
         s.rt.engine, s.rt.result_store, purged.batch_id, now=s.rt.clock.now()
     )
     assert (done.files_deleted, done.items_expired) == (4, 2)  # videos and thumbnails
+    gone = await s.http.get(link)  # a link given out before: the file is no more
+    assert (gone.status_code, gone.json()["error"]) == (404, "NOT_FOUND")
     assert await _stored_keys(s, purged.batch_id) == []
     assert len(await _stored_keys(s, kept.batch_id)) == 1
     assert [r.archive_status for r in await task_rows(s.rt.engine, purged.batch_id)] == [

@@ -4,7 +4,7 @@
 (no API key), signed by vidbatch when it showed the item and valid for
 ``VIDBATCH_RESULT_URL_TTL_SECONDS``. A tampered or expired link answers 403
 ``RESULT_LINK_INVALID``; a file deleted since (retention, purge) 404. ``Range`` requests are
-answered 206 (video players seek with them).
+answered 206 and ``HEAD`` is answered (video players use both).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from vidbatch.storage import LINK_PATH, content_type, verify_link
 router = APIRouter(tags=["results"])
 
 
-@router.get(LINK_PATH + "{key:path}", include_in_schema=False)
+@router.api_route(LINK_PATH + "{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def result_file(
     request: Request,
     key: str,
