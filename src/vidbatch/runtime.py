@@ -107,7 +107,7 @@ class Runtime:
             public_base_url=settings.result_public_base_url,
             app_base_url=settings.public_base_url,
         )
-        return cls(
+        rt = cls(
             settings=settings,
             engine=engine,
             http=http,
@@ -118,6 +118,9 @@ class Runtime:
             result_store=store,
             links=links,
         )
+        # Links are signed and checked on the runtime's clock (a test's FakeClock too).
+        links.now = lambda: rt.clock.now().timestamp()
+        return rt
 
     def provider_for(self, name: str) -> Provider:
         """The provider a task names; one no longer registered refuses everything."""

@@ -158,6 +158,14 @@ async def test_links_tampered_or_expired_are_refused(setup: Setup, sim: Simulato
         answer = await s.http.get(bad)
         assert answer.status_code == 403, bad
         assert answer.json()["error"] == "RESULT_LINK_INVALID"
+    # the genuine link itself, once its life (VIDBATCH_RESULT_URL_TTL_SECONDS) is over
+    assert isinstance(s.rt.clock, FakeClock)
+    s.rt.clock.advance(s.rt.settings.result_url_ttl_seconds - 5)
+    assert (await s.http.get(url)).status_code == 200
+    s.rt.clock.advance(10)
+    assert (await s.http.get(url)).status_code == 403
+    fresh = (await s.items(created.batch_id))[0]["video_url"]  # read again: signed anew
+    assert (await s.http.get(fresh)).content == VIDEO
 
 
 async def test_results_export_carries_the_archive(setup: Setup, sim: SimulatorHandle) -> None:

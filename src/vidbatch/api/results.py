@@ -9,7 +9,6 @@ answered 206 and ``HEAD`` is answered (video players use both).
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -34,7 +33,7 @@ async def result_file(
     links = rt.links
     if store is None or links is None or store.kind != "local":
         raise NotFound("no result files are served here")
-    if not verify_link(links.secret, key, expires, signature, now=time.time()):
+    if not verify_link(links.secret, key, expires, signature, now=links.now()):
         raise ResultLinkInvalid()
     try:
         path = store.local_path(key)

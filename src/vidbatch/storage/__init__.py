@@ -264,6 +264,7 @@ class Links:
     public_base_url: str | None = None
     #: The base URL of vidbatch itself (``APP_URL`` and friends) for local links.
     app_base_url: str | None = None
+    #: Unix time now; the runtime points it at its clock.
     now: Callable[[], float] = field(default=time.time)
 
     def url(self, key: str | None, *, base_url: str | None = None) -> str | None:
