@@ -463,6 +463,15 @@ async def test_cli_lists_and_purges_a_batch(
             timeout=60,
         )
 
+    # without the store's setting the files cannot be found: refused, nothing marked
+    refused = subprocess.run(
+        [sys.executable, "-m", "vidbatch", "results", "purge", "--batch", created.batch_id],
+        capture_output=True,
+        text=True,
+        env={**env, "VIDBATCH_RESULT_STORE": "none"},
+        timeout=60,
+    )
+    assert "VIDBATCH_RESULT_STORE is none" in assert_usage_error(refused)
     listed = one_json(cli("list", "--batch", created.batch_id, "--json"))
     assert [t["archive_status"] for t in listed] == ["stored", "stored"]
     assert all("/results/videos/" in t["video_url"] for t in listed)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.archive import ArchiveStatus, batch_prefixes
+from vidbatch.exceptions import ConfigError
 from vidbatch.services import batches
 from vidbatch.services.tasks import Fence
 from vidbatch.storage import ResultStore, delete_prefix
@@ -164,10 +165,15 @@ async def purge_batch(
     async with engine.connect() as conn:
         await batches.get_batch_row(conn, batch_id)
         ids = await stored_in_batch(conn, batch_id)
+    if store is None:
+        if ids:  # the files are somewhere this process was not told about
+            raise ConfigError(
+                "VIDBATCH_RESULT_STORE is none here: set it to the store holding the files"
+            )
+        return Purged(batch_id=batch_id, files_deleted=0, items_expired=0)
     deleted = 0
-    if store is not None:
-        for prefix in batch_prefixes(batch_id):
-            deleted += await delete_prefix(store, prefix)
+    for prefix in batch_prefixes(batch_id):
+        deleted += await delete_prefix(store, prefix)
     async with engine.begin() as conn:
         expired = await mark_expired(conn, ids, now=now)
     return Purged(batch_id=batch_id, files_deleted=deleted, items_expired=expired)
