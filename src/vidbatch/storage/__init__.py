@@ -182,16 +182,6 @@ async def get_bytes(rs: ResultStore, key: str) -> bytes:
         raise StoreError(f"store read failed: {_why(exc)}") from None
 
 
-async def exists(rs: ResultStore, key: str) -> bool:
-    try:
-        await obstore.head_async(rs.store, key)
-    except FileNotFoundError:
-        return False
-    except Exception as exc:
-        raise StoreError(f"store read failed: {_why(exc)}") from None
-    return True
-
-
 async def delete(rs: ResultStore, keys: list[str]) -> None:
     """Delete ``keys``; a missing one is not an error."""
     if not keys:
