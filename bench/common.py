@@ -484,6 +484,9 @@ def vidbatch_env(db_url: str, sim_url: str, **extra: str) -> dict[str, str]:
             "VIDBATCH_SECRET_KEY": BENCH_SECRET_KEY,
             "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
             "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "true",
+            # No result archive unless a benchmark asks for one (bench.archive does): the
+            # other figures measure the worker alone.
+            "VIDBATCH_RESULT_STORE": "none",
             "VIDBATCH_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

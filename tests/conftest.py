@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vidbatch.db.engine import make_engine
 from vidbatch.db.migrate import upgrade
 
-pytest_plugins = ["tests.simulator_fixture"]
+pytest_plugins = ["tests.simulator_fixture", "tests.s3_fixture"]
 
 PG_URL = os.environ.get(
     "VIDBATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -161,6 +161,7 @@ def settings_factory(db_url: str, sim: Any) -> Any:
             "internal_worker_secret": WORKER_SECRET,
             "admin_token": ADMIN_TOKEN,
             "allow_private_webhooks": True,
+            "allow_private_urls": True,
             "callback_secret": "test-callback-secret",
             "secret_key": TEST_SECRET_KEY,
             "provider_read_timeout": 5.0,

@@ -21,6 +21,7 @@ Hierarchy (``tests/unit/test_exceptions.py`` keeps this tree equal to the classe
     ├── IdempotencyKeyReused         a request id (or ledger key) reused for another body
     ├── IdempotencyInFlight          a request with this request id is still being processed
     ├── RateLimited                  too many requests this minute
+    ├── ResultLinkInvalid            a result file link that is not genuine or has expired
     └── ProviderError                the upstream provider did not do what was asked
         ├── ProviderTransient        worth retrying later (connection refused, 429, 5xx, timeout)
         ├── ProviderRejected         refused for good (bad parameters, bad key, no credits)
@@ -166,6 +167,12 @@ class KeyRevoked(Conflict):
     """The API key is revoked: revocation is final, create a new key instead."""
 
     code = "KEY_REVOKED"
+
+
+class ResultLinkInvalid(VidbatchError):
+    """This result link is not genuine or has expired: read the batch again for a fresh one."""
+
+    code = "RESULT_LINK_INVALID"
 
 
 class IdempotencyKeyReused(VidbatchError):

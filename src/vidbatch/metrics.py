@@ -70,6 +70,13 @@ class Metrics:
             registry=r,
         )
 
+        self.archives = Counter(
+            "vidbatch_archives_total",
+            "Result archive attempts by outcome (stored, retry, failed = gave up, lost = "
+            "lease taken over, expired = deleted past retention)",
+            ["outcome"],
+            registry=r,
+        )
         #: Provider calls by (call, outcome) not yet written to the database.
         self.pending_calls: Tally[tuple[str, str]] = Tally()
 

@@ -4,6 +4,8 @@ callback-token key. Tests and the demo build their own and pass them in."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from vidbatch.exceptions import ConfigError, ProviderRejected
 from vidbatch.metrics import Metrics
 from vidbatch.providers.registry import PROVIDERS
 from vidbatch.settings import Settings
+from vidbatch.storage import Links, ResultStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,10 @@ class Runtime:
     webhook_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     #: Wrong metrics tokens per client address, throttled the same way.
     metrics_failures: FailureThrottle = field(default_factory=FailureThrottle)
+    #: Where videos and thumbnails are archived; None with ``VIDBATCH_RESULT_STORE=none``.
+    result_store: ResultStore | None = None
+    #: Turns stored objects into customer URLs (signed afresh at each read).
+    links: Links | None = None
 
     @classmethod
     async def open(
@@ -123,7 +130,16 @@ class Runtime:
             if name not in given
         }
         secret = settings.callback_secret or await stored_secret(engine, CALLBACK_SECRET)
-        return cls(
+        store = open_store(settings)
+        links = Links(
+            store,
+            # Derived from the callback key: no secret more to keep (or to read at start).
+            secret=hmac.new(secret.encode(), b"vidbatch result links", hashlib.sha256).digest(),
+            ttl_seconds=settings.result_url_ttl_seconds,
+            public_base_url=settings.result_public_base_url,
+            app_base_url=settings.public_base_url,
+        )
+        rt = cls(
             settings=settings,
             engine=engine,
             http=http,
@@ -131,7 +147,12 @@ class Runtime:
             callback_key=secret.encode(),
             metrics=metrics or Metrics(),
             owns_engine=owns_engine,
+            result_store=store,
+            links=links,
         )
+        # Links are signed and checked on the runtime's clock (a test's FakeClock too).
+        links.now = lambda: rt.clock.now().timestamp()
+        return rt
 
     def provider_for(self, name: str) -> Provider:
         """The provider a task names; one no longer registered refuses everything."""

@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vidbatch.domain.archive import StoreSpec, parse_store_spec
 from vidbatch.domain.catalog import Catalog, parse_catalog_overrides
 from vidbatch.domain.limits import (
+    MAX_ARCHIVE_DEADLINE,
     MAX_ITEMS,
     MAX_RATE_LIMIT_PER_MIN,
+    MAX_RESULT_URL_TTL,
     MAX_WAIT_SECONDS,
 )
 from vidbatch.exceptions import ConfigError
@@ -176,9 +179,7 @@ class Settings(BaseSettings):
     )
     allow_private_webhooks: bool = Field(
         False,
-        validation_alias=AliasChoices(
-            "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS", "VIDBATCH_ALLOW_PRIVATE_URLS"
-        ),
+        validation_alias=AliasChoices("VIDBATCH_ALLOW_PRIVATE_WEBHOOKS"),
         description="allow http and private/loopback webhook, reference and frame URLs "
         "(development only)",
     )
@@ -277,6 +278,76 @@ class Settings(BaseSettings):
         "abandoned (their tasks come back when their leases run out)",
     )
 
+    # --- result archive ----------------------------------------------------------------
+    result_store: str = Field(
+        "",
+        validation_alias=AliasChoices("VIDBATCH_RESULT_STORE"),
+        description="where videos and thumbnails are archived: a directory (a path or "
+        "file:///abs/path), s3://bucket/prefix (gs://, az:// too), or none; unset: "
+        "vidbatch-results/ beside the SQLite file (none on PostgreSQL)",
+    )
+    result_url_ttl_seconds: int = Field(
+        7 * 86_400,
+        gt=0,
+        le=MAX_RESULT_URL_TTL,
+        validation_alias=AliasChoices("VIDBATCH_RESULT_URL_TTL_SECONDS"),
+        description="life of a signed result link (re-signed at each read; S3 presigned "
+        "URLs at most 7 days)",
+    )
+    result_public_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDBATCH_RESULT_PUBLIC_BASE_URL"),
+        description="plain URLs under this base instead of signed links (a CDN before the bucket)",
+    )
+    archive_deadline_seconds: int = Field(
+        900,
+        gt=0,
+        le=MAX_ARCHIVE_DEADLINE,
+        validation_alias=AliasChoices("VIDBATCH_ARCHIVE_DEADLINE_SECONDS"),
+        description="how long after a video's success archiving is retried before giving "
+        "up (well under the provider's 2 h)",
+    )
+    archive_timeout_seconds: Seconds = Field(
+        300.0,
+        validation_alias=AliasChoices("VIDBATCH_ARCHIVE_TIMEOUT_SECONDS"),
+        description="time-out of one download and upload of a video",
+    )
+    archive_max_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        le=1024**4,
+        validation_alias=AliasChoices("VIDBATCH_ARCHIVE_MAX_BYTES"),
+        description="largest video archived; a larger one is not stored",
+    )
+    allow_private_urls: bool = Field(
+        False,
+        validation_alias=AliasChoices("VIDBATCH_ALLOW_PRIVATE_URLS"),
+        description="allow result downloads from private/loopback addresses (simulators, tests)",
+    )
+    result_retention_days: int = Field(
+        30,
+        ge=0,
+        le=36_500,
+        validation_alias=AliasChoices("VIDBATCH_RESULT_RETENTION_DAYS"),
+        description="days archived files are kept before the worker deletes them; 0 = forever",
+    )
+    aws_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL"),
+        description="S3 store: endpoint of an S3-compatible service (R2, MinIO, …)",
+    )
+    aws_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"), description="S3 store: key id"
+    )
+    aws_secret_access_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"),
+        description="S3 store: secret key",
+    )
+    aws_region: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_REGION"), description="S3 store: region"
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_format: Literal["text", "json"] = Field(
         "text",
@@ -360,6 +431,22 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("result_store")
+    @classmethod
+    def _check_result_store(cls, value: str) -> str:
+        parse_store_spec(value, database_url="sqlite:///vidbatch.db")  # raises ValueError
+        return value.strip()
+
+    @field_validator("result_public_base_url", "aws_endpoint_url")
+    @classmethod
+    def _check_plain_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
     @model_validator(mode="after")
     def _lease_outlasts_a_provider_call(self) -> Settings:
         call = self.provider_connect_timeout + self.provider_read_timeout
@@ -387,6 +474,11 @@ class Settings(BaseSettings):
     @cached_property
     def catalog(self) -> Catalog:
         return parse_catalog_overrides(self.model_catalog)
+
+    @cached_property
+    def result_store_spec(self) -> StoreSpec:
+        """Where results are archived (``none`` turns archiving off)."""
+        return parse_store_spec(self.result_store, database_url=self.database_url)
 
     @property
     def webhook_max_attempts(self) -> int:

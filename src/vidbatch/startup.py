@@ -9,6 +9,7 @@ import logging
 from sqlalchemy.engine import URL, make_url
 
 from vidbatch.settings import Settings
+from vidbatch.storage import ResultStore, StoreError, check_writable
 
 log = logging.getLogger("vidbatch.startup")
 
@@ -31,25 +32,30 @@ def database_without_password(url: str) -> str:
 
 
 def result_store_description(settings: Settings) -> str:
-    """The result store the settings name, for the start-up line, /readyz and doctor.
+    """The result store the settings name (``VIDBATCH_RESULT_STORE``), for the start-up
+    line, /readyz and doctor. Nothing secret: S3 keys are never part of it."""
+    spec = settings.result_store_spec
+    if spec.kind == "none":
+        return "none (the provider's URLs are passed through; they expire after about 2 h)"
+    if spec.kind == "local":
+        return f"local directory {spec.root}"
+    scheme = {"s3": "s3", "gcs": "gs", "azure": "az"}.get(spec.kind, spec.kind)
+    return f"{scheme}://{spec.bucket}/{spec.prefix}".rstrip("/")
 
-    The result store is configured by ``VIDBATCH_RESULT_STORE`` where that setting exists;
-    without it this says "not configured".
-    """
-    store = getattr(settings, "result_store", None)
-    if not store or str(store).lower() == "none":
-        return "not configured"
-    return str(store)
 
-
-def result_store_check(settings: Settings) -> tuple[bool | None, str]:
-    """Whether the result store is writable: ``(True, where)``, ``(False, why)``, or
-    ``(None, what)`` when there is nothing to check. Used by /readyz and ``vidbatch doctor``;
-    the store's own writability check belongs here once ``VIDBATCH_RESULT_STORE`` exists."""
+async def result_store_check(
+    settings: Settings, store: ResultStore | None
+) -> tuple[bool | None, str]:
+    """Whether the result store takes a write: ``(True, where)``, ``(False, why)``, or
+    ``(None, what)`` when no store is configured. Used by /readyz and ``vidbatch doctor``."""
     description = result_store_description(settings)
-    if description == "not configured":
-        return None, "not configured"
-    return None, f"{description} (writability not checked)"
+    if store is None:
+        return None, description
+    try:
+        await check_writable(store)
+    except StoreError as exc:
+        return False, f"{description}: not writable: {exc}"
+    return True, f"{description}: writable"
 
 
 def callback_mode(settings: Settings) -> str:

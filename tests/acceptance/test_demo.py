@@ -25,7 +25,13 @@ def test_demo_runs_to_a_clean_audit(tmp_path: Path) -> None:
     assert "moderation" in out
     assert "batch 2 — cancelled" in out
     assert "credits: reserved 340" in out
-    assert "/files/" in out  # video URLs are shown
+    assert "/files/" in out  # the provider's URL is shown
+    # every video is archived to the local store and shown under its durable link
+    # batch 1's five successes, and what batch 2 finished before its cancel
+    assert out.count("stored 1765 B 64x36") >= 5
+    assert "/results/videos/" in out
+    assert "SHA-256 matches" in out
+    assert "its thumbnail: HTTP 200 image/jpeg" in out
     assert not list(tmp_path.iterdir())  # nothing left behind in the working directory
 
 

@@ -62,13 +62,15 @@ def test_doctor_passes_on_a_sound_deployment_and_readyz_reports(
     assert status == 200 and ready["ok"] is True
     # nothing has asked the provider anything yet: reported, not failing
     assert ready["provider"] == {"answered_recently": False, "last_answer_at": None}
-    assert ready["result_store"] == {"writable": None, "detail": "not configured"}
+    # unset on SQLite: the local directory beside the database, which takes a write
+    store = f"local directory {tmp_path / 'vidbatch-results'}: writable"
+    assert ready["result_store"] == {"writable": True, "detail": store}
     found = lines(result)
     assert result.returncode == 0, result.stdout
     assert found["provider"].startswith("ok ") and sim.url in found["provider"]
     assert found["callback URL"].startswith("ok ") and base in found["callback URL"]
     assert found["database"].startswith("ok ")
-    assert found["result store"] == "skip not configured"
+    assert found["result store"] == f"ok {store}"
 
 
 def test_doctor_names_each_failure_and_exits_1(tmp_path: Path, sim: SimulatorHandle) -> None:

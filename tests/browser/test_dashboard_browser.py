@@ -111,12 +111,20 @@ async def test_batch_progress_is_live_and_its_videos_play(
         assert await page.locator("#credits-charged").text_content() == "40"
         assert "settled" in (await page.locator("#live-note").text_content() or "")
 
-        # the finished page: a preview of each video, served by the provider
+        # the finished page: a preview of each video, served by the provider, or by
+        # vidbatch from the result store once archived (SQLite's default)
         await page.reload()
         videos = page.locator("#task-table video")
         assert await videos.count() == 4
         src = await videos.first.get_attribute("src")
-        assert src and src.startswith(sim.url) and src.endswith(".mp4")
+        archived = f"{app.url}/results/videos/"
+        assert src and src.startswith((sim.url, archived)) and ".mp4" in src
+        if src.startswith(archived):  # its thumbnail is the poster, and it is shown
+            poster = await videos.first.get_attribute("poster")
+            assert poster and poster.startswith(f"{app.url}/results/thumbnails/")
+            await eventually(
+                page, "document.querySelector('#task-table img.thumb').naturalWidth === 64"
+            )
         assert await videos.first.get_attribute("preload") == "none"
         async with page.expect_response(lambda r: r.url == src) as answer:
             await videos.first.evaluate("v => { v.preload = 'metadata'; v.load(); }")

@@ -226,6 +226,7 @@ async def test_items_with_status_filter_and_paging(client: Any, engine: AsyncEng
         "metadata",
         "created_at",
         "completed_at",
+        *ARCHIVE_FIELDS,
     }
     assert (first["prompt"], first["model"], first["metadata"]) == ("video 0", "sora-2", {"sku": 0})
     assert first["video_url"].startswith("https://")
@@ -359,6 +360,18 @@ async def test_another_accounts_batch_is_404_like_a_missing_one(
 
 # --- results -----------------------------------------------------------------------------
 
+#: The result archive's fields, in every item view and export (tests/integration/test_archive
+#: checks their values).
+ARCHIVE_FIELDS = {
+    "source_url",
+    "archive_status",
+    "video_size_bytes",
+    "video_sha256",
+    "video_duration_seconds",
+    "video_width",
+    "video_height",
+}
+
 
 async def test_results_jsonl_and_csv_over_several_pages(client: Any, engine: AsyncEngine) -> None:
     key = await new_key(engine, credits=100_000)
@@ -381,6 +394,7 @@ async def test_results_jsonl_and_csv_over_several_pages(client: Any, engine: Asy
         "failure_type",
         "failure_reason",
         "metadata",
+        *ARCHIVE_FIELDS,
     }
     assert (lines[0]["status"], lines[0]["metadata"]) == ("succeeded", {"sku": 0})
     assert lines[0]["video_url"] == "https://cdn.example/v.mp4"
@@ -403,6 +417,8 @@ async def test_results_jsonl_and_csv_over_several_pages(client: Any, engine: Asy
         "failure_type": "",
         "failure_reason": "",
         "metadata": '{"sku":0}',
+        "source_url": "https://cdn.example/v.mp4",
+        **dict.fromkeys(ARCHIVE_FIELDS - {"source_url"}, ""),  # nothing archived here
     }
     assert [int(row["index"]) for row in rows] == list(range(1203))
 

@@ -14,6 +14,7 @@ from tests.integration.worker_helpers import run_until_settled, task_rows
 from tests.simulator_fixture import SimulatorHandle
 from vidbatch.clock import FakeClock, utcnow
 from vidbatch.runtime import Runtime
+from vidbatch.startup import result_store_description
 from vidbatch.worker.round import MISSED_CALLBACKS_WARNING, run_once
 
 
@@ -118,4 +119,9 @@ async def test_readyz_reports_a_provider_that_answered(
     after = (await client.get("/readyz")).json()
     assert after["provider"]["answered_recently"] is True
     assert after["provider"]["last_answer_at"].endswith("Z")
-    assert after["result_store"] == {"writable": None, "detail": "not configured"}
+    store = after["result_store"]
+    if runtime.result_store is None:
+        assert store == {"writable": None, "detail": result_store_description(runtime.settings)}
+        assert store["detail"].startswith("none")
+    else:
+        assert store["writable"] is True and store["detail"].endswith(": writable")

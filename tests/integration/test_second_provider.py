@@ -96,7 +96,8 @@ async def mixed(
     settings_factory: Any, engine: AsyncEngine, clipworks: ClipWorks
 ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     """A runtime whose catalog has ClipWorks' model, and an API client on it."""
-    settings = settings_factory(model_catalog=json.dumps(CATALOG))
+    # its videos are at a made-up host: nothing to archive from there
+    settings = settings_factory(model_catalog=json.dumps(CATALOG), result_store="none")
     rt = await Runtime.open(settings, engine=engine)
     app = create_app(settings, runtime=rt)
     transport = httpx.ASGITransport(app=app)
@@ -202,7 +203,8 @@ async def test_runtime_takes_injected_providers_by_name(
         assert rt.provider_for("grsai") is one
     finally:
         await rt.close()
-    settings = settings_factory(model_catalog=json.dumps(CATALOG))
+    # its videos are at a made-up host: nothing to archive from there
+    settings = settings_factory(model_catalog=json.dumps(CATALOG), result_store="none")
     rt = await Runtime.open(settings, engine=engine, providers={"clipworks": other})
     try:
         assert rt.provider_for("clipworks") is other

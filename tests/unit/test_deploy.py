@@ -17,8 +17,6 @@ README = (ROOT / "README.md").read_text()
 VARIABLE = re.compile(
     r"\b(?:VIDBATCH|GRSAI|BATCH|ENTERPRISE|DATABASE|INTERNAL|APP|SITE|NEXT)_[A-Z0-9_]*[A-Z0-9]\b"
 )
-#: Named by the checklist before its setting lands with the result store.
-RESULT_STORE = "VIDBATCH_RESULT_STORE"
 
 
 def settings_variables() -> set[str]:
@@ -70,10 +68,7 @@ def test_checklist_and_deploy_files_name_only_existing_variables() -> None:
     named = {v for text in texts for v in VARIABLE.findall(text)}
     assert {"GRSAI_API_KEY", "VIDBATCH_METRICS_TOKEN", "DATABASE_URL"} <= named
     unknown = named - settings_variables() - option_variables()
-    if RESULT_STORE in settings_variables():
-        assert unknown == set(), unknown
-    else:
-        assert unknown <= {RESULT_STORE}, unknown
+    assert unknown == set(), unknown
 
 
 def test_checklist_covers_what_production_needs() -> None:

@@ -93,11 +93,27 @@ OWN_ENV: dict[str, tuple[str, str, Any]] = {
         "model_catalog",
         '{"sora-2": {"price_credits": 12}}',
     ),
+    "VIDBATCH_RESULT_STORE": ("s3://videos/out", "result_store", "s3://videos/out"),
+    "VIDBATCH_RESULT_URL_TTL_SECONDS": ("3600", "result_url_ttl_seconds", 3600),
+    "VIDBATCH_RESULT_PUBLIC_BASE_URL": (
+        "https://cdn.example/",
+        "result_public_base_url",
+        "https://cdn.example",
+    ),
+    "VIDBATCH_ARCHIVE_DEADLINE_SECONDS": ("600", "archive_deadline_seconds", 600),
+    "VIDBATCH_ARCHIVE_TIMEOUT_SECONDS": ("120", "archive_timeout_seconds", 120.0),
+    "VIDBATCH_ARCHIVE_MAX_BYTES": ("1000000", "archive_max_bytes", 1_000_000),
+    "VIDBATCH_ALLOW_PRIVATE_URLS": ("1", "allow_private_urls", True),
+    "VIDBATCH_RESULT_RETENTION_DAYS": ("0", "result_retention_days", 0),
+    "AWS_ENDPOINT_URL": ("http://127.0.0.1:9000", "aws_endpoint_url", "http://127.0.0.1:9000"),
+    "AWS_ACCESS_KEY_ID": ("AKIDEXAMPLE", "aws_access_key_id", "AKIDEXAMPLE"),
+    "AWS_SECRET_ACCESS_KEY": ("secret", "aws_secret_access_key", "secret"),
+    "AWS_REGION": ("eu-west-1", "aws_region", "eu-west-1"),
 }
 
 
 def test_every_variable_is_known_to_the_settings() -> None:
-    aliases = {"BATCH_CLAIM_LIMIT", "VIDBATCH_ALLOW_PRIVATE_URLS"}
+    aliases = {"BATCH_CLAIM_LIMIT"}
     assert set(ORIGINAL_ENV) | set(OWN_ENV) | aliases == _all_env_names()
 
 
@@ -183,6 +199,18 @@ def test_overrides_by_field_name_beat_the_environment(monkeypatch: pytest.Monkey
         ("VIDBATCH_ADMIN_TOKEN", "a"),
         ("VIDBATCH_ADMIN_TOKEN", "x" * 31),
         ("VIDBATCH_METRICS_TOKEN", "short"),
+        # the archive: a store that is none, a deadline not well under the provider's 2 h
+        ("VIDBATCH_RESULT_STORE", "ftp://host/dir"),
+        ("VIDBATCH_RESULT_STORE", "s3://"),
+        ("VIDBATCH_RESULT_STORE", "file://host/dir"),
+        ("VIDBATCH_ARCHIVE_DEADLINE_SECONDS", "7200"),
+        ("VIDBATCH_ARCHIVE_DEADLINE_SECONDS", "3601"),
+        ("VIDBATCH_ARCHIVE_DEADLINE_SECONDS", "0"),
+        ("VIDBATCH_RESULT_URL_TTL_SECONDS", "604801"),
+        ("VIDBATCH_ARCHIVE_MAX_BYTES", "0"),
+        ("VIDBATCH_RESULT_RETENTION_DAYS", "-1"),
+        ("VIDBATCH_RESULT_PUBLIC_BASE_URL", "cdn.example"),
+        ("AWS_ENDPOINT_URL", "minio:9000"),
     ],
 )
 def test_invalid_value_is_one_line_naming_the_variable(
@@ -343,3 +371,20 @@ def test_bad_catalog_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> No
         load_settings()
     assert err.value.message.startswith("VIDBATCH_MODEL_CATALOG: ")
     assert "\n" not in err.value.message
+
+
+def test_result_store_defaults_beside_the_sqlite_file(tmp_path: Any) -> None:
+    beside = load_settings(database_url=f"sqlite:///{tmp_path}/data/v.db").result_store_spec
+    assert (beside.kind, beside.root) == ("local", tmp_path / "data" / "vidbatch-results")
+    on_pg = load_settings(database_url="postgresql://u@h/db").result_store_spec
+    assert on_pg.kind == "none"
+    off = load_settings(result_store="none").result_store_spec
+    assert not off.enabled
+    s3 = load_settings(result_store="s3://bucket/a/b/").result_store_spec
+    assert (s3.kind, s3.bucket, s3.prefix) == ("s3", "bucket", "a/b")
+    gcs = load_settings(result_store="gs://media/v").result_store_spec
+    assert (gcs.kind, gcs.bucket, gcs.prefix) == ("gcs", "media", "v")
+    azure = load_settings(result_store="az://container").result_store_spec
+    assert (azure.kind, azure.bucket, azure.prefix) == ("azure", "container", "")
+    there = load_settings(result_store=f"file://{tmp_path}/r").result_store_spec
+    assert (there.kind, there.root) == ("local", tmp_path / "r")

@@ -146,6 +146,11 @@ class Server:
                 # polling mode (no APP_URL): the fastest with a zero-latency simulator
                 "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
                 "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "1",
+                # every video archived (the simulator serves its files from 127.0.0.1), so
+                # items carry durable links, thumbnails and SHA-256s on both databases
+                "VIDBATCH_RESULT_STORE": str(self.tmp / "results"),
+                "VIDBATCH_ALLOW_PRIVATE_URLS": "1",
+                "VIDBATCH_SECRET_KEY": "client-tests-secret-key-of-32-characters",
                 "ENTERPRISE_BATCH_MAX_ITEMS": "1000",
                 "VIDBATCH_DEFAULT_RATE_LIMIT": "100000",
                 # the worker settings bench/README.md found fastest with a zero-latency

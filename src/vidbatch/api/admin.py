@@ -302,9 +302,16 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> AdminTaskPage:
-    async with runtime_of(request).engine.connect() as conn:
+    rt = runtime_of(request)
+    async with rt.engine.connect() as conn:
         tasks, total = await reads.list_tasks(
-            conn, batch_id, status=status, limit=limit, offset=offset
+            conn,
+            batch_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+            links=rt.links,
+            base_url=str(request.base_url),
         )
     return AdminTaskPage(batch_id=batch_id, tasks=tasks, total=total, limit=limit, offset=offset)
 
@@ -365,7 +372,11 @@ async def resend_webhook(request: Request, batch_id: ID, body: ResendIn | None =
 async def cancel_batch(request: Request, batch_id: ID) -> Cancelled:
     rt = runtime_of(request)
     done = await batches.cancel_batch(
-        rt.engine, batch_id, account_id=None, webhook_max_attempts=rt.settings.webhook_max_attempts
+        rt.engine,
+        batch_id,
+        account_id=None,
+        webhook_max_attempts=rt.settings.webhook_max_attempts,
+        links=rt.links,
     )
     return Cancelled(
         batch_id=done.batch_id,

@@ -200,7 +200,7 @@ def create_app(
 
     errors.install(app)
 
-    from vidbatch.api import admin, callback, docs, enterprise, health, internal, v1
+    from vidbatch.api import admin, callback, docs, enterprise, health, internal, results, v1
     from vidbatch.web.app import router as dashboard_router
 
     docs.install(app)
@@ -210,6 +210,7 @@ def create_app(
     app.include_router(internal.router)
     app.include_router(callback.router)
     app.include_router(admin.router)
+    app.include_router(results.router)
     app.include_router(dashboard_router())
     app.state.log_limiter = LogLimiter()
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, limiter=app.state.log_limiter)

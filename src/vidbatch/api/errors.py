@@ -48,6 +48,7 @@ STATUS_BY_ERROR: dict[type[e.VidbatchError], int] = {
     e.IdempotencyKeyReused: 422,
     e.IdempotencyInFlight: 409,
     e.RateLimited: 429,
+    e.ResultLinkInvalid: 403,
     e.ProviderError: 500,
     e.ProviderTransient: 500,
     e.ProviderRejected: 500,

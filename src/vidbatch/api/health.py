@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -59,7 +60,7 @@ async def readyz(request: Request) -> JSONResponse:
             "ok": True,
             "database": "ok",
             "provider": await _provider(rt),
-            "result_store": _result_store(rt.settings),
+            "result_store": await _result_store(rt),
         }
     )
 
@@ -77,9 +78,23 @@ async def _provider(rt: Any) -> dict[str, Any]:
     }
 
 
-def _result_store(settings: Any) -> dict[str, Any]:
-    writable, detail = result_store_check(settings)
-    return {"writable": writable, "detail": detail}
+#: How long a result store's writability answer is reused: /readyz is called every few
+#: seconds, and each check writes, reads and deletes an object.
+STORE_CHECK_SECONDS = 30.0
+_store_checks: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+async def _result_store(rt: Any) -> dict[str, Any]:
+    """Reported, never failing: whether the result store takes a write (checked at most
+    every STORE_CHECK_SECONDS per store)."""
+    now = time.monotonic()
+    cached = _store_checks.get(id(rt.result_store))
+    if cached and now - cached[0] < STORE_CHECK_SECONDS:
+        return cached[1]
+    writable, detail = await result_store_check(rt.settings, rt.result_store)
+    answer = {"writable": writable, "detail": detail}
+    _store_checks[id(rt.result_store)] = (now, answer)
+    return answer
 
 
 metrics_bearer = HTTPBearer(

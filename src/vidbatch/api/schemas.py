@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidbatch.domain.archive import ArchiveStatus
 from vidbatch.domain.public import (
     PublicBatchStatus,
     PublicFailureType,
@@ -292,8 +293,14 @@ class ItemOut(BaseModel):
     prompt: str
     model: str
     duration: int | None = Field(..., description="seconds generated (Sora); null for Veo")
-    video_url: str | None
-    thumbnail_url: str | None
+    video_url: str | None = Field(
+        ...,
+        description="the archived copy (a link signed afresh at each read) once "
+        "`archive_status` is `stored`, else the provider's URL",
+    )
+    thumbnail_url: str | None = Field(
+        ..., description="a JPEG of the first frame; null until one is stored"
+    )
     error: str | None
     failure_type: PublicFailureType | None
     failure_reason: str | None = Field(
@@ -302,6 +309,20 @@ class ItemOut(BaseModel):
     metadata: dict[str, Any] | None
     created_at: str
     completed_at: str | None
+    source_url: str | None = Field(
+        None, description="the provider's URL (it expires about 2 hours after the video)"
+    )
+    archive_status: ArchiveStatus | None = Field(
+        None,
+        description="`pending`, `stored`, `failed` (gave up: the provider's URL is kept, "
+        "the item is still charged) or `expired` (deleted after the retention period); "
+        "null when no result store is configured or the item did not succeed",
+    )
+    video_size_bytes: int | None = None
+    video_sha256: str | None = Field(None, description="SHA-256 of the video, lowercase hex")
+    video_duration_seconds: float | None = None
+    video_width: int | None = None
+    video_height: int | None = None
 
 
 class ItemPageOut(BaseModel):

@@ -36,6 +36,7 @@ from vidbatch.domain import public
 from vidbatch.domain.public import PublicBatchStatus, PublicItemStatus, PublicLedgerType
 from vidbatch.exceptions import FieldError, InvalidInput
 from vidbatch.services import batches, credits, customer
+from vidbatch.storage import Links
 from vidbatch.timestamps import as_utc
 
 router = APIRouter(prefix="/api/v1", route_class=KeyedRoute)
@@ -168,7 +169,8 @@ async def list_items(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JSONResponse:
-    async with runtime_of(request).engine.connect() as conn:
+    rt = runtime_of(request)
+    async with rt.engine.connect() as conn:
         row = await batches.get_batch_row(conn, batch_id, auth.account_id)
         rows, total = await batches.list_items(
             conn,
@@ -181,7 +183,7 @@ async def list_items(
         {
             "ok": True,
             "batch_id": row.id,
-            "items": [customer.item_with_times(r) for r in rows],
+            "items": [customer.item_with_times(r, rt.links, str(request.base_url)) for r in rows],
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -206,6 +208,7 @@ async def cancel_batch(request: Request, auth: LimitedKey, batch_id: str) -> JSO
         batch_id,
         account_id=auth.account_id,
         webhook_max_attempts=rt.settings.webhook_max_attempts,
+        links=rt.links,
     )
     return JSONResponse(
         {
@@ -229,27 +232,36 @@ RESULT_FIELDS = (
     "failure_type",
     "failure_reason",
     "metadata",
+    "source_url",
+    "archive_status",
+    "video_size_bytes",
+    "video_sha256",
+    "video_duration_seconds",
+    "video_width",
+    "video_height",
 )
 
 
-def _result_line(row: Any) -> dict[str, Any]:
-    view = customer.item(row)
+def _result_line(row: Any, links: Links | None, base_url: str | None) -> dict[str, Any]:
+    view = customer.item(row, links, base_url)
     return {name: view[name] for name in RESULT_FIELDS}
 
 
-def _jsonl(rows: list[Any]) -> bytes:
+def _jsonl(rows: list[Any], links: Links | None, base_url: str | None) -> bytes:
     return "".join(
-        json.dumps(_result_line(r), ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows
+        json.dumps(_result_line(r, links, base_url), ensure_ascii=False, separators=(",", ":"))
+        + "\n"
+        for r in rows
     ).encode()
 
 
-def _csv(rows: list[Any], *, header: bool) -> bytes:
+def _csv(rows: list[Any], links: Links | None, base_url: str | None, *, header: bool) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if header:
         writer.writerow(RESULT_FIELDS)
     for row in rows:
-        line = _result_line(row)
+        line = _result_line(row, links, base_url)
         meta = line["metadata"]
         line["metadata"] = (
             json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta is not None else ""
@@ -262,8 +274,11 @@ def _csv(rows: list[Any], *, header: bool) -> bytes:
     "/batches/{batch_id}/results",
     tags=[BATCHES],
     summary="Every item's result, one line per item (JSON Lines or CSV)",
-    description="Streamed in index order. Fields: `index, item_id, status, video_url, error, "
-    "failure_type, metadata` (CSV: `metadata` as JSON text).",
+    description="Streamed in index order. Fields: `index, item_id, status, video_url, "
+    "thumbnail_url, error, failure_type, failure_reason, metadata, source_url, "
+    "archive_status, video_size_bytes, video_sha256, video_duration_seconds, video_width, "
+    "video_height` (CSV: `metadata` as JSON text). `video_url` is the archived copy's "
+    "link, signed afresh for each read, once the video is stored.",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -280,7 +295,9 @@ async def results(
     batch_id: str,
     format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
 ) -> StreamingResponse:
-    engine = runtime_of(request).engine
+    rt = runtime_of(request)
+    engine = rt.engine
+    base_url = str(request.base_url)
     async with engine.connect() as conn:
         row = await batches.get_batch_row(conn, batch_id, auth.account_id)
     owned_id: str = row.id
@@ -294,9 +311,9 @@ async def results(
                     conn, owned_id, limit=RESULTS_PAGE, offset=offset
                 )
             if format == "csv":
-                yield _csv(page, header=offset == 0)
+                yield _csv(page, rt.links, base_url, header=offset == 0)
             else:
-                yield _jsonl(page)
+                yield _jsonl(page, rt.links, base_url)
             if len(page) < RESULTS_PAGE:
                 return
             offset += RESULTS_PAGE

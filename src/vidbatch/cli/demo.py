@@ -1,11 +1,14 @@
 """`vidbatch demo`: everything embedded in one process — a SQLite file, the GrsAI simulator,
 the API and the worker — driving the seed's example batch (and a few more items, one
 failing moderation) plus a second batch cancelled half-way, with live progress, a final
-table and the money audit. Exit 0 only when every batch settled and the audit is clean."""
+table (every video archived to the local store, shown under its durable link, one of them
+fetched back with its thumbnail) and the money audit. Exit 0 only when every batch settled
+and the audit is clean."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import tempfile
@@ -121,6 +124,9 @@ async def _demo(
             callback_grace_seconds=max(3.0, gen_time * 3),
             require_https_video_url=False,
             allow_private_webhooks=True,
+            # The simulator's files are on 127.0.0.1: archive them all the same. The result
+            # store is the default, a directory beside the demo's database.
+            allow_private_urls=True,
             worker_idle_seconds=0.2,
             # A small provider cap, so batch 2 still has unstarted items when it is cancelled.
             provider_max_inflight=3,
@@ -229,16 +235,57 @@ async def _follow(
     return False
 
 
+def _archive(item: dict[str, Any]) -> str:
+    status = item.get("archive_status")
+    if status != "stored":
+        return status or ""
+    size = item.get("video_size_bytes") or 0
+    seconds = item.get("video_duration_seconds") or 0
+    digest = str(item.get("video_sha256"))[:12]
+    return (
+        f"stored {size} B {item.get('video_width')}x{item.get('video_height')} "
+        f"{seconds:.1f}s sha256 {digest}…"
+    )
+
+
+async def _check_durable(
+    console: Console, http: aiohttp.ClientSession, item: dict[str, Any]
+) -> None:
+    """Fetch one item's durable link and thumbnail, as a customer would."""
+    async with http.get(item["video_url"]) as got:
+        body = await got.read()
+        kind = got.headers.get("Content-Type", "")
+    digest = hashlib.sha256(body).hexdigest()
+    same = "matches" if digest == item["video_sha256"] else "DOES NOT MATCH"
+    console.print(
+        f"durable link of item {item['index']}: HTTP {got.status} {kind}, {len(body)} bytes, "
+        f"SHA-256 {same}: {item['video_url']}",
+        soft_wrap=True,  # whole URLs, to copy
+    )
+    async with http.get(item["thumbnail_url"]) as thumb:
+        jpeg = await thumb.read()
+    console.print(
+        f"its thumbnail: HTTP {thumb.status} {thumb.headers.get('Content-Type', '')}, "
+        f"{len(jpeg)} bytes: {item['thumbnail_url']}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"provider's URL (expires about 2 hours after the video): {item['source_url']}",
+        soft_wrap=True,
+    )
+
+
 async def _report(
     console: Console, url: str, api_key: str, batches: list[str], violations: list[Any]
 ) -> None:
     console.print()  # below the live progress bars
+    stored: dict[str, Any] | None = None
     async with _client(url, api_key) as http:
         for n, batch_id in enumerate(batches, 1):
             view = await _json(http.get(f"/api/v1/batches/{batch_id}"))
             items = (await _json(http.get(f"/api/v1/batches/{batch_id}/items?limit=100")))["items"]
             table = Table(title=f"batch {n} — {view['status']}", title_justify="left")
-            for col in ("item", "model", "status", "video URL", "failure"):
+            for col in ("item", "model", "status", "archive", "video URL", "thumbnail", "failure"):
                 table.add_column(col, overflow="fold")
             for item in items:
                 reason, error = item.get("failure_reason") or "", item.get("error") or ""
@@ -247,14 +294,20 @@ async def _report(
                     str(item["index"]),
                     item["model"] or "",
                     item["status"],
+                    _archive(item),
                     item["video_url"] or "",
+                    "yes" if item.get("thumbnail_url") else "",
                     failure,
                 )
+                if item.get("archive_status") == "stored" and stored is None:
+                    stored = item
             console.print(table)
             console.print(
                 f"credits: reserved {view['credits_reserved']}  charged "
                 f"{view['credits_settled']}  refunded {view['credits_refunded']}"
             )
+        if stored is not None:
+            await _check_durable(console, http, stored)
     if violations:
         console.print(f"[red]audit: {len(violations)} violation(s)[/red]")
         for v in violations:

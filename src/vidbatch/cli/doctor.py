@@ -14,6 +14,7 @@ import typer
 from vidbatch.exceptions import ConfigError, ProviderNotFound, ProviderRejected, VidbatchError
 from vidbatch.settings import Settings, load_settings
 from vidbatch.startup import database_without_password, result_store_check
+from vidbatch.storage import open_store
 
 #: The remote id the provider probe asks about: no such task exists, so a provider that
 #: knows our key answers "not found" — an answer that costs nothing.
@@ -93,8 +94,12 @@ async def check_callback_url(settings: Settings, http: aiohttp.ClientSession) ->
         )
 
 
-def check_result_store(settings: Settings) -> Check:
-    writable, detail = result_store_check(settings)
+async def check_result_store(settings: Settings) -> Check:
+    try:
+        store = open_store(settings)
+    except ConfigError as exc:
+        return Check("result store", False, str(exc))
+    writable, detail = await result_store_check(settings, store)
     return Check("result store", writable, detail)
 
 
@@ -104,7 +109,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     async with aiohttp.ClientSession() as http:
         checks.append(await check_provider(settings, http))
         checks.append(await check_callback_url(settings, http))
-    checks.append(check_result_store(settings))
+    checks.append(await check_result_store(settings))
     return checks
 
 

@@ -20,6 +20,7 @@ from vidbatch.cli.admin import batches_app, webhooks_app
 from vidbatch.cli.common import run, settings_from
 from vidbatch.cli.demo import demo
 from vidbatch.cli.doctor import doctor
+from vidbatch.cli.results import results_app
 from vidbatch.cli.serve import serve, worker
 from vidbatch.db.engine import make_engine
 
@@ -40,6 +41,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batches_app, name="batches")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(results_app, name="results")
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.command("demo")(demo)

@@ -22,12 +22,14 @@ SIMULATOR_KEY = "sk-simulator"
 
 def simulator_settings(settings: Settings, url: str) -> Settings:
     """What running against a local simulator needs: its URL as the provider host, a key
-    it accepts, and plain-http video URLs allowed (it serves its files over http)."""
+    it accepts, and plain-http video URLs on a loopback address allowed (it serves its
+    files over http from 127.0.0.1, and the archive downloads them from there)."""
     return settings.model_copy(
         update={
             "grsai_host": url,
             "grsai_api_key": settings.grsai_api_key or SIMULATOR_KEY,
             "require_https_video_url": False,
+            "allow_private_urls": True,
         }
     )
 
@@ -45,7 +47,8 @@ def serve(
         False,
         "--simulator",
         help="Start the GrsAI simulator in this process and use it as the provider "
-        "(sets GRSAI_HOST, GRSAI_API_KEY if unset, VIDBATCH_REQUIRE_HTTPS_VIDEO_URL=false). "
+        "(sets GRSAI_HOST, GRSAI_API_KEY if unset, VIDBATCH_REQUIRE_HTTPS_VIDEO_URL=false, "
+        "VIDBATCH_ALLOW_PRIVATE_URLS=1). "
         "For trying vidbatch without a provider account; never in production.",
     ),
     simulator_port: int = typer.Option(
@@ -100,7 +103,7 @@ def serve(
                 logging.getLogger("vidbatch.startup").warning(
                     "provider: the built-in GrsAI simulator at %s (--simulator; not for "
                     "production). Other processes use it with GRSAI_HOST=%s "
-                    "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL=false",
+                    "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL=false VIDBATCH_ALLOW_PRIVATE_URLS=1",
                     sim.url,
                     sim.url,
                     extra={"action": "startup"},

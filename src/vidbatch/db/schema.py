@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import TextClause
 
 from vidbatch.db.types import JSONType, Sealed, SealedText, UTCDateTime
+from vidbatch.domain.archive import ArchiveStatus
 from vidbatch.domain.states import (
     BatchStatus,
     FailureType,
@@ -53,6 +55,7 @@ LEDGER_TYPES = tuple(LedgerType)
 SETTLEMENT_STATUSES = tuple(SettlementStatus)
 WEBHOOK_STATUSES = tuple(WebhookStatus)
 FAILURE_TYPES = tuple(FailureType)
+ARCHIVE_STATUSES = tuple(ArchiveStatus)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -238,10 +241,30 @@ video_tasks = Table(
     # In a retry batch: the failed task this one retries. Unique, so no item is ever retried
     # (and paid for) twice, whichever variant of the retry asked for it.
     Column("retry_of_task_id", ID, nullable=True),
+    # The result archive (``video_url`` stays the provider's URL). A succeeded task whose
+    # archive is pending is claimed by the worker's archive lane when ``archive_due_at`` is
+    # due, under the same lease columns as the rest of its life; its batch settles only once
+    # no task of it is pending.
+    Column("archive_status", String(16), nullable=True),
+    Column("archive_due_at", UTCDateTime(), nullable=True),
+    Column("archive_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("archive_error", Text, nullable=True),
+    Column("archived_at", UTCDateTime(), nullable=True),
+    Column("archive_key", Text, nullable=True),
+    Column("thumbnail_key", Text, nullable=True),
+    Column("video_size_bytes", BigInteger, nullable=True),
+    Column("video_sha256", String(64), nullable=True),
+    Column("video_duration_seconds", Float, nullable=True),
+    Column("video_width", Integer, nullable=True),
+    Column("video_height", Integer, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("completed_at", UTCDateTime(), nullable=True),
     CheckConstraint(_in("status", TASK_STATUSES), name="status"),
+    CheckConstraint(
+        "archive_status IS NULL OR " + _in("archive_status", ARCHIVE_STATUSES),
+        name="archive_status",
+    ),
     CheckConstraint(
         "failure_type IS NULL OR " + _in("failure_type", FAILURE_TYPES), name="failure_type"
     ),
@@ -257,6 +280,19 @@ video_tasks = Table(
         "deadline_at",
         sqlite_where=text("failure_reason IN ('timeout', 'ambiguous_submit')"),
         postgresql_where=text("failure_reason IN ('timeout', 'ambiguous_submit')"),
+    ),
+    # The archive lane's queue, and the retention sweep's.
+    Index(
+        "ix_video_tasks_archive_due",
+        "archive_due_at",
+        sqlite_where=text("archive_status = 'pending'"),
+        postgresql_where=text("archive_status = 'pending'"),
+    ),
+    Index(
+        "ix_video_tasks_archived_at",
+        "archived_at",
+        sqlite_where=text("archive_status = 'stored'"),
+        postgresql_where=text("archive_status = 'stored'"),
     ),
     # What a round looks for: live tasks that are due. Ended tasks stay out of the index.
     Index(

@@ -27,6 +27,13 @@ MAX_RATE_LIMIT_PER_MIN = 1_000_000
 #: The longest wall-clock limit of one generation, in seconds (a week).
 MAX_WAIT_SECONDS = 7 * 86_400
 
+#: The longest an archive keeps retrying after a video's success, in seconds: well inside
+#: the provider's two hours of result URL life, so the last retry still finds the file.
+MAX_ARCHIVE_DEADLINE = 3_600
+
+#: The longest life of a signed result link, in seconds (S3 presigns at most 7 days).
+MAX_RESULT_URL_TTL = 7 * 86_400
+
 #: The longest video duration a catalog model may offer, in seconds.
 MAX_DURATION_SECONDS = 3_600
 

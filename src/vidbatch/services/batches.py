@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,9 @@ from vidbatch.exceptions import (
     NotFound,
 )
 from vidbatch.services import events, ledger, settlement
+
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
 
 log = logging.getLogger(__name__)
 
@@ -358,9 +361,11 @@ async def cancel_batch(
     account_id: str | None,
     webhook_max_attempts: int = 4,
     now: datetime | None = None,
+    links: Links | None = None,
 ) -> Cancelled:
     """Cancel what has not been submitted and refund it at once; running tasks finish and
-    are charged only if they succeed. The batch settles now if nothing is left running."""
+    are charged only if they succeed. The batch settles now if nothing is left running (or
+    waiting for its archive); ``links`` signs the archived videos' URLs in its event."""
     now = now or utcnow()
     async with engine.begin() as conn:
         row = await get_batch_row(conn, batch_id, account_id)
@@ -410,7 +415,7 @@ async def cancel_batch(
                 .values(credits_refunded=batch_jobs.c.credits_refunded + amount)
             )
         done = await settlement.settle_batch(
-            conn, batch_id, now, webhook_max_attempts=webhook_max_attempts
+            conn, batch_id, now, webhook_max_attempts=webhook_max_attempts, links=links
         )
         after = (
             await conn.execute(

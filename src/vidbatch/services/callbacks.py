@@ -114,13 +114,19 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
             fence=fence,
             # still running at the provider: back to the schedule the claim moved
             next_check_at=(task.next_attempt_at or now) if fence is not None else None,
+            archive=rt.settings.result_store_spec.enabled,
         )
-        # Wake the workers only when this was the batch's last live task: it can settle.
-        # (Waking them on every callback costs each worker a round for nothing.)
+        # Wake the workers only when this was the batch's last live task: it can settle;
+        # or when a video waits for the archive lane. (Waking them on every callback costs
+        # each worker a round for nothing.)
         batch_done = (
             applied.applied
             and applied.outcome != "running"
             and not await tasks.batch_has_live_tasks(conn, task.batch_job_id)
+        ) or (
+            applied.applied
+            and applied.outcome == TaskStatus.SUCCEEDED
+            and rt.settings.result_store_spec.enabled
         )
         if batch_done:
             await notify_work(conn)

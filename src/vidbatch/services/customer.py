@@ -8,15 +8,19 @@ the words); vidbatch's own fields are additions and are listed in the README.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain import public
+from vidbatch.domain.archive import ArchiveStatus
 from vidbatch.domain.states import TaskStatus
 from vidbatch.timestamps import iso
+
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
 
 
 async def summary(conn: AsyncConnection, batch_id: str) -> dict[str, int]:
@@ -37,28 +41,53 @@ async def summary(conn: AsyncConnection, batch_id: str) -> dict[str, int]:
     return {"total": sum(counts.values()), **counts, "cancelled": cancelled}
 
 
-def item(row: Any) -> dict[str, Any]:
-    """One item (a ``video_tasks`` row) as the customer sees it, in webhooks too."""
+def archive_fields(row: Any, links: Links | None, base_url: str | None = None) -> dict[str, Any]:
+    """An item's result fields: ``video_url`` is the durable URL once the video is stored
+    (signed afresh now), else the provider's (``source_url``); ``thumbnail_url`` is null
+    until a thumbnail is stored; ``archive_status`` is null when nothing is archived."""
+    stored = row.archive_status == ArchiveStatus.STORED and links is not None
+    durable = links.url(row.archive_key, base_url=base_url) if stored and links else None
+    thumbnail = links.url(row.thumbnail_key, base_url=base_url) if stored and links else None
+    return {
+        "video_url": durable or row.video_url,
+        "thumbnail_url": thumbnail,
+        "source_url": row.video_url,
+        "archive_status": row.archive_status,
+        "video_size_bytes": row.video_size_bytes,
+        "video_sha256": row.video_sha256,
+        "video_duration_seconds": row.video_duration_seconds,
+        "video_width": row.video_width,
+        "video_height": row.video_height,
+    }
+
+
+def item(row: Any, links: Links | None = None, base_url: str | None = None) -> dict[str, Any]:
+    """One item (a ``video_tasks`` row) as the customer sees it, in webhooks too;
+    ``links`` signs the archived files' URLs (``base_url``: the request's own base)."""
     failure_type, failure_reason = public.failure(row.status, row.failure_type, row.failure_reason)
+    result = archive_fields(row, links, base_url)
     return {
         "item_id": row.id,
         "index": row.batch_index,
         "status": public.item_status(row.status),
         "model": row.model,
         "duration": row.duration,
-        "video_url": row.video_url,
-        "thumbnail_url": None,
+        "video_url": result.pop("video_url"),
+        "thumbnail_url": result.pop("thumbnail_url"),
         "error": row.error_message or row.failure_reason,
         "failure_type": failure_type,
         "failure_reason": failure_reason,
         "metadata": row.metadata,
+        **result,
     }
 
 
-def item_with_times(row: Any) -> dict[str, Any]:
+def item_with_times(
+    row: Any, links: Links | None = None, base_url: str | None = None
+) -> dict[str, Any]:
     """An item as ``GET /api/v1/batches/{id}/items`` shows it: with its prompt and times."""
     return {
-        **item(row),
+        **item(row, links, base_url),
         "prompt": row.prompt,
         "created_at": iso(row.created_at),
         "completed_at": iso(row.completed_at),

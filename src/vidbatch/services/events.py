@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,6 +26,9 @@ from vidbatch.db.schema import batch_jobs, video_tasks, webhook_deliveries
 from vidbatch.domain import public
 from vidbatch.services import customer
 from vidbatch.timestamps import iso
+
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
 
 INLINE_ITEMS = 1000
 
@@ -44,7 +47,13 @@ def refund(counts: dict[str, int], refunded: int) -> tuple[str, dict[str, int]]:
 
 
 async def build_payload(
-    conn: AsyncConnection, batch: Any, event: str, now: datetime, *, with_items: bool
+    conn: AsyncConnection,
+    batch: Any,
+    event: str,
+    now: datetime,
+    *,
+    with_items: bool,
+    links: Links | None = None,
 ) -> dict[str, Any]:
     counts = await customer.summary(conn, batch.id)
     payload: dict[str, Any] = {
@@ -75,7 +84,7 @@ async def build_payload(
                     .order_by(video_tasks.c.batch_index)
                 )
             ).all()
-            payload["items"] = [customer.item(r) for r in rows]
+            payload["items"] = [customer.item(r, links) for r in rows]
         else:
             payload["items_url"] = f"/api/v1/batches/{batch.id}/items"
     return payload
@@ -89,6 +98,7 @@ async def enqueue(
     *,
     max_attempts: int,
     with_items: bool = False,
+    links: Links | None = None,
 ) -> bool:
     """Write one event for a batch to the outbox (once per batch and event type).
 
@@ -97,7 +107,7 @@ async def enqueue(
     batch = (await conn.execute(select(batch_jobs).where(batch_jobs.c.id == batch_id))).first()
     if batch is None or not batch.webhook_url:
         return False
-    payload = await build_payload(conn, batch, event, now, with_items=with_items)
+    payload = await build_payload(conn, batch, event, now, with_items=with_items, links=links)
     values = {
         "id": str(uuid.uuid4()),
         "event_id": "evt_" + uuid.uuid4().hex,

@@ -10,6 +10,7 @@ Every figure comes from the database as it is now; the ledger figures are comput
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +37,9 @@ from vidbatch.services.views import (
 )
 
 #: The order events happen in, to tell the last one when two share a timestamp.
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
+
 EVENT_ORDER = {
     "batch.created": 0,
     "batch.running": 1,
@@ -238,13 +242,16 @@ async def list_tasks(
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    links: Links | None = None,
+    base_url: str | None = None,
 ) -> tuple[list[AdminTask], int]:
-    """A page of a batch's tasks in index order (NotFound for an unknown batch)."""
+    """A page of a batch's tasks in index order (NotFound for an unknown batch); ``links``
+    signs the archived files' URLs."""
     await batches.get_batch_row(conn, batch_id)
     rows, total = await batches.list_items(
         conn, batch_id, statuses=(status,) if status else None, limit=limit, offset=offset
     )
-    return [views.task_view(r) for r in rows], total
+    return [views.task_view(r, links, base_url) for r in rows], total
 
 
 async def batch_report(
@@ -254,10 +261,20 @@ async def batch_report(
     task_status: str | None = None,
     limit: int = 25,
     offset: int = 0,
+    links: Links | None = None,
+    base_url: str | None = None,
 ) -> BatchReport:
     """One batch: its detail, a page of its tasks, its billing, its webhook events."""
     detail = await batch_detail(conn, batch_id)
-    tasks, total = await list_tasks(conn, batch_id, status=task_status, limit=limit, offset=offset)
+    tasks, total = await list_tasks(
+        conn,
+        batch_id,
+        status=task_status,
+        limit=limit,
+        offset=offset,
+        links=links,
+        base_url=base_url,
+    )
     return BatchReport(
         detail=detail,
         tasks=tasks,

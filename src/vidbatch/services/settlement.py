@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.domain.archive import ArchiveStatus
 from vidbatch.domain.settlement import settle_figures
 from vidbatch.domain.states import TASK_LIVE, TaskStatus, batch_final_status
 from vidbatch.services import events, ledger
+
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,12 @@ class Settled:
 
 
 async def settle_batch(
-    conn: AsyncConnection, batch_id: str, now: datetime, *, webhook_max_attempts: int = 4
+    conn: AsyncConnection,
+    batch_id: str,
+    now: datetime,
+    *,
+    webhook_max_attempts: int = 4,
+    links: Links | None = None,
 ) -> Settled | None:
     """Settle ``batch_id`` if all its tasks have ended and nobody settled it yet.
 
@@ -69,11 +79,14 @@ async def settle_batch(
                         else_=0,
                     )
                 ),
+                func.sum(case((video_tasks.c.archive_status == ArchiveStatus.PENDING, 1), else_=0)),
             ).where(video_tasks.c.batch_job_id == batch_id)
         )
     ).one()
-    live, succeeded, failed, cancelled, succeeded_cost = (int(v or 0) for v in status_counts)
-    if live:
+    live, succeeded, failed, cancelled, succeeded_cost, archiving = (
+        int(v or 0) for v in status_counts
+    )
+    if live or archiving:  # a video still on its way to the store: its URL is not final
         return None
     figures = settle_figures(batch.frozen_credits, batch.credits_refunded, succeeded_cost)
     status = batch_final_status(
@@ -126,7 +139,13 @@ async def settle_batch(
         ("batch.refunded", False, figures.refunded > 0),
     ):
         if wanted and await events.enqueue(
-            conn, batch_id, name, now, max_attempts=webhook_max_attempts, with_items=with_items
+            conn,
+            batch_id,
+            name,
+            now,
+            max_attempts=webhook_max_attempts,
+            with_items=with_items,
+            links=links,
         ):
             sent.append(name)
     log.info(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.portable import greatest
 from vidbatch.db.schema import batch_jobs, video_tasks
+from vidbatch.domain.archive import ArchiveStatus
 from vidbatch.domain.provider import RemoteResult
 from vidbatch.domain.states import (
     TASK_LIVE,
@@ -220,13 +221,15 @@ async def apply_result(
     next_check_at: datetime | None = None,
     count_poll: bool = False,
     timed_out: bool = False,
+    archive: bool = False,
 ) -> Applied:
     """Record a provider result on a ``processing`` task.
 
     ``succeeded`` needs an acceptable video URL, else the task fails (model_error): a
     success without a video is never billed. ``running`` keeps the task processing and,
     with ``next_check_at``, schedules its next poll; ``timed_out`` turns a still-running
-    task into a ``timeout`` failure.
+    task into a ``timeout`` failure. With ``archive``, a success is queued for the archive
+    lane (``archive_status`` pending, due now); its batch settles once it is archived.
     """
     polled: dict[str, Any] = {}
     if count_poll:
@@ -255,6 +258,8 @@ async def apply_result(
                 video_url=result.video_url,
                 pid=result.pid,
                 remove_watermark=result.remove_watermark,
+                archive_status=ArchiveStatus.PENDING if archive else None,
+                archive_due_at=now if archive else None,
                 next_attempt_at=None,
                 lease_owner=None,
                 lease_expires_at=None,

@@ -9,11 +9,16 @@ Views never hold a stored API key, its hash or a webhook secret; the one excepti
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from vidbatch.domain.archive import ArchiveStatus
+from vidbatch.services.customer import archive_fields
 from vidbatch.timestamps import iso
+
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
 
 #: Where the next page of batches starts: (created_at, batch_id) of the last one shown.
 Cursor = tuple[datetime, str]
@@ -128,7 +133,21 @@ class AdminTask(BaseModel):
     prompt: str
     cost_credits: int
     grsai_task_id: str | None
-    video_url: str | None
+    video_url: str | None = Field(
+        ..., description="the archived copy's URL once stored, else the provider's"
+    )
+    thumbnail_url: str | None = Field(..., description="first frame, JPEG; null until stored")
+    source_url: str | None = Field(..., description="the provider's URL")
+    archive_status: ArchiveStatus | None = Field(
+        ..., description="pending, stored, failed (gave up), expired; null: not archived"
+    )
+    archive_error: str | None = Field(..., description="why the archive failed or is retried")
+    archive_attempts: int
+    video_size_bytes: int | None
+    video_sha256: str | None
+    video_duration_seconds: float | None
+    video_width: int | None
+    video_height: int | None
     failure_type: str | None
     failure_reason: str | None
     error: str | None
@@ -342,7 +361,7 @@ def batch_detail(
     )
 
 
-def task_view(row: Any) -> AdminTask:
+def task_view(row: Any, links: Links | None = None, base_url: str | None = None) -> AdminTask:
     return AdminTask(
         task_id=row.id,
         index=row.batch_index,
@@ -351,7 +370,9 @@ def task_view(row: Any) -> AdminTask:
         prompt=row.prompt,
         cost_credits=row.cost_credits,
         grsai_task_id=row.grsai_task_id,
-        video_url=row.video_url,
+        **archive_fields(row, links, base_url),
+        archive_error=row.archive_error,
+        archive_attempts=row.archive_attempts,
         failure_type=row.failure_type,
         failure_reason=row.failure_reason,
         error=row.error_message,

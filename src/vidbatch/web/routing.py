@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 
 ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 #: Every response of the dashboard: no framing, no caching of operator data, only our own
-#: scripts and styles; videos may come from the provider's host.
+#: scripts and styles; videos and their thumbnails may come from the provider's host or the
+#: result store (a presigned S3 URL, a CDN).
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; "
-        "style-src-attr 'unsafe-inline'; img-src 'self'; media-src 'self' http: https:; "
+        "style-src-attr 'unsafe-inline'; img-src 'self' http: https:; "
+        "media-src 'self' http: https:; "
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vidbatch.db.queue import due_ids, serialise_claims
 from vidbatch.db.schema import batch_jobs, video_tasks
 from vidbatch.db.types import as_utc
+from vidbatch.domain.archive import ArchiveStatus
 from vidbatch.domain.states import TASK_LIVE, TASK_RUNNING, TaskStatus, sources
 
 #: Failure reasons of tasks that may still be running at the provider.
@@ -179,17 +180,22 @@ async def expired_submissions(conn: AsyncConnection, *, now: datetime, limit: in
 
 
 async def settleable_batches(conn: AsyncConnection, limit: int) -> list[str]:
-    """Unsettled batches none of whose tasks is live; least recently touched first, so
-    a batch whose settlement keeps failing cannot block the others."""
+    """Unsettled batches none of whose tasks is live or waiting for its archive; least
+    recently touched first, so a batch whose settlement keeps failing cannot block the
+    others."""
     live = exists().where(
         video_tasks.c.batch_job_id == batch_jobs.c.id,
         video_tasks.c.status.in_(TASK_LIVE),
+    )
+    archiving = exists().where(
+        video_tasks.c.batch_job_id == batch_jobs.c.id,
+        video_tasks.c.archive_status == ArchiveStatus.PENDING,
     )
     return list(
         (
             await conn.execute(
                 select(batch_jobs.c.id)
-                .where(and_(batch_jobs.c.settled_at.is_(None), ~live))
+                .where(and_(batch_jobs.c.settled_at.is_(None), ~live, ~archiving))
                 .order_by(batch_jobs.c.updated_at)
                 .limit(limit)
             )
@@ -222,7 +228,15 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
             )
         )
     ).scalar_one()
-    return as_utc(value)
+    archive = (
+        await conn.execute(
+            select(func.min(video_tasks.c.archive_due_at)).where(
+                video_tasks.c.archive_status == ArchiveStatus.PENDING
+            )
+        )
+    ).scalar_one()
+    found = [at for at in (as_utc(value), as_utc(archive)) if at is not None]
+    return min(found) if found else None
 
 
 async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: datetime) -> int:
@@ -247,3 +261,31 @@ async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: dat
         )
     )
     return int(result.rowcount or 0)
+
+
+async def claim_for_archive(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[Any]:
+    """Take up to ``limit`` succeeded tasks whose archive is due. Like every claim, the
+    task is due again when the lease runs out (its worker died mid-archive)."""
+    pending = video_tasks.c.archive_status == ArchiveStatus.PENDING
+    due = due_ids(
+        conn,
+        select(video_tasks.c.id)
+        .where(pending, video_tasks.c.archive_due_at <= now)
+        .order_by(video_tasks.c.archive_due_at)
+        .limit(limit),
+    )
+    rows = await conn.execute(
+        update(video_tasks)
+        .where(video_tasks.c.id.in_(due), pending, video_tasks.c.archive_due_at <= now)
+        .values(
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            archive_due_at=lease_until,
+            lease_token=video_tasks.c.lease_token + 1,
+            archive_attempts=video_tasks.c.archive_attempts + 1,
+        )
+        .returning(*video_tasks.c)
+    )
+    return list(rows.all())

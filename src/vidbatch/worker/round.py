@@ -1,4 +1,5 @@
-"""One worker round: rescue, dispatch, poll (with time-outs), settle, deliver webhooks.
+"""One worker round: rescue, dispatch, poll (with time-outs), archive, settle, deliver
+webhooks.
 
 No transaction stays open across a provider call: a task is claimed (and committed) first,
 the provider is called, then the outcome is written in a new transaction fenced on the
@@ -35,7 +36,7 @@ from vidbatch.runtime import Runtime
 from vidbatch.services import provider_calls, settlement, tasks
 from vidbatch.services.tasks import Fence
 from vidbatch.webhooks.delivery import deliver_due
-from vidbatch.worker import claims
+from vidbatch.worker import archive, claims
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,14 @@ class RoundSummary:
             "errors": 0,
         }
     )
+    archive: dict[str, int] = field(
+        default_factory=lambda: {"stored": 0, "retry": 0, "failed": 0, "lost": 0, "expired": 0}
+    )
     duration_ms: int = 0
 
     @property
     def did_work(self) -> bool:
-        return bool(
+        return any(self.archive.values()) or bool(
             self.dispatch["tasks_started"]
             or self.dispatch["rescued"]
             or self.dispatch["transientErrors"]
@@ -105,6 +109,7 @@ class RoundSummary:
             "dispatch": {"claimed": self.dispatch["claimed"], "frozen": 0, **self.dispatch},
             "poll": self.poll,
             "settle": self.settle,
+            "archive": self.archive,
             "duration_ms": self.duration_ms,
         }
 
@@ -498,6 +503,7 @@ class Round:
                 next_check_at=self.polls.next_poll_at(now, polls_done),
                 count_poll=True,
                 timed_out=too_long,
+                archive=self.s.result_store_spec.enabled,
             )
         self.rt.metrics.count_call("poll", applied.outcome)
         if not applied.applied:
@@ -540,6 +546,31 @@ class Round:
                 next_check_at=self.polls.next_poll_at(now, max(1, row.poll_count)),
             )
 
+    # --- archive ------------------------------------------------------------------------
+
+    async def archive_all(self) -> None:
+        """Copy succeeded videos into the result store, then delete files past retention."""
+        remaining = self.s.worker_max_poll
+
+        async def claim_chunk() -> list[Any]:
+            nonlocal remaining
+            if remaining <= 0:
+                return []
+            rows = await archive.claim(self.rt, self.owner, min(remaining, self.s.task_concurrency))
+            remaining = remaining - len(rows) if rows else 0
+            return rows
+
+        async def work(row: Any) -> None:
+            outcome = await archive.archive_one(self.rt, row, self.owner, self.rng)
+            self.summary.archive[outcome] += 1
+            self.rt.metrics.archives.labels(outcome).inc()
+
+        await self._lanes(self._buffered(claim_chunk), work)
+        expired = await archive.expire_due(self.rt)
+        if expired:
+            self.summary.archive["expired"] += expired
+            self.rt.metrics.archives.labels("expired").inc(expired)
+
     # --- settle -------------------------------------------------------------------------
 
     async def settle_all(self) -> None:
@@ -554,6 +585,7 @@ class Round:
                         batch_id,
                         self.rt.clock.now(),
                         webhook_max_attempts=self.webhook_attempts,
+                        links=self.rt.links,
                     )
             except Exception:
                 # One batch's failure must not stop the others; it is retried next round.
@@ -597,7 +629,7 @@ async def run_once(
     """One round of work; returns the original's summary shape."""
     started = time.perf_counter()
     rnd = Round(rt, owner or new_owner(), rng or random.Random())
-    for step in (rnd.rescue, rnd.dispatch, rnd.poll_all, rnd.settle_all):
+    for step in (rnd.rescue, rnd.dispatch, rnd.poll_all, rnd.archive_all, rnd.settle_all):
         try:
             await step()
         except Exception:

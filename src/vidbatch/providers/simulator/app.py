@@ -38,6 +38,14 @@ def sample_video() -> bytes:
     return resources.files(__package__).joinpath("sample.mp4").read_bytes()
 
 
+def padded_video(video: bytes, padding: int) -> bytes:
+    """``video`` followed by a top-level MP4 ``free`` box of ``padding`` bytes in all
+    (readers skip it), or ``video`` itself when ``padding`` is below a box header."""
+    if padding < 8:
+        return video
+    return video + padding.to_bytes(4, "big") + b"free" + bytes(padding - 8)
+
+
 def _envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
     # GrsAI reports business errors with HTTP 200 and a non-zero code.
     return JSONResponse({"code": code, "msg": msg, "data": data})
@@ -55,6 +63,15 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
     state = SimState(config or SimulatorConfig(), clock=clock)
     dispatcher = CallbackDispatcher(state)
     video = sample_video()
+    padded: dict[int, bytes] = {0: video}
+
+    def served_video() -> bytes:
+        size = state.config.file_padding_bytes
+        if size not in padded:
+            padded.clear()
+            padded[0] = video
+            padded[size] = padded_video(video, size)
+        return padded[size]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -195,11 +212,20 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
             return answer(_envelope(-22, "task not found"), -22)
         return answer(_envelope(0, "success", task.view(state.clock())), 0)
 
+    async def hold_file(request: Request) -> None:
+        deadline = state.clock() + state.config.hang_max
+        while state.config.file_hold and state.clock() < deadline:
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(_HANG_POLL)
+
     @app.get("/files/{name}")
-    async def result_file(name: str) -> Response:
+    async def result_file(name: str, request: Request) -> Response:
         path = f"/files/{name}"
         state.stats.calls_per_endpoint["/files"] += 1
         task = state.tasks.get(name.removesuffix(".mp4")) if name.endswith(".mp4") else None
+        if state.config.file_hold:
+            await hold_file(request)
         if state.config.outage or state.draw_file_fault():
             state.stats.http_500_sent += 1
             state.record("GET", path, None, 500, None)
@@ -209,7 +235,9 @@ def create_app(  # noqa: C901 - an app factory: its routes are closures over one
             return PlainTextResponse("Not Found", status_code=404)
         state.stats.files_served += 1
         state.record("GET", path, None, 200, None)
-        return Response(video, media_type="video/mp4")
+        if state.config.file_body == "html":
+            return Response(b"<!doctype html><title>Not a video</title>", media_type="text/html")
+        return Response(served_video(), media_type="video/mp4")
 
     # -- control API, not part of GrsAI
 

@@ -102,6 +102,25 @@ class SimulatorConfig(BaseModel):
         default=7200.0, ge=0.0, description="Seconds a result URL serves its file after success."
     )
     file_500_rate: Rate = _rate("Share of file downloads answered HTTP 500.")
+    file_500_next: int = Field(
+        default=0, ge=0, description="The next this many file downloads answer HTTP 500."
+    )
+    file_body: Literal["video", "html"] = Field(
+        default="video",
+        description="What a result URL serves: the sample MP4, or an HTML page (not a video).",
+    )
+    file_padding_bytes: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 16,
+        description="Bytes added to the served MP4 (a trailing 'free' box: still a valid "
+        "MP4), to make result files of a chosen size.",
+    )
+    file_hold: bool = Field(
+        default=False,
+        description="File downloads send nothing while set (until cleared, the client goes "
+        "away, or hang_max).",
+    )
 
     max_recorded_requests: int = Field(
         default=10_000, ge=0, description="Requests kept for GET /_sim/requests."

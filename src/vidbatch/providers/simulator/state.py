@@ -294,6 +294,9 @@ class SimState:
         return None
 
     def draw_file_fault(self) -> bool:
+        if self.config.file_500_next > 0:
+            self.config.file_500_next -= 1
+            return True
         rate = self.config.file_500_rate
         return rate > 0 and self.rng.random() < rate
 

@@ -130,13 +130,16 @@ async def batch_page(
 ) -> Response:
     if status and status not in TASK_STATUSES:
         raise InvalidInput(f"status: one of {', '.join(TASK_STATUSES)}")
-    async with runtime_of(request).engine.connect() as conn:
+    rt = runtime_of(request)
+    async with rt.engine.connect() as conn:
         report = await reads.batch_report(
             conn,
             batch_id,
             task_status=status or None,
             limit=TASKS_PER_PAGE,
             offset=(page - 1) * TASKS_PER_PAGE,
+            links=rt.links,
+            base_url=str(request.base_url),
         )
     detail = report.detail
     pages = max(1, -(-report.total_tasks // TASKS_PER_PAGE))
@@ -294,7 +297,11 @@ async def batch_action(
     try:
         if action == "cancel":
             done = await batches.cancel_batch(
-                rt.engine, batch_id, account_id=None, webhook_max_attempts=webhook_attempts
+                rt.engine,
+                batch_id,
+                account_id=None,
+                webhook_max_attempts=webhook_attempts,
+                links=rt.links,
             )
             text = cancel_message(done)
         elif action == "retry-failed":

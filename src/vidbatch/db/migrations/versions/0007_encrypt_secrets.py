@@ -6,7 +6,7 @@ still in plain text are sealed; sealed rows are left alone, so running it again 
 No schema change: the columns keep their types.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 23:00:00.000000
 """
 
@@ -18,7 +18,7 @@ from vidbatch.db.secrets import SEALED_COLUMNS, reseal_rows
 from vidbatch.db.types import keyring_of
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
