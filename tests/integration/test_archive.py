@@ -297,6 +297,62 @@ async def test_deadline_gives_up_with_the_provider_url(setup: Setup, sim: Simula
     assert batch.credits_spent == 10
 
 
+async def test_an_unexpected_error_is_retried_then_given_up_and_the_batch_settles(
+    setup: Setup, sim: SimulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = setup
+    created = await new_batch(s.rt.engine, s.caller, items(1))
+
+    def disk_full(path: Path) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(archive, "probe", disk_full)
+    await run_until_settled(s.rt, pause=120.0)
+    rows = await task_rows(s.rt.engine, created.batch_id)
+    assert rows[0].archive_status == "failed" and rows[0].archive_attempts > 1
+    assert "No space left on device" in rows[0].archive_error
+    assert rows[0].archive_error.startswith("gave up at the archive deadline")
+    batch = await batch_row(s.rt.engine, created.batch_id)
+    assert batch.settled_at is not None and batch.credits_spent == 10
+    await assert_audit_clean(s.rt.engine)
+
+
+async def test_archives_that_never_finish_end_after_the_deadline(
+    setup: Setup, sim: SimulatorHandle
+) -> None:
+    s = setup
+    created = await new_batch(s.rt.engine, s.caller, items(1))
+    sim.configure(file_hold=True)
+    rnd = Round(s.rt, "w1", random.Random(1))
+    assert isinstance(s.rt.clock, FakeClock)
+    for _ in range(50):
+        s.rt.clock.advance(1)
+        await rnd.dispatch()
+        await rnd.poll_all()
+        if (await task_rows(s.rt.engine, created.batch_id))[0].status == "succeeded":
+            break
+    # every worker that takes the item dies mid-download (a crash loop): no outcome is
+    # ever recorded, and the item comes back at each lease's end
+    lease = archive.lease_seconds(s.rt)
+    deadline = s.rt.settings.archive_deadline_seconds
+    for _ in range(int((deadline + lease) / lease) + 2):
+        [claimed] = await archive.claim(s.rt, "crashing", 1)
+        dying = asyncio.create_task(archive.archive_one(s.rt, claimed, "crashing", random.Random()))
+        await asyncio.sleep(0)
+        dying.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dying
+        s.rt.clock.advance(lease + 1)
+    sim.configure(file_hold=False)
+    await run_until_settled(s.rt)
+    rows = await task_rows(s.rt.engine, created.batch_id)
+    assert rows[0].archive_status == "failed"
+    assert rows[0].archive_error == "past the archive deadline: earlier attempts never finished"
+    batch = await batch_row(s.rt.engine, created.batch_id)
+    assert batch.settled_at is not None and batch.credits_spent == 10
+    await assert_audit_clean(s.rt.engine)
+
+
 async def test_worker_killed_mid_archive_another_stores_it_once(
     setup: Setup, sim: SimulatorHandle
 ) -> None:

@@ -133,16 +133,24 @@ async def test_migration_encrypts_plain_text_rows(db_url: str) -> None:
         now = await stored(engine)
         assert now["keys"] == [(caller.key_id, "whsec_plainAAAA", "whsec_plainBBBB")]
         assert now["server"] == {"callback_secret": "plain-callback"}
-        # Without the key, a database holding plain secrets cannot be migrated silently.
+        # Without the key, sealed secrets cannot be downgraded nor plain ones upgraded.
         bare = make_engine(db_url)
         try:
-            async with bare.begin() as conn:
+            with pytest.raises(RuntimeError, match="needs the secret key"):
+                async with bare.begin() as conn:
+                    await conn.run_sync(down)
+            # With it, the downgrade gives the version before 0007 its plain secrets back.
+            async with engine.begin() as conn:
                 await conn.run_sync(down)
+            raw = await raw_secrets(engine)
+            assert sorted(raw) == sorted(["whsec_plainAAAA", "whsec_plainBBBB", "plain-callback"])
+            async with bare.begin() as conn:
                 await conn.execute(text("UPDATE server_secrets SET value = 'plain-again'"))
             with pytest.raises(RuntimeError, match="needs the secret key"):
                 await upgrade(bare)
         finally:
             await bare.dispose()
+        await upgrade(engine)
         await assert_audit_clean(engine)
     finally:
         await engine.dispose()

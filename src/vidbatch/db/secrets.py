@@ -129,6 +129,25 @@ def reseal_rows(conn: Connection, keyring: Keyring, *, only_plain: bool) -> int:
     return changed
 
 
+def unseal_rows(conn: Connection, keyring: Keyring) -> int:
+    """Decrypt every sealed secret back to plain text (migration 0007's downgrade, so the
+    version before it can sign with them again). Returns how many rows changed."""
+    changed = 0
+    for table_name, key_name, column_name in SEALED_COLUMNS:
+        raw = table(table_name, column(key_name), column(column_name))
+        rows = conn.execute(raw.select().where(raw.c[column_name].is_not(None))).all()
+        for key, value in rows:
+            if not is_sealed(value):
+                continue
+            try:
+                plain = keyring.open(value)
+            except CannotOpen as exc:
+                raise ConfigError(str(exc)) from None
+            conn.execute(update(raw).where(raw.c[key_name] == key).values({column_name: plain}))
+            changed += 1
+    return changed
+
+
 async def rotate(engine: AsyncEngine) -> int:
     """Re-encrypt every stored secret under the current key (``vidbatch secrets rotate``)."""
     keyring = keyring_of(engine.sync_engine.dialect)

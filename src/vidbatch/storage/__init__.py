@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 from vidbatch.domain.archive import StoreSpec, parse_store_spec
 from vidbatch.exceptions import ConfigError
 from vidbatch.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Where vidbatch serves a local store's files (``/results/<key>?expires=…&signature=…``).
 LINK_PATH = "/results/"
@@ -266,9 +269,15 @@ class Links:
             full = f"{prefix}/{key}" if prefix else key
             return f"{self.public_base_url}/{quote(full)}"
         if self.store.kind != "local":  # S3, GCS, Azure: the store presigns
-            return str(
-                obstore.sign(self.store.store, "GET", key, timedelta(seconds=self.ttl_seconds))
-            )
+            try:
+                return str(
+                    obstore.sign(self.store.store, "GET", key, timedelta(seconds=self.ttl_seconds))
+                )
+            except Exception as exc:  # credentials that can write but not presign
+                # A link that cannot be made must not fail the settlement or the read that
+                # asked for it: the caller shows the provider's URL instead.
+                log.warning("cannot presign a result URL: %s", _why(exc))
+                return None
         expires = int(self.now()) + self.ttl_seconds
         signature = link_signature(self.secret, key, expires)
         base = (self.app_base_url or base_url or "").rstrip("/")

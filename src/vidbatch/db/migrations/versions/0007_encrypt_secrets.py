@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from vidbatch.db.secrets import SEALED_COLUMNS, reseal_rows
+from vidbatch.db.secrets import SEALED_COLUMNS, reseal_rows, unseal_rows
 from vidbatch.db.types import keyring_of
 
 revision = "0007"
@@ -42,5 +42,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Decrypting back to plain text is left to no one: the secrets stay sealed.
-    pass
+    # The version before 0007 reads the columns as plain text: decrypt them, or it would
+    # sign every webhook and callback token with the ciphertext.
+    bind = op.get_bind()
+    keyring = keyring_of(bind.dialect)
+    if keyring is None:
+        for table_name, _key, column_name in SEALED_COLUMNS:
+            found = bind.exec_driver_sql(
+                f"SELECT 1 FROM {table_name} WHERE {column_name} LIKE 'enc:%' LIMIT 1"  # noqa: S608
+            ).first()
+            if found is not None:
+                raise RuntimeError(
+                    "downgrading below 0007 decrypts the stored secrets and needs the secret "
+                    "key: run it through an engine vidbatch opened with VIDBATCH_SECRET_KEY"
+                )
+        return
+    unseal_rows(bind, keyring)
