@@ -3,6 +3,7 @@ a busy port is named; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -50,7 +51,11 @@ def test_demo_names_a_busy_port() -> None:
 
 def test_demo_stops_on_ctrl_c() -> None:
     slow = [*DEMO[:-1], "10"]  # generation takes 10 s: the demo is mid-way when stopped
-    proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # unbuffered: each line reaches the test when printed, not when a pipe buffer fills
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None
     assert proc.stderr is not None
     seen = []

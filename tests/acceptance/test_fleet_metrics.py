@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.processes import Proc, clean_env, free_port, wait_until
-from tests.helpers import new_account, new_batch
+from tests.helpers import TEST_SECRET_KEY, keyed_engine, new_account, new_batch
 from tests.integration.worker_helpers import unsettled
 from tests.simulator_fixture import SimulatorHandle
 from vidbatch.clock import utcnow
-from vidbatch.db.engine import make_engine
 from vidbatch.services import stats
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -48,7 +47,7 @@ def test_a_worker_serves_its_metrics_and_the_dashboard_sees_the_fleet(
     sim.configure(gen_time=0.0)
 
     async def create() -> str:
-        engine = make_engine(pg_url)
+        engine = keyed_engine(pg_url)
         try:
             caller = await new_account(engine, credits=1000)
             return (await new_batch(engine, caller, [{"prompt": "a"}, {"prompt": "b"}])).batch_id
@@ -65,11 +64,12 @@ def test_a_worker_serves_its_metrics_and_the_dashboard_sees_the_fleet(
         VIDBATCH_REQUIRE_HTTPS_VIDEO_URL="false",
         VIDBATCH_POLL_INTERVALS="0.05,0.05,0.05",
         VIDBATCH_WORKER_IDLE_SECONDS="0.1",
+        VIDBATCH_SECRET_KEY=TEST_SECRET_KEY,
     )
     worker = Proc(["worker", "--metrics-port", str(port)], env, tmp_path / "w.log", tmp_path)
 
     async def settled() -> int:
-        engine = make_engine(pg_url)
+        engine = keyed_engine(pg_url)
         try:
             return await unsettled(engine)
         finally:
@@ -90,7 +90,7 @@ def test_a_worker_serves_its_metrics_and_the_dashboard_sees_the_fleet(
     assert "vidbatch_provider_latency_seconds_count" in text
 
     async def dashboard() -> stats.Overview:
-        engine = make_engine(pg_url)
+        engine = keyed_engine(pg_url)
         try:
             return await stats.overview(engine, now=utcnow())
         finally:

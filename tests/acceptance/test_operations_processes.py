@@ -22,11 +22,10 @@ from tests.acceptance.processes import (
     log_records,
     wait_until,
 )
-from tests.helpers import assert_audit_clean, new_account, new_batch
+from tests.helpers import TEST_SECRET_KEY, assert_audit_clean, keyed_engine, new_account, new_batch
 from tests.integration.worker_helpers import run_until_settled, task_rows
 from tests.simulator_fixture import SimulatorHandle
 from vidbatch.clock import FakeClock
-from vidbatch.db.engine import make_engine
 from vidbatch.runtime import Runtime
 from vidbatch.settings import Settings
 
@@ -46,6 +45,7 @@ def test_worker_start_up_lines_name_the_mode_without_the_password(
         BATCH_TASK_CONCURRENCY="7",
         VIDBATCH_LEASE_SECONDS="75",
         VIDBATCH_LOG_FORMAT="json",
+        VIDBATCH_SECRET_KEY=TEST_SECRET_KEY,
     )
     worker = Proc(["worker"], env, tmp_path / "worker.log", tmp_path)
     try:
@@ -146,7 +146,7 @@ def test_sigterm_abandons_a_hanging_call_after_the_grace_and_the_lease_rescues_i
     db_url: str, sim: SimulatorHandle, tmp_path: Path
 ) -> None:
     async def setup() -> str:
-        engine = make_engine(db_url)
+        engine = keyed_engine(db_url)
         try:
             caller = await new_account(engine, credits=100)
             return (await new_batch(engine, caller, [{"prompt": "hangs at create"}])).batch_id
@@ -165,6 +165,7 @@ def test_sigterm_abandons_a_hanging_call_after_the_grace_and_the_lease_rescues_i
         VIDBATCH_SHUTDOWN_GRACE_SECONDS="1",
         VIDBATCH_REQUIRE_HTTPS_VIDEO_URL="false",
         VIDBATCH_LOG_FORMAT="json",
+        VIDBATCH_SECRET_KEY=TEST_SECRET_KEY,
     )
     worker = Proc(["worker"], env, tmp_path / "w.log", tmp_path)
     try:
@@ -183,7 +184,7 @@ def test_sigterm_abandons_a_hanging_call_after_the_grace_and_the_lease_rescues_i
     assert records[-1]["msg"] == "worker stopped"
 
     async def rescue() -> tuple[Any, Any]:
-        engine = make_engine(db_url)
+        engine = keyed_engine(db_url)
         (row,) = await task_rows(engine, batch_id)
         sim.configure(create_hang_rate=0.0)
         settings = Settings(

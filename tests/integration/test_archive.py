@@ -22,7 +22,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import assert_audit_clean, balance, items, new_account, new_batch
+from tests.helpers import (
+    TEST_SECRET_KEY,
+    assert_audit_clean,
+    balance,
+    items,
+    new_account,
+    new_batch,
+)
 from tests.integration.archive_helpers import Setup, setups
 from tests.integration.worker_helpers import batch_row, run_until_settled, task_rows
 from tests.simulator_fixture import SimulatorHandle
@@ -508,7 +515,12 @@ async def test_cli_lists_and_purges_a_batch(
     s = setup
     created = await new_batch(s.rt.engine, s.caller, items(2))
     await run_until_settled(s.rt)
-    env = {**os.environ, "DATABASE_URL": db_url, "VIDBATCH_RESULT_STORE": str(store_dir)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "VIDBATCH_RESULT_STORE": str(store_dir),
+        "VIDBATCH_SECRET_KEY": TEST_SECRET_KEY,
+    }
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

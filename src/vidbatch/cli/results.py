@@ -84,10 +84,10 @@ def results_purge(
     settings = settings_from(ctx)
 
     async def go() -> Any:
-        from vidbatch.db.session import open_database
+        from vidbatch.runtime import open_engine
         from vidbatch.storage import StoreError, open_store
 
-        engine = await open_database(settings.database_url)
+        engine = await open_engine(settings)
         try:
             return await archive.purge_batch(engine, open_store(settings), batch, now=utcnow())
         except StoreError as exc:  # nothing marked: the purge can be run again
