@@ -67,10 +67,13 @@ def test_submit_2500_lines_wait_and_download(
         for path in files:
             assert is_mp4(path), path
             item = by_name[path.name]
+            thumbs = [p for p in folder.glob(f"{path.stem}.*") if p.suffix != ".mp4"]
+            if not server.archives:  # the provider's URL, nothing else to fetch
+                assert (item.archive_status, item.video_sha256, thumbs) == (None, None, [])
+                continue
             assert item.archive_status == "stored" and item.video_sha256, item
             assert hashlib.sha256(path.read_bytes()).hexdigest() == item.video_sha256
             assert item.thumbnail_url is not None
-            thumbs = [p for p in folder.glob(f"{path.stem}.*") if p.suffix != ".mp4"]
             assert thumbs and thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff", path.name
 
     # charged once per batch; the same command again creates, charges and downloads nothing
