@@ -229,8 +229,16 @@ async def archive_one(rt: Runtime, row: Any, owner: str, rng: random.Random) -> 
     extra = {"task_id": row.id, "batch_id": row.batch_job_id, "action": "archive"}
     error: str
     give_up = False
+    succeeded_at: datetime = row.completed_at or rt.clock.now()
+    hard_deadline = succeeded_at + timedelta(
+        seconds=rt.settings.archive_deadline_seconds + lease_seconds(rt)
+    )
     if store is None:  # the store was switched off after this item succeeded
         error, give_up = "no result store configured", True
+    elif rt.clock.now() >= hard_deadline:
+        # Only an attempt that never recorded its outcome (its worker died, again and
+        # again) leaves an item due this late: end it, or its batch would never settle.
+        error, give_up = "past the archive deadline: earlier attempts never finished", True
     else:
         try:
             with tempfile.TemporaryDirectory(prefix="vidbatch-archive-") as tmp:
@@ -252,6 +260,9 @@ async def archive_one(rt: Runtime, row: Any, owner: str, rng: random.Random) -> 
             error = str(exc)
         except TimeoutError:
             error = f"timeout: not archived within {rt.settings.archive_timeout_seconds:g} s"
+        except Exception as exc:  # a full disk, a decoder error: retried until the deadline
+            log.exception("archive attempt failed unexpectedly", extra=extra)
+            error = f"unexpected error: {type(exc).__name__}: {exc}"[:300]
     return await _failed(rt, row, fence, error, give_up=give_up, rng=rng, extra=extra)
 
 
