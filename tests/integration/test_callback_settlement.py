@@ -63,16 +63,11 @@ async def test_the_last_final_callback_settles_its_batch_at_once(
     caller, created = await running_batch(runtime, sim, 3)
     assert sim.release() == 3
     rows = await task_rows(runtime.engine, created.batch_id)
-    # the last two at once: whichever commits last sees both ended
     answers = [
-        await client.post(target(rows[0].id), content=body(rows[0].grsai_task_id, "succeeded"))
+        await client.post(target(r.id), content=body(r.grsai_task_id, "succeeded")) for r in rows
     ]
-    assert (await batch_of(runtime, created.batch_id)).settled_at is None  # two still live
-    answers += await asyncio.gather(
-        *(client.post(target(r.id), content=body(r.grsai_task_id, "succeeded")) for r in rows[1:])
-    )
     assert [a.json()["status"] for a in answers] == ["succeeded"] * 3
-    # no worker round ran since: the callback settled it, with its webhook row
+    # no worker round ran since the submits: the last callback settled it, with its webhook
     batch = await batch_of(runtime, created.batch_id)
     assert batch.settled_at is not None and batch.status == "completed"
     assert batch.success_count == 3
@@ -116,6 +111,24 @@ async def test_the_last_final_callback_settles_its_batch_at_once(
         )
     assert sorted(again) == sorted(postings)
     assert await balance(runtime.engine, caller.account_id) == (1000 - 3 * PRICE, 0)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_final_callbacks_ending_the_last_tasks_together_settle_once(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
+    """Two at once may each see the other's task still live: then the next round settles.
+    Either way the batch is settled once."""
+    caller, created = await running_batch(runtime, sim, 2)
+    assert sim.release() == 2
+    rows = await task_rows(runtime.engine, created.batch_id)
+    answers = await asyncio.gather(
+        *(client.post(target(r.id), content=body(r.grsai_task_id, "succeeded")) for r in rows)
+    )
+    assert [a.json()["status"] for a in answers] == ["succeeded"] * 2
+    await run_until_settled(runtime)
+    await run_once(runtime, deliver_webhooks=False)
+    assert await balance(runtime.engine, caller.account_id) == (1000 - 2 * PRICE, 0)
     await assert_audit_clean(runtime.engine)
 
 
