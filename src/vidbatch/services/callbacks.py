@@ -22,13 +22,15 @@ from vidbatch.domain.callback_tokens import token_ok
 from vidbatch.domain.provider import RemoteResult
 from vidbatch.domain.states import TASK_LIVE, TASK_TERMINAL, TaskStatus
 from vidbatch.exceptions import CallbackInvalid, NotFound, ProviderError
-from vidbatch.services import tasks
+from vidbatch.services import settlement, tasks
 from vidbatch.services.context import Context
 from vidbatch.services.tasks import Fence
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "callback target not found"
+#: A task's progress is written at most this often (seconds) by its progress callbacks.
+PROGRESS_WRITE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,26 +76,16 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
         # The provider finished before our submit was recorded: remember it, so the task
         # is checked as soon as it is (progress before that is of no use).
         if hint.is_final:
-            async with rt.engine.begin() as conn:
-                # If the submit was recorded meanwhile, the task is due for a poll now;
-                # otherwise recording it will see callback_at and do the same.
-                await conn.execute(
-                    update(video_tasks)
-                    .where(
-                        video_tasks.c.id == task_id,
-                        video_tasks.c.status.in_(TASK_LIVE),
-                    )
-                    .values(
-                        callback_at=now,
-                        next_attempt_at=case(
-                            (video_tasks.c.status == TaskStatus.PROCESSING, now),
-                            else_=video_tasks.c.next_attempt_at,
-                        ),
-                    )
-                )
+            await _note_early_final(rt, task_id, now)
         metrics.labels("early").inc()
         return Received(task.status, deferred=True)
 
+    if not hint.is_final and _coalesced(task, hint, now):
+        # Nothing a customer would miss: the progress is not higher than the one recorded,
+        # or one was recorded less than PROGRESS_WRITE_SECONDS ago (the next callback, a
+        # poll or the final state brings it up to date). No write at all.
+        metrics.labels("coalesced").inc()
+        return Received("running")  # as when it is written
     if hint.is_final and rt.settings.confirm_callbacks:
         confirmed = await _confirm(rt, task, now)
         if confirmed is None:
@@ -101,35 +93,9 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
         result, fence = confirmed
     else:
         result, fence = hint, None
-    async with rt.engine.begin() as conn:
-        await conn.execute(
-            update(video_tasks).where(video_tasks.c.id == task_id).values(callback_at=now)
-        )
-        applied = await tasks.apply_result(
-            conn,
-            task_id,
-            result,
-            now=now,
-            require_https=rt.settings.require_https_video_url,
-            fence=fence,
-            # still running at the provider: back to the schedule the claim moved
-            next_check_at=(task.next_attempt_at or now) if fence is not None else None,
-            archive=rt.settings.result_store_spec.enabled,
-        )
-        # Wake the workers only when this was the batch's last live task: it can settle;
-        # or when a video waits for the archive lane. (Waking them on every callback costs
-        # each worker a round for nothing.)
-        batch_done = (
-            applied.applied
-            and applied.outcome != "running"
-            and not await tasks.batch_has_live_tasks(conn, task.batch_job_id)
-        ) or (
-            applied.applied
-            and applied.outcome == TaskStatus.SUCCEEDED
-            and rt.settings.result_store_spec.enabled
-        )
-        if batch_done:
-            await notify_work(conn)
+    applied, batch_done = await _record(rt, task, result, fence, now)
+    if batch_done:
+        await _settle(rt, task.batch_job_id)
     metrics.labels(applied.outcome if applied.applied else "stale").inc()
     log.info(
         "provider callback",
@@ -140,9 +106,90 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
             "outcome": applied.outcome,
         },
     )
-    return Received(
-        applied.outcome if applied.applied else task.status, batch_done=bool(batch_done)
-    )
+    return Received(applied.outcome if applied.applied else task.status, batch_done=batch_done)
+
+
+async def _record(
+    rt: Context, task: Any, result: RemoteResult, fence: Fence | None, now: datetime
+) -> tuple[tasks.Applied, bool]:
+    """Write what the callback (or its confirmation) says; True beside it when the task was
+    its batch's last live one."""
+    archive = rt.settings.result_store_spec.enabled
+    async with rt.engine.begin() as conn:
+        # One statement: the result and the callback's time together.
+        applied = await tasks.apply_result(
+            conn,
+            task.id,
+            result,
+            now=now,
+            require_https=rt.settings.require_https_video_url,
+            fence=fence,
+            # still running at the provider: back to the schedule the claim moved
+            next_check_at=(task.next_attempt_at or now) if fence is not None else None,
+            archive=archive,
+            callback_at=now,
+        )
+        ended = applied.applied and applied.outcome != "running"
+        if ended and archive and applied.outcome == TaskStatus.SUCCEEDED:
+            await notify_work(conn)  # a video waits for the archive lane
+        # Was it the batch's last live task? Asked in this transaction (no extra one); two
+        # callbacks ending the last two tasks at the same instant may each still see the
+        # other's task live: then a worker's next round settles the batch.
+        batch_done = ended and not await tasks.batch_has_live_tasks(conn, task.batch_job_id)
+    return applied, batch_done
+
+
+async def _note_early_final(rt: Context, task_id: str, now: datetime) -> None:
+    """A final callback before the submit's own write: if the submit was recorded
+    meanwhile, the task is due for a poll now; otherwise recording it will see
+    ``callback_at`` and do the same."""
+    async with rt.engine.begin() as conn:
+        await conn.execute(
+            update(video_tasks)
+            .where(video_tasks.c.id == task_id, video_tasks.c.status.in_(TASK_LIVE))
+            .values(
+                callback_at=now,
+                next_attempt_at=case(
+                    (video_tasks.c.status == TaskStatus.PROCESSING, now),
+                    else_=video_tasks.c.next_attempt_at,
+                ),
+            )
+        )
+
+
+def _coalesced(task: Any, hint: RemoteResult, now: datetime) -> bool:
+    """A progress callback that need not be written (see :func:`receive`)."""
+    if task.callback_at is None:
+        return False  # the first callback is always recorded: callbacks do reach us
+    if min(hint.progress, tasks.MAX_RUNNING_PROGRESS) <= (task.progress or 0):
+        return True
+    since = (now - task.callback_at).total_seconds()
+    return 0 <= since < PROGRESS_WRITE_SECONDS
+
+
+async def _settle(rt: Context, batch_id: str) -> None:
+    """Settle a batch whose tasks have all ended now, rather than at a worker's next round,
+    and wake the workers (to send its webhook; to settle it if this could not). Settling is
+    guarded (``settlement.settle_batch``): a worker settling the same batch at the same
+    time posts nothing twice; with the archive on it waits for the videos to be stored."""
+    try:
+        async with rt.engine.begin() as conn:
+            await settlement.settle_batch(
+                conn,
+                batch_id,
+                utcnow(),
+                webhook_max_attempts=rt.settings.webhook_max_attempts,
+                links=rt.links,
+            )
+            await notify_work(conn)
+        return
+    except Exception:  # a worker settles it at its next round
+        log.exception(
+            "settlement after a callback failed",
+            extra={"batch_id": batch_id, "action": "settle"},
+        )
+    async with rt.engine.begin() as conn:
+        await notify_work(conn)
 
 
 async def _confirm(rt: Context, task: Any, now: datetime) -> tuple[RemoteResult, Fence] | None:

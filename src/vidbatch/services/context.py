@@ -3,13 +3,16 @@ entry points) provides it, and services never import the runtime or the provider
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vidbatch.domain.provider import Provider
 from vidbatch.metrics import Metrics
 from vidbatch.settings import Settings
+
+if TYPE_CHECKING:
+    from vidbatch.storage import Links
 
 
 class Context(Protocol):
@@ -19,6 +22,8 @@ class Context(Protocol):
     engine: AsyncEngine
     callback_key: bytes
     metrics: Metrics
+    #: Signed links to archived results (webhook payloads), when results are archived.
+    links: Links | None
 
     def provider_for(self, name: str) -> Provider:
         """The provider a task names."""

@@ -222,6 +222,7 @@ async def apply_result(
     count_poll: bool = False,
     timed_out: bool = False,
     archive: bool = False,
+    callback_at: datetime | None = None,
 ) -> Applied:
     """Record a provider result on a ``processing`` task.
 
@@ -230,10 +231,13 @@ async def apply_result(
     with ``next_check_at``, schedules its next poll; ``timed_out`` turns a still-running
     task into a ``timeout`` failure. With ``archive``, a success is queued for the archive
     lane (``archive_status`` pending, due now); its batch settles once it is archived.
+    ``callback_at`` is written in the same statement (a provider callback's time).
     """
-    polled: dict[str, Any] = {}
+    also: dict[str, Any] = {}
     if count_poll:
-        polled = {"poll_count": video_tasks.c.poll_count + 1, "last_poll_at": now}
+        also = {"poll_count": video_tasks.c.poll_count + 1, "last_poll_at": now}
+    if callback_at is not None:
+        also["callback_at"] = callback_at
     if result.status == "succeeded":
         if not acceptable_video_url(result.video_url, require_https=require_https):
             why = "no video URL" if not result.video_url else "video URL is not https"
@@ -246,7 +250,7 @@ async def apply_result(
                 now=now,
                 failure_reason="invalid_result",
                 fence=fence,
-                extra=polled,
+                extra=also,
             )
             return Applied(TaskStatus.FAILED, ok)
         res = await conn.execute(
@@ -265,7 +269,7 @@ async def apply_result(
                 lease_expires_at=None,
                 completed_at=now,
                 updated_at=now,
-                **polled,
+                **also,
             )
         )
         return Applied(TaskStatus.SUCCEEDED, res.rowcount == 1)
@@ -279,7 +283,7 @@ async def apply_result(
             failure_reason=result.failure_reason,
             now=now,
             fence=fence,
-            extra=polled,
+            extra=also,
         )
         return Applied(TaskStatus.FAILED, ok)
     if timed_out:
@@ -292,7 +296,7 @@ async def apply_result(
             failure_reason="timeout",
             now=now,
             fence=fence,
-            extra=polled,
+            extra=also,
         )
         return Applied(TaskStatus.FAILED, ok)
     values: dict[str, Any] = {
@@ -301,7 +305,7 @@ async def apply_result(
             conn, video_tasks.c.progress, min(result.progress, MAX_RUNNING_PROGRESS)
         ),
         "updated_at": now,
-        **polled,
+        **also,
     }
     if next_check_at is not None:
         values.update(next_attempt_at=next_check_at, lease_owner=None, lease_expires_at=None)

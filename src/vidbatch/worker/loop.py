@@ -42,8 +42,10 @@ class WorkerLoop:
         self.last_summary: RoundSummary | None = None
 
     def wake(self) -> None:
-        """Run the next round now (a callback landed, a batch was created)."""
+        """Run the next round now (a callback landed, a batch was created), and look for
+        webhook events to send (a callback may have settled a batch itself)."""
         self._wake.set()
+        self._deliver_wake.set()
 
     def stop(self) -> None:
         """Stop after the current round, or abandon it after the shutdown grace."""
