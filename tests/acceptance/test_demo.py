@@ -53,8 +53,15 @@ def test_demo_stops_on_ctrl_c() -> None:
     slow = [*DEMO[:-1], "10"]  # generation takes 10 s: the demo is mid-way when stopped
     # unbuffered: each line reaches the test when printed, not when a pipe buffer fills
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as in a terminal, even when the tests run in a background job (whose
+    # children inherit SIGINT ignored, and Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen(
-        slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        slow,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
