@@ -360,37 +360,6 @@ async def test_archives_that_never_finish_end_after_the_deadline(
     await assert_audit_clean(s.rt.engine)
 
 
-async def test_a_success_recorded_without_a_store_is_archived_by_a_worker_with_one(
-    setup: Setup, sim: SimulatorHandle, settings_factory: Any
-) -> None:
-    s = setup
-    created = await new_batch(s.rt.engine, s.caller, items(1))
-    # a process without a store (an API process left at `none`) records the success
-    bare = await Runtime.open(settings_factory(result_store="none"), engine=s.rt.engine)
-    try:
-        bare.clock = s.rt.clock
-        rnd = Round(bare, "api", random.Random(1))
-        assert isinstance(s.rt.clock, FakeClock)
-        for _ in range(50):
-            s.rt.clock.advance(1)
-            await rnd.dispatch()
-            await rnd.poll_all()
-            rows = await task_rows(s.rt.engine, created.batch_id)
-            if rows[0].status == "succeeded":
-                break
-    finally:
-        await bare.close()
-    assert (rows[0].status, rows[0].archive_status) == ("succeeded", None)
-    # the worker, which has a store, archives it before the batch settles
-    await run_until_settled(s.rt)
-    rows = await task_rows(s.rt.engine, created.batch_id)
-    assert rows[0].archive_status == "stored"
-    assert await _stored_keys(s, created.batch_id) == [
-        f"videos/{created.batch_id}/{rows[0].id}.mp4"
-    ]
-    await assert_audit_clean(s.rt.engine)
-
-
 async def test_worker_killed_mid_archive_another_stores_it_once(
     setup: Setup, sim: SimulatorHandle
 ) -> None:

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.archive import ArchiveStatus, batch_prefixes
-from vidbatch.domain.states import TaskStatus
 from vidbatch.exceptions import ConfigError
 from vidbatch.services import batches
 from vidbatch.services.tasks import Fence
@@ -121,28 +120,6 @@ async def past_retention(conn: AsyncConnection, *, before: datetime, limit: int)
         .limit(limit)
     )
     return list(rows.all())
-
-
-async def adopt_unarchived(
-    conn: AsyncConnection, batch_ids: list[str], *, now: datetime
-) -> set[str]:
-    """Queue for the archive the succeeded items of ``batch_ids`` that nobody queued (their
-    success was recorded by a process without a result store, e.g. an API process handling
-    the provider's callback); returns the batches that now wait for the archive."""
-    if not batch_ids:
-        return set()
-    rows = await conn.execute(
-        update(video_tasks)
-        .where(
-            video_tasks.c.batch_job_id.in_(batch_ids),
-            video_tasks.c.status == TaskStatus.SUCCEEDED,
-            video_tasks.c.archive_status.is_(None),
-            video_tasks.c.video_url.is_not(None),
-        )
-        .values(archive_status=ArchiveStatus.PENDING, archive_due_at=now, updated_at=now)
-        .returning(video_tasks.c.batch_job_id)
-    )
-    return {r[0] for r in rows.all()}
 
 
 async def mark_expired(conn: AsyncConnection, task_ids: list[str], *, now: datetime) -> int:

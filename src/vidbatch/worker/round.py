@@ -33,7 +33,6 @@ from vidbatch.exceptions import (
     ProviderTransient,
 )
 from vidbatch.runtime import Runtime
-from vidbatch.services import archive as archive_records
 from vidbatch.services import provider_calls, settlement, tasks
 from vidbatch.services.tasks import Fence
 from vidbatch.webhooks.delivery import deliver_due
@@ -577,14 +576,6 @@ class Round:
     async def settle_all(self) -> None:
         async with self.rt.engine.connect() as conn:
             ready = await claims.settleable_batches(conn, self.s.worker_max_settle)
-        if ready and self.rt.result_store is not None:
-            # A success recorded by a process without a store (an API process at `none`
-            # handling the provider's callback) is archived before its batch settles.
-            async with self.rt.engine.begin() as conn:
-                waiting = await archive_records.adopt_unarchived(
-                    conn, ready, now=self.rt.clock.now()
-                )
-            ready = [b for b in ready if b not in waiting]
         self.summary.settle["scanned"] = len(ready)
         for batch_id in ready:
             try:
