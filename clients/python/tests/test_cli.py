@@ -4,7 +4,6 @@ typed refusal of a customer without enough credits."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 from pathlib import Path
@@ -32,6 +31,7 @@ def is_mp4(path: Path) -> bool:
     return len(head) == 12 and head[4:8] == b"ftyp"
 
 
+@pytest.mark.one_database  # the client's work; both databases are covered by the others
 def test_submit_2500_lines_wait_and_download(
     server: Server, account: Account, vb: Client, workdir: Path
 ) -> None:
@@ -67,14 +67,9 @@ def test_submit_2500_lines_wait_and_download(
         for path in files:
             assert is_mp4(path), path
             item = by_name[path.name]
+            # no result store: the provider's URL, nothing else to fetch
             thumbs = [p for p in folder.glob(f"{path.stem}.*") if p.suffix != ".mp4"]
-            if not server.archives:  # the provider's URL, nothing else to fetch
-                assert (item.archive_status, item.video_sha256, thumbs) == (None, None, [])
-                continue
-            assert item.archive_status == "stored" and item.video_sha256, item
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == item.video_sha256
-            assert item.thumbnail_url is not None
-            assert thumbs and thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff", path.name
+            assert (item.archive_status, item.video_sha256, thumbs) == (None, None, [])
 
     # charged once per batch; the same command again creates, charges and downloads nothing
     assert sorted(reserves(vb)) == sorted(b["batch_id"] for b in batches)

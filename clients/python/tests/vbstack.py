@@ -128,11 +128,6 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def archives(self) -> bool:
-        """Whether this server archives results (on SQLite; not on PostgreSQL)."""
-        return self.database_url.startswith("sqlite")
-
-    @property
     def env(self) -> dict[str, str]:
         env = {
             k: v
@@ -151,11 +146,9 @@ class Server:
                 # polling mode (no APP_URL): the fastest with a zero-latency simulator
                 "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
                 "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "1",
-                # on SQLite every video is archived (the simulator serves its files from
-                # 127.0.0.1), so items carry durable links, thumbnails and SHA-256s; on
-                # PostgreSQL the provider's URLs pass through (the server's default there),
-                # which keeps the client's other path covered and the suite short
-                "VIDBATCH_RESULT_STORE": (str(self.tmp / "results") if self.archives else "none"),
+                # the provider's URLs pass through (no result store), which keeps the suite
+                # short; archived fields are exercised against a stand-in file server
+                "VIDBATCH_RESULT_STORE": "none",
                 "VIDBATCH_ALLOW_PRIVATE_URLS": "1",
                 "VIDBATCH_SECRET_KEY": "client-tests-secret-key-of-32-characters",
                 "ENTERPRISE_BATCH_MAX_ITEMS": "1000",
