@@ -42,6 +42,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.stage_duration = Histogram(
+            "vidbatch_worker_pass_duration_seconds",
+            "Duration of one pass of a worker stage (submit, poll, archive, settle)",
+            ["stage"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.credits = Counter(
             "vidbatch_credits_total", "Credits reserved, charged, refunded", ["kind"], registry=r
         )

@@ -219,24 +219,30 @@ async def count_waiting_polls(conn: AsyncConnection, now: datetime) -> int:
     )
 
 
-async def next_due_at(conn: AsyncConnection) -> datetime | None:
-    """When the earliest live task needs attention (the daemon sleeps until then)."""
+async def next_due_at(
+    conn: AsyncConnection, statuses: frozenset[TaskStatus] | None = None
+) -> datetime | None:
+    """When the earliest live task (of ``statuses``, default any) needs attention: a
+    worker stage sleeps until then. The partial ``ix_video_tasks_due`` answers it."""
+    where = [video_tasks.c.next_attempt_at.is_not(None)]
+    if statuses is not None:
+        where.append(video_tasks.c.status.in_(statuses))
     value = (
-        await conn.execute(
-            select(func.min(video_tasks.c.next_attempt_at)).where(
-                video_tasks.c.next_attempt_at.is_not(None)
-            )
-        )
+        await conn.execute(select(func.min(video_tasks.c.next_attempt_at)).where(*where))
     ).scalar_one()
-    archive = (
+    return as_utc(value)
+
+
+async def next_archive_due_at(conn: AsyncConnection) -> datetime | None:
+    """When the earliest pending archive copy is due."""
+    value = (
         await conn.execute(
             select(func.min(video_tasks.c.archive_due_at)).where(
                 video_tasks.c.archive_status == ArchiveStatus.PENDING
             )
         )
     ).scalar_one()
-    found = [at for at in (as_utc(value), as_utc(archive)) if at is not None]
-    return min(found) if found else None
+    return as_utc(value)
 
 
 async def cancel_waiting_of_cancelled_batches(conn: AsyncConnection, *, now: datetime) -> int:

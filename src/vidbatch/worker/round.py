@@ -117,13 +117,21 @@ class RoundSummary:
 class Round:
     """The state of one round; ``run_once`` is the public entry point."""
 
-    def __init__(self, rt: Runtime, owner: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        owner: str,
+        rng: random.Random,
+        sem: asyncio.Semaphore | None = None,
+    ) -> None:
         self.rt = rt
         self.s = rt.settings
         self.owner = owner
         self.rng = rng
         self.summary = RoundSummary()
-        self.sem = asyncio.Semaphore(self.s.task_concurrency)
+        #: Bounds the provider calls (and archive copies) in flight: shared by the worker's
+        #: stages, so together they never exceed ``BATCH_TASK_CONCURRENCY``.
+        self.sem = sem or asyncio.Semaphore(self.s.task_concurrency)
         first, early, late = self.s.poll_schedule
         self.polls = PollSchedule(first, early, late)
         self.retries = RetryPolicy(max_attempts=self.s.submit_max_attempts)
@@ -428,7 +436,9 @@ class Round:
 
     # --- poll ---------------------------------------------------------------------------
 
-    async def poll_all(self) -> None:
+    async def poll_all(self, *, count_waiting: bool = True) -> None:
+        """Poll due tasks, at most ``BATCH_WORKER_MAX_POLL``; ``count_waiting`` also counts
+        the tasks not due yet (the original's ``skippedBackoff``, a round's summary)."""
         remaining = self.s.worker_max_poll
 
         async def claim_chunk() -> list[Any]:
@@ -448,6 +458,8 @@ class Round:
             return rows
 
         await self._lanes(self._buffered(claim_chunk), self.poll)
+        if not count_waiting:
+            return
         async with self.rt.engine.connect() as conn:
             self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(
                 conn, self.rt.clock.now()
@@ -548,8 +560,9 @@ class Round:
 
     # --- archive ------------------------------------------------------------------------
 
-    async def archive_all(self) -> None:
-        """Copy succeeded videos into the result store, then delete files past retention."""
+    async def archive_all(self, *, expire: bool = True) -> None:
+        """Copy succeeded videos into the result store, then (``expire``) delete files
+        past retention."""
         remaining = self.s.worker_max_poll
 
         async def claim_chunk() -> list[Any]:
@@ -566,6 +579,8 @@ class Round:
             self.rt.metrics.archives.labels(outcome).inc()
 
         await self._lanes(self._buffered(claim_chunk), work)
+        if not expire:
+            return
         expired = await archive.expire_due(self.rt)
         if expired:
             self.summary.archive["expired"] += expired
