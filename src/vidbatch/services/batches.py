@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
 from vidbatch.db.notify import notify_work
+from vidbatch.db.portable import insert_many
 from vidbatch.db.schema import accounts, api_usage, batch_jobs, video_tasks
 from vidbatch.domain.states import TASK_LIVE, BatchStatus, TaskStatus, sources
 from vidbatch.domain.validation import BatchSpec
@@ -209,31 +210,34 @@ async def insert_batch(
         )
     )
     posting = await ledger.reserve(conn, caller.account_id, total, batch_id=batch_id)
-    await conn.execute(
-        video_tasks.insert(),
-        [
-            {
-                "id": str(uuid.uuid4()),
-                "batch_job_id": batch_id,
-                "account_id": caller.account_id,
-                "batch_index": item.index,
-                "model": item.model,
-                "provider": item.provider,
-                "prompt": item.prompt,
-                "reference_url": item.reference_url,
-                "aspect_ratio": item.aspect_ratio,
-                "duration": item.duration,
-                "size": "small" if item.model.startswith("sora") else None,
-                "meta": item.meta,
-                "metadata": item.metadata,
-                "cost_credits": item.cost_credits,
-                "status": TaskStatus.PENDING,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for n, item in enumerate(spec.items)
-        ],
+    items = spec.items
+    # Column by column, one statement (10,000 items: a few hundred ms less than a dict per
+    # row through table.insert(); see insert_many).
+    await insert_many(
+        conn,
+        video_tasks,
+        same={
+            "batch_job_id": batch_id,
+            "account_id": caller.account_id,
+            "status": TaskStatus.PENDING,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        },
+        each={
+            "id": [str(uuid.uuid4()) for _ in items],
+            "batch_index": [item.index for item in items],
+            "model": [item.model for item in items],
+            "provider": [item.provider for item in items],
+            "prompt": [item.prompt for item in items],
+            "reference_url": [item.reference_url for item in items],
+            "aspect_ratio": [item.aspect_ratio for item in items],
+            "duration": [item.duration for item in items],
+            "size": ["small" if item.model.startswith("sora") else None for item in items],
+            "meta": [item.meta for item in items],
+            "metadata": [item.metadata for item in items],
+            "cost_credits": [item.cost_credits for item in items],
+        },
     )
     if caller.key_id is not None:
         await conn.execute(
