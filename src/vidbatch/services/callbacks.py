@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import case, select, update
 
 from vidbatch.clock import utcnow
+from vidbatch.db.engine import single
 from vidbatch.db.notify import notify_work
 from vidbatch.db.schema import video_tasks
 from vidbatch.domain.callback_tokens import token_ok
@@ -54,7 +55,7 @@ async def receive(rt: Context, task_id: str, token: str, body: bytes) -> Receive
     if not token_ok(rt.callback_key, task_id, token):
         metrics.labels("unauthorized").inc()
         raise NotFound(NOT_FOUND)
-    async with rt.engine.connect() as conn:
+    async with single(rt.engine, write=False) as conn:
         task = (await conn.execute(select(video_tasks).where(video_tasks.c.id == task_id))).first()
     if task is None:
         metrics.labels("unknown_task").inc()
@@ -115,8 +116,10 @@ async def _record(
     """Write what the callback (or its confirmation) says; True beside it when the task was
     its batch's last live one."""
     archive = rt.settings.result_store_spec.enabled
-    async with rt.engine.begin() as conn:
-        # One statement: the result and the callback's time together.
+    # Each statement stands alone (autocommit on PostgreSQL): the result and the callback's
+    # time in one UPDATE; the wake-up; then the question about the batch, which sees every
+    # task ended by a commit before it.
+    async with single(rt.engine) as conn:
         applied = await tasks.apply_result(
             conn,
             task.id,
@@ -132,9 +135,9 @@ async def _record(
         ended = applied.applied and applied.outcome != "running"
         if ended and archive and applied.outcome == TaskStatus.SUCCEEDED:
             await notify_work(conn)  # a video waits for the archive lane
-        # Was it the batch's last live task? Asked in this transaction (no extra one); two
-        # callbacks ending the last two tasks at the same instant may each still see the
-        # other's task live: then a worker's next round settles the batch.
+        # Was it the batch's last live task? Asked after our own commit: of two callbacks
+        # ending a batch's last two tasks at the same instant, the one that commits last
+        # sees the other's task ended, so one of them always settles the batch.
         batch_done = ended and not await tasks.batch_has_live_tasks(conn, task.batch_job_id)
     return applied, batch_done
 
@@ -143,7 +146,7 @@ async def _note_early_final(rt: Context, task_id: str, now: datetime) -> None:
     """A final callback before the submit's own write: if the submit was recorded
     meanwhile, the task is due for a poll now; otherwise recording it will see
     ``callback_at`` and do the same."""
-    async with rt.engine.begin() as conn:
+    async with single(rt.engine) as conn:
         await conn.execute(
             update(video_tasks)
             .where(video_tasks.c.id == task_id, video_tasks.c.status.in_(TASK_LIVE))
@@ -199,7 +202,7 @@ async def _confirm(rt: Context, task: Any, now: datetime) -> tuple[RemoteResult,
     callback (a duplicate) is asking right now and records the answer; and when the
     provider cannot answer, in which case a worker polls the task at once."""
     lease_until = now + timedelta(seconds=rt.settings.lease_seconds)
-    async with rt.engine.begin() as conn:
+    async with single(rt.engine) as conn:
         fence = await tasks.claim_for_confirmation(conn, task.id, now=now, lease_until=lease_until)
     if fence is None:
         rt.metrics.callbacks.labels("already_confirming").inc()

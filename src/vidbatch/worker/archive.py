@@ -41,6 +41,7 @@ import aiohttp
 from yarl import URL
 
 from vidbatch import __version__
+from vidbatch.db.engine import single
 from vidbatch.domain.archive import (
     GONE_STATUSES,
     MAGIC_BYTES,
@@ -211,7 +212,7 @@ def lease_seconds(rt: Runtime) -> float:
 
 async def claim(rt: Runtime, owner: str, limit: int) -> list[Any]:
     now = rt.clock.now()
-    async with rt.engine.begin() as conn:
+    async with single(rt.engine) as conn:
         return await claims.claim_for_archive(
             conn,
             owner=owner,

@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vidbatch.db.engine import single
 from vidbatch.db.notify import Listener
 from vidbatch.domain.states import TaskStatus
 from vidbatch.runtime import Runtime
@@ -51,6 +52,8 @@ ERROR_BACKOFF = 2.0
 DELIVERY_SENDS = 4
 #: Provider call counts are written to the database at most this often (seconds).
 RECORD_CALLS_EVERY = 1.0
+#: Started batches remembered; past this many the set starts again (costs one UPDATE each).
+STARTED_BATCHES_KEPT = 10_000
 #: Archived files past retention are looked for at most this often (seconds).
 EXPIRE_EVERY = 60.0
 
@@ -77,6 +80,8 @@ class WorkerLoop:
         self.owner = owner or new_owner()
         self.rng = random.Random()
         self.sem = asyncio.Semaphore(rt.settings.task_concurrency)
+        #: Batches this worker has moved queued → processing (a lookup saves an UPDATE).
+        self.started_batches: set[str] = set()
         self._deliver_wake = asyncio.Event()
         self._stopping = False
         self._abandoned = False
@@ -152,7 +157,9 @@ class WorkerLoop:
         while not self._stopping:
             stage.wake.clear()  # a wake-up during the pass brings another pass
             started = time.perf_counter()
-            rnd = Round(self.rt, self.owner, self.rng, self.sem)
+            if len(self.started_batches) > STARTED_BATCHES_KEPT:
+                self.started_batches.clear()
+            rnd = Round(self.rt, self.owner, self.rng, self.sem, self.started_batches)
             task = asyncio.create_task(stage.work(rnd), name=f"vidbatch-{stage.name}-pass")
             self._passes.add(task)
             try:
@@ -189,7 +196,7 @@ class WorkerLoop:
         if stage.due is None:
             return idle
         try:
-            async with self.rt.engine.connect() as conn:
+            async with single(self.rt.engine, write=False) as conn:
                 due = await stage.due(conn)
         except Exception:
             log.warning("next due time unknown", exc_info=True, extra={"action": stage.name})

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from vidbatch.db.engine import single
 from vidbatch.domain.callback_tokens import callback_url
 from vidbatch.domain.catalog import ModelSpec
 from vidbatch.domain.provider import TaskSpec
@@ -123,6 +124,7 @@ class Round:
         owner: str,
         rng: random.Random,
         sem: asyncio.Semaphore | None = None,
+        started_batches: set[str] | None = None,
     ) -> None:
         self.rt = rt
         self.s = rt.settings
@@ -136,8 +138,9 @@ class Round:
         self.polls = PollSchedule(first, early, late)
         self.retries = RetryPolicy(max_attempts=self.s.submit_max_attempts)
         self.webhook_attempts = self.s.webhook_max_attempts
-        #: Batches already moved queued → processing in this round (one UPDATE each).
-        self.started_batches: set[str] = set()
+        #: Batches already moved queued → processing (one UPDATE each): in this round, or
+        #: by this worker (the pipeline passes its own set).
+        self.started_batches: set[str] = set() if started_batches is None else started_batches
 
     @staticmethod
     def _buffered(
@@ -188,7 +191,7 @@ class Round:
         """Apply the ambiguous-submit policy to submissions whose worker vanished, and
         cancel tasks that went back to waiting after their batch was cancelled."""
         now = self.rt.clock.now()
-        async with self.rt.engine.begin() as conn:
+        async with single(self.rt.engine) as conn:
             await claims.cancel_waiting_of_cancelled_batches(conn, now=now)
             lost = await claims.expired_submissions(conn, now=now, limit=200)
         for row in lost:
@@ -239,7 +242,7 @@ class Round:
 
     async def dispatch(self) -> None:
         now = self.rt.clock.now()
-        async with self.rt.engine.begin() as conn:
+        async with single(self.rt.engine) as conn:
             batch_ids = await claims.pick_batches(conn, now, self.s.worker_max_claim)
         self.summary.dispatch["claimed"] = len(batch_ids)
         budget = dict.fromkeys(batch_ids, self.s.worker_max_start_tasks_per_batch)
@@ -254,8 +257,9 @@ class Round:
                 batch_id = rotation.pop(0)
                 want = min(chunk, budget[batch_id])
                 now = self.rt.clock.now()
-                async with self.rt.engine.begin() as conn:
-                    cap = self.s.provider_max_inflight
+                cap = self.s.provider_max_inflight
+                # Under a fleet cap, counting the room and claiming are one transaction.
+                async with self.rt.engine.begin() if cap else single(self.rt.engine) as conn:
                     if cap:
                         want = min(want, await claims.inflight_room(conn, cap, now))
                         if want < 1:
@@ -348,7 +352,9 @@ class Round:
         max_wait = spec.max_wait_seconds if spec else self.s.max_wait_seconds
         max_wait = min(max_wait, self.s.max_wait_seconds)
         first_check = self.first_check_seconds(spec)
-        async with self.rt.engine.begin() as conn:
+        first_of_batch = row.batch_job_id not in self.started_batches
+        # The batch's start (queued → processing and its event) goes with its first task.
+        async with self.rt.engine.begin() if first_of_batch else single(self.rt.engine) as conn:
             ok = await tasks.mark_submitted(
                 conn,
                 row.id,
@@ -358,11 +364,12 @@ class Round:
                 next_check_at=now + timedelta(seconds=first_check),
                 deadline_at=now + timedelta(seconds=max_wait),
             )
-            if ok and row.batch_job_id not in self.started_batches:
-                self.started_batches.add(row.batch_job_id)
+            if ok and first_of_batch:
                 await tasks.mark_batch_started(
                     conn, row.batch_job_id, now=now, webhook_max_attempts=self.webhook_attempts
                 )
+        if ok and first_of_batch:
+            self.started_batches.add(row.batch_job_id)  # committed
         if ok:
             self.summary.dispatch["tasks_started"] += 1
             log.info(
@@ -446,7 +453,7 @@ class Round:
             if remaining <= 0:
                 return []
             now = self.rt.clock.now()
-            async with self.rt.engine.begin() as conn:
+            async with single(self.rt.engine) as conn:
                 rows = await claims.claim_for_poll(
                     conn,
                     owner=self.owner,
@@ -460,7 +467,7 @@ class Round:
         await self._lanes(self._buffered(claim_chunk), self.poll)
         if not count_waiting:
             return
-        async with self.rt.engine.connect() as conn:
+        async with single(self.rt.engine, write=False) as conn:
             self.summary.poll["skippedBackoff"] = await claims.count_waiting_polls(
                 conn, self.rt.clock.now()
             )
@@ -504,7 +511,7 @@ class Round:
             poll_count=polls_done,
             max_poll_count=self.s.max_poll_count,
         )
-        async with self.rt.engine.begin() as conn:
+        async with single(self.rt.engine) as conn:
             applied = await tasks.apply_result(
                 conn,
                 row.id,
@@ -589,7 +596,7 @@ class Round:
     # --- settle -------------------------------------------------------------------------
 
     async def settle_all(self) -> None:
-        async with self.rt.engine.connect() as conn:
+        async with single(self.rt.engine, write=False) as conn:
             ready = await claims.settleable_batches(conn, self.s.worker_max_settle)
         self.summary.settle["scanned"] = len(ready)
         for batch_id in ready:
