@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from tests.conftest import ADMIN_TOKEN
@@ -33,9 +37,12 @@ from vidbatch.clock import FakeClock, utcnow
 from vidbatch.db.schema import accounts as accounts_table
 from vidbatch.db.schema import batch_jobs, credit_ledger, video_tasks, webhook_deliveries
 from vidbatch.db.schema import enterprise_api_keys as keys_table
+from vidbatch.domain.catalog import default_catalog
+from vidbatch.domain.validation import validate_batch
 from vidbatch.exceptions import CreditLimitExceeded, InvalidInput, NothingToRetry
 from vidbatch.services import accounts as account_svc
 from vidbatch.services import retry
+from vidbatch.services.batches import Caller, insert_batch
 from vidbatch.services.ledger import MAX_CREDITS
 from vidbatch.webhooks.delivery import deliver_due
 
@@ -484,6 +491,181 @@ async def _assert_each_failed_item_retried_once(engine: Any, parent_id: str, fai
             )
         ).all()
     assert sorted(r.batch_index for r in rows) == list(range(failed))
+
+
+async def _failed_task_ids(engine: AsyncEngine, batch_id: str) -> dict[int, str]:
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(video_tasks.c.batch_index, video_tasks.c.id).where(
+                    video_tasks.c.batch_job_id == batch_id, video_tasks.c.status == "failed"
+                )
+            )
+        ).all()
+    return {r.batch_index: r.id for r in rows}
+
+
+async def _insert_retry(
+    conn: Any, account_id: str, retry_of: list[str], count: int | None = None
+) -> str:
+    """A batch (of ``count`` items, one per id by default) whose tasks retry ``retry_of``,
+    written straight through insert_batch: no parent lock, no look at what was already
+    retried, not linked to any parent."""
+    count = len(retry_of) if count is None else count
+    spec = validate_batch(
+        {"items": items(count)},
+        catalog=default_catalog(),
+        max_items=count,
+        allow_private_webhooks=True,
+    )
+    batch_id = str(uuid.uuid4())
+    await insert_batch(
+        conn,
+        Caller(account_id=account_id, key_id=None),
+        spec,
+        batch_id=batch_id,
+        request_id=f"bypass-{batch_id}",
+        idempotency_key=None,
+        fingerprint=None,
+        source="admin-retry",
+        parent_batch_id=None,
+        client_ip=None,
+        user_agent=None,
+        webhook_max_attempts=4,
+        now=utcnow(),
+        retry_of=retry_of,
+    )
+    return batch_id
+
+
+async def test_retry_failed_tasks_name_what_they_retry_and_the_database_refuses_twice(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    """Each child task carries the id of the task it retries; a second retry of an item is
+    refused by the database itself, without the service's lock or its look at children."""
+    caller = await new_account(runtime.engine, credits=1000)
+    parent = await new_batch(runtime.engine, caller, items(4))
+    await settle_with(
+        runtime,
+        parent.batch_id,
+        {0: "succeeded", 1: "failed", 2: "failed", 3: "failed"},
+        {3: "moderation"},
+    )
+    failed = await _failed_task_ids(runtime.engine, parent.batch_id)
+    child = await post(client, f"/batches/{parent.batch_id}/retry-failed")
+    assert child["retried_indices"] == [1, 2]
+    async with runtime.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(video_tasks.c.batch_index, video_tasks.c.retry_of_task_id).where(
+                    video_tasks.c.batch_job_id == child["batch_id"]
+                )
+            )
+        ).all()
+    assert sorted(map(tuple, rows)) == [(1, failed[1]), (2, failed[2])]
+    before = await balance(runtime.engine, caller.account_id)
+
+    # an item the service already retried: refused, nothing written
+    with pytest.raises(IntegrityError):
+        async with runtime.engine.begin() as conn:
+            await _insert_retry(conn, caller.account_id, [failed[1]])
+    # an item not retried yet: the first retry goes in, the second is refused
+    async with runtime.engine.begin() as conn:
+        first = await _insert_retry(conn, caller.account_id, [failed[3]])
+    with pytest.raises(IntegrityError):
+        async with runtime.engine.begin() as conn:
+            await _insert_retry(conn, caller.account_id, [failed[3]])
+    with pytest.raises(ValueError, match="retried task id"):
+        async with runtime.engine.begin() as conn:
+            await _insert_retry(conn, caller.account_id, [failed[2], failed[3]], count=1)
+    assert await balance(runtime.engine, caller.account_id) == (before[0], before[1] + 10)
+
+    # through the public path the item is taken (409, nothing charged), and asking again
+    # without moderation is still the same child
+    taken = await post(
+        client,
+        f"/batches/{parent.batch_id}/retry-failed",
+        {"include_moderation": True},
+        status=409,
+    )
+    assert taken["error"] == "NOTHING_TO_RETRY"
+    again = await post(client, f"/batches/{parent.batch_id}/retry-failed")
+    assert (again["batch_id"], again["idempotent_replay"]) == (child["batch_id"], True)
+    assert await balance(runtime.engine, caller.account_id) == (before[0], before[1] + 10)
+    async with runtime.engine.connect() as conn:
+        holders = (
+            (
+                await conn.execute(
+                    select(video_tasks.c.batch_job_id).where(
+                        video_tasks.c.retry_of_task_id == failed[3]
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert holders == [first]
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_retry_failed_racing_a_writer_without_the_lock_answers_409(
+    client: httpx.AsyncClient, runtime: Any, db_url: str
+) -> None:
+    """A writer that retries the same items without locking the parent commits while the
+    retry waits: the unique retry_of_task_id refuses the retry's insert, and the caller gets
+    NOTHING_TO_RETRY (not a 500); the items are reserved once."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time: the retry cannot overlap the writer")
+    caller = await new_account(runtime.engine, credits=1000)
+    parent = await new_batch(runtime.engine, caller, items(3))
+    await settle_with(runtime, parent.batch_id, dict.fromkeys(range(3), "failed"))
+    failed = await _failed_task_ids(runtime.engine, parent.batch_id)
+    assert await balance(runtime.engine, caller.account_id) == (1000, 0)
+
+    async with runtime.engine.connect() as writer:
+        await writer.begin()
+        other = await _insert_retry(writer, caller.account_id, [failed[i] for i in range(3)])
+        pid = (await writer.execute(sql_text("SELECT pg_backend_pid()"))).scalar_one()
+        asked = asyncio.create_task(
+            client.post(f"/api/admin/batches/{parent.batch_id}/retry-failed", headers=ADMIN)
+        )
+        # the retry has read the parent (nothing retried yet) and now waits on our locks
+        waiting = 0
+        async with runtime.engine.connect() as watcher:
+            for _ in range(1000):
+                waiting = (
+                    await watcher.execute(
+                        sql_text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE :pid = ANY(pg_blocking_pids(pid))"
+                        ),
+                        {"pid": pid},
+                    )
+                ).scalar_one()
+                # pg_stat_activity is read once per transaction: a new one for each look
+                await watcher.rollback()
+                if waiting or asked.done():
+                    break
+                await asyncio.sleep(0.01)
+        assert waiting == 1 and not asked.done()
+        await writer.commit()
+    answer = await asked
+    assert (answer.status_code, answer.json()["error"]) == (409, "NOTHING_TO_RETRY"), answer.text
+    assert await balance(runtime.engine, caller.account_id) == (1000, 30)
+    async with runtime.engine.connect() as conn:
+        holders = (
+            (
+                await conn.execute(
+                    select(video_tasks.c.batch_job_id).where(
+                        video_tasks.c.retry_of_task_id.in_(failed.values())
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert holders == [other] * 3
+    await assert_audit_clean(runtime.engine)
 
 
 async def test_retry_failed_refusals(client: httpx.AsyncClient, runtime: Any) -> None:

@@ -211,6 +211,10 @@ async def insert_batch(
     )
     posting = await ledger.reserve(conn, caller.account_id, total, batch_id=batch_id)
     items = spec.items
+    if retry_of is not None and len(retry_of) != len(items):
+        raise ValueError(
+            f"insert_batch: {len(retry_of)} retried task id(s) for {len(items)} item(s)"
+        )
     # Column by column, one statement (10,000 items: a few hundred ms less than a dict per
     # row through table.insert(); see insert_many).
     await insert_many(
@@ -237,6 +241,8 @@ async def insert_batch(
             "meta": [item.meta for item in items],
             "metadata": [item.metadata for item in items],
             "cost_credits": [item.cost_credits for item in items],
+            # Unique: the database refuses a second retry of the same task.
+            "retry_of_task_id": list(retry_of) if retry_of is not None else [None] * len(items),
         },
     )
     if caller.key_id is not None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vidbatch.clock import utcnow
@@ -43,7 +44,57 @@ async def retry_failed(
     """
     # One transaction that first locks the parent's row: two retries of the same batch (of
     # either variant, from any process) take turns, so the second sees what the first took.
-    # The unique video_tasks.retry_of_task_id refuses a second retry of an item regardless.
+    # The unique video_tasks.retry_of_task_id refuses a second retry of an item regardless;
+    # should a writer that did not take the lock get there first, this transaction fails
+    # with IntegrityError and runs once more, now seeing that writer's child: the caller gets
+    # the documented answer (the same child, a child of what is left, or NOTHING_TO_RETRY).
+    for attempt in (1, 2):
+        try:
+            created, indices, skipped = await _retry_in_transaction(
+                engine,
+                batch_id,
+                include_moderation=include_moderation,
+                catalog=catalog,
+                allow_private_webhooks=allow_private_webhooks,
+                webhook_max_attempts=webhook_max_attempts,
+            )
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    log.info(
+        "failed items retried",
+        extra={
+            "batch_id": created.batch_id,
+            "action": "retry",
+            "parent_batch_id": batch_id,
+            "items": len(indices),
+            "replay": created.replay,
+        },
+    )
+    return RetriedBatch(
+        batch_id=created.batch_id,
+        parent_batch_id=batch_id,
+        total_count=created.total_count,
+        required_credits=created.required_credits,
+        available_credits=created.available_credits,
+        retried_indices=indices,
+        excluded_moderation=skipped,
+        idempotent_replay=created.replay,
+    )
+
+
+async def _retry_in_transaction(
+    engine: AsyncEngine,
+    batch_id: str,
+    *,
+    include_moderation: bool,
+    catalog: Catalog,
+    allow_private_webhooks: bool,
+    webhook_max_attempts: int,
+) -> tuple[Created, list[int], int]:
+    """The retry's one transaction: the child (or the replay), the indices it holds and
+    how many moderation failures it left out."""
     async with engine.begin() as conn:
         if not batches.storable_id(batch_id):
             raise NotFound(f"batch {batch_id} not found")
@@ -71,13 +122,24 @@ async def retry_failed(
                 )
             ).all()
         )
-        # Items an earlier retry (the other variant) already took are not charged again.
+        # Items an earlier retry (the other variant) already took are not charged again:
+        # those of its children, and those another task names as the task it retries.
         retried = set(
             (
                 await conn.execute(
                     select(video_tasks.c.batch_index)
                     .join(batch_jobs, batch_jobs.c.id == video_tasks.c.batch_job_id)
                     .where(batch_jobs.c.parent_batch_id == batch_id)
+                )
+            ).scalars()
+        )
+        retrying = video_tasks.alias("retrying")
+        retried.update(
+            (
+                await conn.execute(
+                    select(video_tasks.c.batch_index)
+                    .join(retrying, retrying.c.retry_of_task_id == video_tasks.c.id)
+                    .where(video_tasks.c.batch_job_id == batch_id)
                 )
             ).scalars()
         )
@@ -117,26 +179,7 @@ async def retry_failed(
             )
         else:
             created = replay
-    log.info(
-        "failed items retried",
-        extra={
-            "batch_id": created.batch_id,
-            "action": "retry",
-            "parent_batch_id": batch_id,
-            "items": len(indices),
-            "replay": created.replay,
-        },
-    )
-    return RetriedBatch(
-        batch_id=created.batch_id,
-        parent_batch_id=batch_id,
-        total_count=created.total_count,
-        required_credits=created.required_credits,
-        available_credits=created.available_credits,
-        retried_indices=indices,
-        excluded_moderation=skipped,
-        idempotent_replay=created.replay,
-    )
+    return created, indices, skipped
 
 
 async def _create_child(
