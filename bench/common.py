@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vidbatch.db.engine import make_engine as plain_engine
 from vidbatch.db.migrate import upgrade
 from vidbatch.db.secrets import attach_keyring
+from vidbatch.domain.archive import DEFAULT_LOCAL_DIR, parse_store_spec
 from vidbatch.domain.catalog import default_catalog
 from vidbatch.domain.sealing import Keyring
 from vidbatch.domain.validation import validate_batch
@@ -174,6 +175,9 @@ class Scratch:
     url: str
     engine: AsyncEngine
     name: str
+    #: The run's temporary directory (the SQLite file's, on PostgreSQL one of its own):
+    #: removed with the database.
+    tmp: Path
     statements: int = 0
     commits: int = 0
 
@@ -216,18 +220,25 @@ def pg_url(name: str) -> str:
 
 @asynccontextmanager
 async def scratch_db(kind: str, tag: str, *, migrate: bool = True) -> AsyncIterator[Scratch]:
-    """A fresh database, migrated to head, removed afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="vidbatch_bench_") as tmp:
+    """A fresh database, migrated to head, and a temporary directory; both removed
+    afterwards."""
+    with tempfile.TemporaryDirectory(prefix="vidbatch_bench_") as tmp:
+        if kind == "sqlite":
             url = f"sqlite:///{tmp}/bench.db"
             engine = make_engine(url)
             try:
                 if migrate:
                     await upgrade(engine)
-                yield Scratch(kind, url, engine, f"{tmp}/bench.db")
+                yield Scratch(kind, url, engine, f"{tmp}/bench.db", Path(tmp))
             finally:
                 await engine.dispose()
-        return
+            return
+        async with _scratch_pg(tag, Path(tmp), migrate=migrate) as db:
+            yield db
+
+
+@asynccontextmanager
+async def _scratch_pg(tag: str, tmp: Path, *, migrate: bool) -> AsyncIterator[Scratch]:
     name = f"vidbatch_bench_{tag}_{uuid.uuid4().hex[:8]}"
     admin = await pg_admin()
     try:
@@ -239,7 +250,7 @@ async def scratch_db(kind: str, tag: str, *, migrate: bool = True) -> AsyncItera
     try:
         if migrate:
             await upgrade(engine)
-        yield Scratch(kind, url, engine, name)
+        yield Scratch("postgres", url, engine, name, tmp)
     finally:
         await engine.dispose()
         admin = await pg_admin()
@@ -473,8 +484,15 @@ def stop_all(procs: Iterable[Proc]) -> None:
         p.stop()
 
 
-def vidbatch_env(db_url: str, sim_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in BASE_URL_VARS}
+def vidbatch_env(
+    db_url: str, sim_url: str, *, result_store: str | None = "none", **extra: str
+) -> dict[str, str]:
+    """The environment of every vidbatch process of a run. ``result_store`` is its
+    ``VIDBATCH_RESULT_STORE``; None leaves it unset (vidbatch's default). Benchmarks without
+    a ``--result-store`` option measure the worker alone: ``none``."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in (*BASE_URL_VARS, "VIDBATCH_RESULT_STORE")
+    }
     env.update(
         {
             "DATABASE_URL": db_url,
@@ -482,17 +500,127 @@ def vidbatch_env(db_url: str, sim_url: str, **extra: str) -> dict[str, str]:
             "GRSAI_API_KEY": "sk-bench",
             "VIDBATCH_CALLBACK_SECRET": "bench-secret",
             "VIDBATCH_SECRET_KEY": BENCH_SECRET_KEY,
+            # The simulator serves its videos over plain http from 127.0.0.1 (what
+            # `vidbatch serve --simulator` allows too); the archive downloads them from there.
             "VIDBATCH_REQUIRE_HTTPS_VIDEO_URL": "false",
+            "VIDBATCH_ALLOW_PRIVATE_URLS": "true",
             "VIDBATCH_ALLOW_PRIVATE_WEBHOOKS": "true",
-            # No result archive unless a benchmark asks for one (bench.archive does): the
-            # other figures measure the worker alone.
-            "VIDBATCH_RESULT_STORE": "none",
             "VIDBATCH_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if result_store is not None:
+        env["VIDBATCH_RESULT_STORE"] = result_store
     env.update(extra)
     return env
+
+
+# --- result store ----------------------------------------------------------------------
+
+#: ``--result-store`` values besides a store URL.
+STORE_DEFAULT = "default"
+STORE_NONE = "none"
+
+
+def add_result_store_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--result-store",
+        default=default,
+        metavar="LIST",
+        help="comma list of VIDBATCH_RESULT_STORE settings, each measured apart: "
+        "'default' (unset: vidbatch-results/ beside the SQLite file; PostgreSQL has no "
+        "default store, so a directory in the run's temporary directory), 'none', or a "
+        f"store URL used as given (default: {default})",
+    )
+
+
+def parse_result_stores(text: str) -> list[str]:
+    stores = [part.strip() for part in text.split(",") if part.strip()]
+    if not stores:
+        raise SystemExit("--result-store: name at least one store")
+    for store in stores:
+        if store not in (STORE_DEFAULT, STORE_NONE):
+            try:
+                parse_store_spec(store, database_url="sqlite:///bench.db")
+            except ValueError as exc:
+                raise SystemExit(f"--result-store {store}: {exc}") from None
+    return stores
+
+
+def result_store_setting(store: str, db: Scratch) -> str | None:
+    """The ``VIDBATCH_RESULT_STORE`` of a run's processes for ``--result-store`` value
+    ``store`` (None: unset). ``default`` on PostgreSQL, where vidbatch archives nothing
+    unless told, is a directory in the run's temporary directory, so archiving is on."""
+    if store != STORE_DEFAULT:
+        return store
+    if db.kind == "sqlite":
+        return None  # vidbatch-results/ beside the database file, in db.tmp
+    return (db.tmp / "vidbatch-results").as_uri()
+
+
+def describe_result_store(store: str, kinds: Iterable[str]) -> str:
+    if store == STORE_NONE:
+        return "none: VIDBATCH_RESULT_STORE=none (no archive)"
+    if store != STORE_DEFAULT:
+        return f"{store}: VIDBATCH_RESULT_STORE={store} (used as given, not removed)"
+    parts = []
+    if "sqlite" in kinds:
+        parts.append(
+            f"SQLite: VIDBATCH_RESULT_STORE unset, {DEFAULT_LOCAL_DIR}/ beside the database "
+            "file (vidbatch's default)"
+        )
+    if "postgres" in kinds:
+        parts.append(
+            "PostgreSQL: vidbatch's default is no store, so VIDBATCH_RESULT_STORE="
+            f"file://<the run's temporary directory>/{DEFAULT_LOCAL_DIR} to keep archiving on"
+        )
+    return "default: " + "; ".join(parts) + "; removed after each run"
+
+
+def print_result_stores(stores: Sequence[str], kinds: Iterable[str]) -> list[str]:
+    """Print what each store setting means (the same for every process of a run)."""
+    kinds = set(kinds)
+    lines = [describe_result_store(s, kinds) for s in stores]
+    print("result store (every vidbatch process of a run alike):")
+    for line in lines:
+        print(f"  {line}")
+    return lines
+
+
+async def archive_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Tasks per ``archive_status`` (``null``: not archived: no store, or not succeeded)."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT archive_status, count(*) FROM video_tasks GROUP BY archive_status")
+            )
+        ).all()
+    return {str(status) if status is not None else "null": int(n) for status, n in rows}
+
+
+def vidbatch_audit(env: dict[str, str], work: Workdir) -> list[dict[str, Any]]:
+    """``vidbatch audit --json`` with a run's environment: the money invariants it finds
+    violated (an empty list: the books are right)."""
+    log = work.file("audit", ".log")
+    with open(log, "wb") as err:
+        done = subprocess.run(
+            [PY, "-m", "vidbatch", "audit", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=Path(__file__).resolve().parent.parent,
+            timeout=120,
+            check=False,
+        )
+    out = done.stdout.decode(errors="replace")
+    try:
+        violations = json.loads(out[out.index("[") :])
+    except ValueError:
+        raise RuntimeError(
+            f"vidbatch audit exited with {done.returncode}: {out[-2000:]} "
+            f"{log.read_text(errors='replace')[-2000:]}"
+        ) from None
+    return list(violations)
 
 
 async def wait_for(pred: Any, *, timeout: float, what: str, procs: Sequence[Proc] = ()) -> None:

@@ -1,13 +1,19 @@
 """Settlement latency in webhook mode: the provider's last callback -> batch settled.
 
     python -m bench.latency [--batches B] [--size S] [--workers W] [--runs R] [--quick]
-                            [--json FILE]
+                            [--result-store default,none] [--json FILE]
 
 PostgreSQL, one ``vidbatch serve --no-worker`` receiving the simulator's callbacks
 (``APP_URL`` set) and W daemon ``vidbatch worker`` processes (default 1), with vidbatch's
 default settings otherwise. Batches of S items (each with a customer ``webhook_url``, a sink
 in the simulator process) are posted at a steady pace while earlier ones run; generation
 times are lognormal (median 1 s, sigma 0.5, 0.2..5 s).
+
+``--result-store`` (a comma list, each measured apart): ``default`` keeps result archiving on
+as a one-machine operator has it; PostgreSQL has no default store, so a ``file://`` directory
+in the run's temporary directory (removed after the run); ``none`` turns it off; anything else
+is a store URL used as given. API and workers have the same setting. After each run:
+the tasks succeeded and archived, and ``vidbatch audit`` with the run's environment.
 
 For every batch: the wall time the simulator started POSTing the last final callback of its
 tasks (the simulator process records it) to the batch's ``completed_at`` (settled) and to the
@@ -41,14 +47,21 @@ SIM_KNOBS = {
 
 
 async def run_one(
-    n_batches: int, size: int, workers: int, pace: float, work: c.Workdir
+    n_batches: int,
+    size: int,
+    workers: int,
+    pace: float,
+    work: c.Workdir,
+    *,
+    result_store: str = c.STORE_NONE,
 ) -> dict[str, Any]:
     sim = c.Sim(work, **SIM_KNOBS)
     procs: list[c.Proc] = []
     try:
         async with c.scratch_db("postgres", "lat") as db:
             caller = await c.new_account(db.engine, credits=n_batches * size * c.PRICE * 2)
-            env = c.vidbatch_env(db.url, sim.url, **LATENCY_ENV)
+            store = c.result_store_setting(result_store, db)
+            env = c.vidbatch_env(db.url, sim.url, result_store=store, **LATENCY_ENV)
             port = c.free_port()
             env["APP_URL"] = f"http://127.0.0.1:{port}"
             api, _ = await c.start_api(env, work, port=port)
@@ -78,6 +91,10 @@ async def run_one(
                         )
                     )
                 ).all()
+            c.stop_all(procs)
+            archive = await c.archive_counts(db.engine)
+            _, succeeded, total = await c.completion_span(db.engine)
+            violations = c.vidbatch_audit(env, work)
     finally:
         c.stop_all(procs)
         sim.stop()
@@ -107,12 +124,27 @@ async def run_one(
         "task": per_task,
         "settle_step": settle_step,
         "tasks_without_final_callback": len(task_rows) - len(per_task),
+        "succeeded": succeeded,
+        "total": total,
+        "archived": archive.get("stored", 0),
+        "archive_status": archive,
+        "audit": violations,
     }
 
 
-def pct_row(name: str, values: list[float]) -> dict[str, Any]:
+#: The latencies reported (keys of run_one's result).
+LATENCIES = (
+    ("settled", "final callback -> batch settled (completed_at)"),
+    ("outbox", "final callback -> outbox row (webhook_deliveries)"),
+    ("task", "final callback -> task completed_at"),
+    ("settle_step", "batch's last task completed_at -> settled"),
+)
+
+
+def pct_row(store: str, name: str, values: list[float]) -> dict[str, Any]:
     ms = [1000 * v for v in values]
     return {
+        "store": store,
         "what": name,
         "n": len(ms),
         "p50": c.percentile(ms, 50),
@@ -120,6 +152,40 @@ def pct_row(name: str, values: list[float]) -> dict[str, Any]:
         "p99": c.percentile(ms, 99),
         "max": max(ms) if ms else None,
     }
+
+
+async def measure_store(
+    store: str, runs: int, n_batches: int, size: int, args: Any, work: c.Workdir
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """``runs`` runs with ``--result-store`` value ``store``: the pooled latencies and the
+    tasks succeeded, archived and audited over all runs."""
+    pooled: dict[str, list[float]] = {key: [] for key, _ in LATENCIES}
+    check: dict[str, Any] = {
+        "store": store,
+        "tasks": 0,
+        "succeeded": 0,
+        "archived": 0,
+        "without_final_callback": 0,
+        "audit": [],
+    }
+    for r in range(runs):
+        res = await run_one(n_batches, size, args.workers, args.pace, work, result_store=store)
+        for k in pooled:
+            pooled[k] += res[k]
+        check["tasks"] += res["total"]
+        check["succeeded"] += res["succeeded"]
+        check["archived"] += res["archived"]
+        check["without_final_callback"] += res["tasks_without_final_callback"]
+        check["audit"] += res["audit"]
+        print(
+            f"  store {store} run {r + 1}: median settle latency "
+            f"{1000 * (c.median(res['settled']) or 0):.0f} ms; {res['succeeded']} of "
+            f"{res['total']} succeeded, {res['archived']} archived, "
+            f"audit {len(res['audit'])} violation(s)",
+            flush=True,
+        )
+    check["audit_violations"] = len(check["audit"])
+    return pooled, check
 
 
 async def main_async(args: Any) -> dict[str, Any]:
@@ -131,33 +197,24 @@ async def main_async(args: Any) -> dict[str, Any]:
         f"{runs} run(s) x {n_batches} batches of {size}, one every {args.pace}s; "
         f"{args.workers} worker(s); simulator {SIM_KNOBS}"
     )
+    stores = c.parse_result_stores(args.result_store)
+    info["result_store"] = c.print_result_stores(stores, ["postgres"])
     work = c.Workdir(keep=args.keep_logs)
-    pooled: dict[str, list[float]] = {"settled": [], "outbox": [], "task": [], "settle_step": []}
-    missing = 0
+    rows: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
     try:
-        for r in range(runs):
-            res = await run_one(n_batches, size, args.workers, args.pace, work)
-            for k in pooled:
-                pooled[k] += res[k]
-            missing += res["tasks_without_final_callback"]
-            print(
-                f"  run {r + 1}: median settle latency "
-                f"{1000 * (c.median(res['settled']) or 0):.0f} ms",
-                flush=True,
-            )
+        for store in stores:
+            pooled, check = await measure_store(store, runs, n_batches, size, args, work)
+            checks.append(check)
+            rows += [pct_row(store, what, pooled[key]) for key, what in LATENCIES]
     finally:
         work.close()
-    rows = [
-        pct_row("final callback -> batch settled (completed_at)", pooled["settled"]),
-        pct_row("final callback -> outbox row (webhook_deliveries)", pooled["outbox"]),
-        pct_row("final callback -> task completed_at", pooled["task"]),
-        pct_row("batch's last task completed_at -> settled", pooled["settle_step"]),
-    ]
     print()
     print(
         c.table(
             rows,
             [
+                ("store", "store"),
                 ("what", "latency, ms"),
                 ("n", "n"),
                 ("p50", "p50"),
@@ -167,8 +224,23 @@ async def main_async(args: Any) -> dict[str, Any]:
             ],
         )
     )
-    if missing:
-        print(f"  ({missing} tasks had no recorded final callback)")
+    print()
+    print(
+        c.table(
+            checks,
+            [
+                ("store", "store"),
+                ("tasks", "tasks"),
+                ("succeeded", "succeeded"),
+                ("archived", "archived"),
+                ("without_final_callback", "no final callback"),
+                ("audit_violations", "audit violations"),
+            ],
+        )
+    )
+    for check in checks:
+        for v in check["audit"]:
+            print(f"  audit (store {check['store']}): {v}")
     return {
         "machine": info,
         "runs": runs,
@@ -177,6 +249,7 @@ async def main_async(args: Any) -> dict[str, Any]:
         "workers": args.workers,
         "simulator": SIM_KNOBS,
         "rows": rows,
+        "checks": checks,
     }
 
 
@@ -186,6 +259,7 @@ def main() -> None:
     p.add_argument("--size", type=int, help="items per batch (default 10)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--pace", type=float, default=0.25, help="seconds between batches")
+    c.add_result_store_option(p, default=f"{c.STORE_DEFAULT},{c.STORE_NONE}")
     args = p.parse_args()
     out = c.run_async(main_async(args))
     c.write_json(args.json, out)

@@ -212,7 +212,7 @@ def report_fractions(best: dict[str, Any], lim: dict[str, Any]) -> dict[str, Any
     calls = (best.get("provider_calls_per_task") or 0) * tps
     pg, http, pr = lim["pgbench"], lim["http"], lim["procrastinate"]
     out = {
-        "vidbatch": f"{best['label']} {best['mode']} {best['tasks']} tasks",
+        "vidbatch": f"{best['label']} {best['mode']} store {best['store']} {best['tasks']} tasks",
         "tasks_per_s": tps,
         "pg_xacts_per_s": xacts,
         "provider_calls_per_s": calls,
