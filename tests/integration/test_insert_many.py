@@ -182,7 +182,7 @@ async def test_it_fails_as_one_insert_per_row_fails(engine: AsyncEngine, case: s
             video_tasks.insert(), [{**same, **{k: v[i] for k, v in each.items()}} for i in range(n)]
         )
 
-    outcomes = []
+    outcomes: list[tuple[str, str | None]] = []
     for way in (plain, insert_many):
         try:
             async with engine.begin() as conn:
