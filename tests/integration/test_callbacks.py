@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -194,5 +195,46 @@ async def test_final_callbacks_for_a_final_task_cost_no_provider_call(
         late = await client.post(target, content=final_body(row.grsai_task_id, status))
         assert late.json()["ignored"] is True
     assert result_calls(sim) - before == 1
+    await run_until_settled(runtime)
+    await assert_audit_clean(runtime.engine)
+
+
+async def test_a_final_callback_before_the_submit_is_recorded_is_polled_by_the_submitter(
+    client: httpx.AsyncClient, runtime: Runtime, sim: SimulatorHandle
+) -> None:
+    """The provider can call back before its answer to the submit reaches us: the callback
+    only notes the time; the worker recording the submit sees it and, still holding the
+    task, polls it at once — one poll, no second claim, no wait for the callback grace."""
+    import random
+
+    from vidbatch.worker import claims
+    from vidbatch.worker.round import Round
+
+    sim.configure(gen_time=0.0)
+    caller = await new_account(runtime.engine, credits=100)
+    created = await new_batch(runtime.engine, caller, items(1))
+    now = runtime.clock.now()
+    async with runtime.engine.begin() as conn:
+        (row,) = await claims.claim_for_submit(
+            conn,
+            created.batch_id,
+            owner="submitter",
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            limit=1,
+        )
+    assert row.status == "submitting"
+    early = await client.post(url(row.id, callback_token(KEY, row.id)), content=final_body("r-1"))
+    assert early.status_code == 200 and early.json()["status"] == "submitting"
+
+    rnd = Round(runtime, "submitter", random.Random(0))
+    await rnd.submit(row)
+    (after,) = await task_rows(runtime.engine, created.batch_id)
+    assert (after.status, after.poll_count) == ("succeeded", 1)
+    assert after.video_url.startswith(sim.url)  # the provider's answer, not the body's
+    assert (after.lease_owner, after.next_attempt_at) == (None, None)
+    assert rnd.summary.poll["succeeded"] == 1
+    polls = [r for r in sim.requests() if r["path"] == "/v1/draw/result"]
+    assert len(polls) == 1
     await run_until_settled(runtime)
     await assert_audit_clean(runtime.engine)

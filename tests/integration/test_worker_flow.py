@@ -112,10 +112,8 @@ async def test_webhook_mode_settles_from_callbacks(
         )
         assert sim.release() == 2
         # Without the archive the callback that ends the last task settles the batch
-        # itself (tests/integration/test_callback_settlement.py pins that down; here two
-        # callbacks land together, and each may see the other's task still live, which
-        # leaves the batch to the next round); with it (SQLite's default), the next round
-        # archives, then settles.
+        # itself (tests/integration/test_callback_settlement.py pins that down); with it
+        # (SQLite's default), the next round archives, then settles.
         archive = settings.result_store_spec.enabled
         deadline = asyncio.get_running_loop().time() + 60
         while asyncio.get_running_loop().time() < deadline:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import and_, case, select, update
 
 from vidbatch.clock import utcnow
 from vidbatch.db.engine import single
@@ -144,16 +144,23 @@ async def _record(
 
 async def _note_early_final(rt: Context, task_id: str, now: datetime) -> None:
     """A final callback before the submit's own write: if the submit was recorded
-    meanwhile, the task is due for a poll now; otherwise recording it will see
-    ``callback_at`` and do the same."""
+    meanwhile, the task is due for a poll now; otherwise the submitter, recording it, sees
+    ``callback_at`` and polls it at once."""
     async with single(rt.engine) as conn:
         await conn.execute(
             update(video_tasks)
             .where(video_tasks.c.id == task_id, video_tasks.c.status.in_(TASK_LIVE))
             .values(
                 callback_at=now,
+                # (still leased: its submitter is polling it already)
                 next_attempt_at=case(
-                    (video_tasks.c.status == TaskStatus.PROCESSING, now),
+                    (
+                        and_(
+                            video_tasks.c.status == TaskStatus.PROCESSING,
+                            video_tasks.c.lease_owner.is_(None),
+                        ),
+                        now,
+                    ),
                     else_=video_tasks.c.next_attempt_at,
                 ),
             )

@@ -72,27 +72,31 @@ async def mark_submitted(
     now: datetime,
     next_check_at: datetime,
     deadline_at: datetime,
-) -> bool:
-    """submitting → processing with the provider's id. A final callback that arrived before
-    this write (``callback_at`` set) makes the task due for a poll at once."""
-    result = await conn.execute(
-        update(video_tasks)
-        .where(*_fenced(task_id, sources(TaskStatus.PROCESSING), fence))
-        .values(
-            status=TaskStatus.PROCESSING,
-            grsai_task_id=remote_id,
-            submitted_at=now,
-            deadline_at=deadline_at,
-            next_attempt_at=case(
-                (video_tasks.c.callback_at.is_not(None), now), else_=next_check_at
-            ),
-            lease_owner=None,
-            lease_expires_at=None,
-            last_error=None,
-            updated_at=now,
+) -> Any | None:
+    """submitting → processing with the provider's id; the task's row, or None when the
+    lease was lost. A final callback that arrived before this write (``callback_at`` set)
+    leaves the task leased to the submitter, which polls it at once (the returned row's
+    ``callback_at`` says so); otherwise the lease ends here and the first poll is due at
+    ``next_check_at``."""
+    early = video_tasks.c.callback_at.is_not(None)
+    return (
+        await conn.execute(
+            update(video_tasks)
+            .where(*_fenced(task_id, sources(TaskStatus.PROCESSING), fence))
+            .values(
+                status=TaskStatus.PROCESSING,
+                grsai_task_id=remote_id,
+                submitted_at=now,
+                deadline_at=deadline_at,
+                next_attempt_at=case((early, video_tasks.c.lease_expires_at), else_=next_check_at),
+                lease_owner=case((early, video_tasks.c.lease_owner), else_=None),
+                lease_expires_at=case((early, video_tasks.c.lease_expires_at), else_=None),
+                last_error=None,
+                updated_at=now,
+            )
+            .returning(*video_tasks.c)
         )
-    )
-    return result.rowcount == 1
+    ).first()
 
 
 async def mark_batch_started(

@@ -221,17 +221,21 @@ class WorkerLoop:
             fed |= {"submit", "poll", "deliver"}  # batch.running events in the outbox
         if d["rescued"] or d["rejected"] or d["transientErrors"] or d["ambiguous"]:
             fed |= {"submit", "settle"}  # a task may have ended
-        return fed
+        return fed | self._ended(rnd)
+
+    @staticmethod
+    def _ended(rnd: Round) -> set[str]:
+        """The stages that tasks ended by polls feed (a submit polls a task at once when
+        its final callback came first)."""
+        p = rnd.summary.poll
+        if p["succeeded"]:
+            return {"archive", "settle"}
+        return {"settle"} if p["failed"] else set()
 
     async def _poll(self, rnd: Round) -> set[str]:
         await rnd.poll_all(count_waiting=False)
         p = rnd.summary.poll
-        fed: set[str] = {"poll"} if p["scanned"] else set()
-        if p["succeeded"]:
-            fed |= {"archive", "settle"}
-        if p["failed"]:
-            fed.add("settle")
-        return fed
+        return ({"poll"} if p["scanned"] else set()) | self._ended(rnd)
 
     async def _archive(self, rnd: Round) -> set[str]:
         now = time.monotonic()

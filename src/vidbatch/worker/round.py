@@ -355,7 +355,7 @@ class Round:
         first_of_batch = row.batch_job_id not in self.started_batches
         # The batch's start (queued → processing and its event) goes with its first task.
         async with self.rt.engine.begin() if first_of_batch else single(self.rt.engine) as conn:
-            ok = await tasks.mark_submitted(
+            recorded = await tasks.mark_submitted(
                 conn,
                 row.id,
                 fence,
@@ -364,6 +364,7 @@ class Round:
                 next_check_at=now + timedelta(seconds=first_check),
                 deadline_at=now + timedelta(seconds=max_wait),
             )
+            ok = recorded is not None
             if ok and first_of_batch:
                 await tasks.mark_batch_started(
                     conn, row.batch_job_id, now=now, webhook_max_attempts=self.webhook_attempts
@@ -385,6 +386,11 @@ class Round:
             log.warning(
                 "submit result dropped: lease lost", extra={"task_id": row.id, "action": "submit"}
             )
+            return
+        if recorded is not None and recorded.callback_at is not None:
+            # The provider's final callback came before this record: the task is still
+            # ours (leased), so it is polled now rather than claimed again later.
+            await self.poll(recorded)
 
     def first_check_seconds(self, spec: ModelSpec | None) -> float:
         """Seconds from a submit to the task's first poll. In webhook mode, the model's
