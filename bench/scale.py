@@ -15,7 +15,7 @@ stops at 100k):
   ``claims.claim_for_poll``, captured as the worker sends them and re-run inside a rolled-back
   transaction with some live tasks due), and the execution time and scans of the round's
   other queries (``pick_batches``, ``settleable_batches``, ``count_waiting_polls``,
-  ``next_due_at``, ``inflight_room``).
+  ``next_due_at``, the pipeline stages' due-time reads, ``inflight_room``).
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ async def explain_claims(db: c.Scratch, cap: Capture, caller: Any) -> dict[str, 
         "settleable_batches": lambda conn: claims.settleable_batches(conn, 10),
         "count_waiting_polls": lambda conn: claims.count_waiting_polls(conn, now),
         "next_due_at": lambda conn: claims.next_due_at(conn),
+        "next_submit_due": lambda conn: claims.next_due_at(conn, claims.SUBMIT_DUE),
+        "next_poll_due": lambda conn: claims.next_due_at(conn, claims.POLL_DUE),
+        "next_archive_due_at": lambda conn: claims.next_archive_due_at(conn),
         "inflight_room": lambda conn: claims.inflight_room(conn, 50, now),
     }
     out: dict[str, Any] = {}

@@ -62,20 +62,22 @@ class Settings(BaseSettings):
     worker_max_claim: PositiveInt = Field(
         5,
         validation_alias=AliasChoices("BATCH_WORKER_MAX_CLAIM", "BATCH_CLAIM_LIMIT"),
-        description="batches one round works on (BATCH_CLAIM_LIMIT is an alias)",
+        description="batches per submit pass or --once round (BATCH_CLAIM_LIMIT is an alias)",
     )
     worker_max_start_tasks_per_batch: PositiveInt = Field(
         10,
         validation_alias=AliasChoices("BATCH_WORKER_MAX_START_TASKS_PER_BATCH"),
-        description="tasks of one batch submitted per round",
+        description="tasks of one batch submitted per submit pass (or --once round)",
     )
     worker_max_poll: PositiveInt = Field(
-        25, validation_alias=AliasChoices("BATCH_WORKER_MAX_POLL"), description="polls per round"
+        25,
+        validation_alias=AliasChoices("BATCH_WORKER_MAX_POLL"),
+        description="polls per poll pass (or --once round)",
     )
     worker_max_settle: PositiveInt = Field(
         10,
         validation_alias=AliasChoices("BATCH_WORKER_MAX_SETTLE"),
-        description="batches settled per round",
+        description="batches settled per settle pass (or --once round)",
     )
     # The original's 20 polls end after about 9 minutes of 5/15/30 s backoff, shorter than
     # many real generations; 64 polls reach the 30-minute wall-clock limit first.

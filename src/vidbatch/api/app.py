@@ -168,7 +168,7 @@ def create_app(
         finally:
             if worker_task is not None:
                 app.state.worker.stop()
-                # the worker abandons its round after the grace; a little more for it to
+                # the worker abandons its passes after the grace; a little more for it to
                 # say so and stop its webhook lane
                 with suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(worker_task, timeout=settings.shutdown_grace_seconds + 5)

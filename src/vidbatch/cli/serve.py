@@ -160,7 +160,8 @@ def worker(
         help="Address of the --metrics-port server.",
     ),
 ) -> None:
-    """Run the worker: rounds of claim, submit, poll, time out, settle, deliver webhooks."""
+    """Run the worker: submit, poll (with time-outs), archive and settle side by side, and
+    deliver webhooks."""
     from vidbatch.runtime import Runtime
     from vidbatch.worker.loop import WorkerLoop
     from vidbatch.worker.round import run_once

@@ -1,5 +1,6 @@
 """Provider calls of every process, kept in the database per minute: each worker adds what
-it counted after each round, and the dashboard reads the fleet's totals."""
+it counted about once a second (a ``--once`` round at its end), and the dashboard reads the
+fleet's totals."""
 
 from __future__ import annotations
 

@@ -26,6 +26,11 @@ MAY_STILL_RUN = ("timeout", "ambiguous_submit")
 #: The states a task is claimed for submission from.
 SUBMITTABLE = sources(TaskStatus.SUBMITTING)
 
+#: The tasks the submit stage looks after (waiting ones, and submissions to rescue when
+#: their lease runs out), and the poll stage's: their ``next_attempt_at`` say when.
+SUBMIT_DUE = SUBMITTABLE | {TaskStatus.SUBMITTING}
+POLL_DUE = frozenset({TaskStatus.PROCESSING})
+
 #: Key of the PostgreSQL advisory lock that serialises claims under a fleet-wide cap.
 CAP_LOCK_KEY = 0x76696462  # "vidb"
 

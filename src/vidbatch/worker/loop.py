@@ -37,7 +37,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidbatch.db.engine import single
 from vidbatch.db.notify import Listener
-from vidbatch.domain.states import TaskStatus
 from vidbatch.runtime import Runtime
 from vidbatch.services import provider_calls
 from vidbatch.webhooks.delivery import claim_due, send_claimed
@@ -56,9 +55,6 @@ RECORD_CALLS_EVERY = 1.0
 STARTED_BATCHES_KEPT = 10_000
 #: Archived files past retention are looked for at most this often (seconds).
 EXPIRE_EVERY = 60.0
-
-_SUBMIT_DUE = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.SUBMITTING})
-_POLL_DUE = frozenset({TaskStatus.PROCESSING})
 
 
 @dataclass
@@ -92,8 +88,8 @@ class WorkerLoop:
         self.stages = {
             s.name: s
             for s in (
-                Stage("submit", self._submit, lambda c: claims.next_due_at(c, _SUBMIT_DUE)),
-                Stage("poll", self._poll, lambda c: claims.next_due_at(c, _POLL_DUE)),
+                Stage("submit", self._submit, lambda c: claims.next_due_at(c, claims.SUBMIT_DUE)),
+                Stage("poll", self._poll, lambda c: claims.next_due_at(c, claims.POLL_DUE)),
                 Stage("archive", self._archive, claims.next_archive_due_at),
                 Stage("settle", self._settle),
             )

@@ -1,5 +1,6 @@
-"""One worker round: rescue, dispatch, poll (with time-outs), archive, settle, deliver
-webhooks.
+"""The worker's steps: rescue, dispatch, poll (with time-outs), archive, settle, deliver
+webhooks. ``run_once`` runs them in turn (a round: ``vidbatch worker --once``, the cron
+endpoint, tests); the daemon (``worker/loop.py``) runs each as a stage of its own.
 
 No transaction stays open across a provider call: a task is claimed (and committed) first,
 the provider is called, then the outcome is written in a new transaction fenced on the
