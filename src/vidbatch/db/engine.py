@@ -9,6 +9,7 @@ writers (WAL). Dialect differences stay in this package.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -104,14 +105,32 @@ def single(
 
 
 class _SQLiteEngine(AsyncEngine):
-    """``begin()`` marks its connection for ``BEGIN IMMEDIATE``; ``connect()`` reads."""
+    """``begin()`` marks its connection for ``BEGIN IMMEDIATE``; ``connect()`` reads.
+
+    SQLite has one writer at a time. Within a process the writers queue on an asyncio lock
+    (one per event loop) rather than in SQLite's busy handler, which sleeps and retries:
+    under the worker's concurrent stages and the API in one process, that sleeping was most
+    of a write's wait. Between processes the busy handler still decides."""
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        async with self.connect() as conn:
+        async with _write_lock(self.sync_engine), self.connect() as conn:
             await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
                 yield conn
+
+
+_WRITE_LOCKS: WeakKeyDictionary[Engine, WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]]
+_WRITE_LOCKS = WeakKeyDictionary()
+
+
+def _write_lock(engine: Engine) -> asyncio.Lock:
+    by_loop = _WRITE_LOCKS.setdefault(engine, WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    lock = by_loop.get(loop)
+    if lock is None:
+        lock = by_loop[loop] = asyncio.Lock()
+    return lock
 
 
 _WRITE = "vidbatch_write"
