@@ -41,7 +41,7 @@ def settings_from(ctx: typer.Context) -> Settings:
     return settings
 
 
-def _runner() -> Callable[[Any], Any]:
+def loop_runner() -> Callable[[Any], Any]:
     """uvloop's event loop where it is installed (a dependency except on Windows): the
     worker and the API spend most of their time in socket round trips, which it makes
     cheaper; asyncio's own loop otherwise."""
@@ -55,7 +55,7 @@ def _runner() -> Callable[[Any], Any]:
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     """Run an async command; vidbatch errors and database failures become one line."""
     try:
-        result: T = _runner()(coro_fn())
+        result: T = loop_runner()(coro_fn())
         return result
     except VidbatchError as exc:
         fail(exc.message, 1 if exc.code in ("DATABASE_UNAVAILABLE", "SCHEMA_NOT_CURRENT") else 2)

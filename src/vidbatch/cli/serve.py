@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from vidbatch.cli.common import fail, run, settings_from
+from vidbatch.cli.common import fail, loop_runner, run, settings_from
 from vidbatch.logs import setup_logging
 from vidbatch.settings import Settings
 from vidbatch.startup import log_startup
@@ -128,7 +128,7 @@ def serve(
             await server.serve()
 
     try:
-        asyncio.run(go())
+        loop_runner()(go())
     except OSError as exc:
         where = f"{host}:{port}"
         if simulator:

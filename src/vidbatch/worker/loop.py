@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 ERROR_BACKOFF = 2.0
 #: Claims of webhook events being sent at once by one worker.
 DELIVERY_SENDS = 4
+#: Abandoned submissions and cancelled batches' waiting tasks are looked for at most this
+#: often (seconds): leases last far longer.
+RESCUE_EVERY = 1.0
 #: Provider call counts are written to the database at most this often (seconds).
 RECORD_CALLS_EVERY = 1.0
 #: Started batches remembered; past this many the set starts again (costs one UPDATE each).
@@ -84,6 +87,7 @@ class WorkerLoop:
         self._passes: set[asyncio.Task[set[str]]] = set()
         self._abandon_timer: asyncio.TimerHandle | None = None
         self._calls_recorded = 0.0
+        self._rescued = 0.0
         self._expired_checked = 0.0
         self.stages = {
             s.name: s
@@ -150,33 +154,50 @@ class WorkerLoop:
     # --- the stages ---------------------------------------------------------------------
 
     async def _stage_loop(self, stage: Stage) -> None:
+        look = True  # the first pass looks for work left by an earlier worker
         while not self._stopping:
-            stage.wake.clear()  # a wake-up during the pass brings another pass
-            started = time.perf_counter()
-            if len(self.started_batches) > STARTED_BATCHES_KEPT:
-                self.started_batches.clear()
-            rnd = Round(self.rt, self.owner, self.rng, self.sem, self.started_batches)
-            task = asyncio.create_task(stage.work(rnd), name=f"vidbatch-{stage.name}-pass")
-            self._passes.add(task)
-            try:
-                fed = await task
-            except asyncio.CancelledError:
-                if self._abandoned:  # the grace ran out: the pass was given up
-                    return
-                raise
-            except Exception:
-                log.exception("worker step failed", extra={"action": stage.name})
-                await self._sleep(stage, ERROR_BACKOFF)
+            if look:
+                fed = await self._pass(stage)
+                if fed is None:  # failed: backed off already
+                    continue
+                for name in fed - {stage.name}:
+                    self._feed(name)
+                if stage.name in fed:
+                    continue
+            wait = await self._wait(stage, after_empty_pass=look)
+            if wait <= 0:
+                look = True
                 continue
-            finally:
-                self._passes.discard(task)
-            stage.passes += 1
-            self.rt.metrics.stage_duration.labels(stage.name).observe(time.perf_counter() - started)
-            for name in fed - {stage.name}:
-                self._feed(name)
-            if stage.name in fed:
-                continue
-            await self._sleep(stage, await self._idle_delay(stage))
+            woken = await self._sleep(stage, wait)
+            # Woken: fed by another stage or a wake-up. Otherwise the due time is read again
+            # (a read, never the write lock of a claim) before another pass; a stage with
+            # no due time looks at every idle tick.
+            look = woken or stage.due is None
+
+    async def _pass(self, stage: Stage) -> set[str] | None:
+        """One pass of ``stage``: the stages it fed, or None when it failed."""
+        stage.wake.clear()  # a wake-up during the pass brings another pass
+        started = time.perf_counter()
+        if len(self.started_batches) > STARTED_BATCHES_KEPT:
+            self.started_batches.clear()
+        rnd = Round(self.rt, self.owner, self.rng, self.sem, self.started_batches)
+        task = asyncio.create_task(stage.work(rnd), name=f"vidbatch-{stage.name}-pass")
+        self._passes.add(task)
+        try:
+            fed = await task
+        except asyncio.CancelledError:
+            if self._abandoned:  # the grace ran out: the pass was given up
+                return set()
+            raise
+        except Exception:
+            log.exception("worker step failed", extra={"action": stage.name})
+            await self._sleep(stage, ERROR_BACKOFF)
+            return None
+        finally:
+            self._passes.discard(task)
+        stage.passes += 1
+        self.rt.metrics.stage_duration.labels(stage.name).observe(time.perf_counter() - started)
+        return fed
 
     def _feed(self, name: str) -> None:
         if name == "deliver":
@@ -184,10 +205,10 @@ class WorkerLoop:
         else:
             self.stages[name].wake.set()
 
-    async def _idle_delay(self, stage: Stage) -> float:
-        """Until the stage's next due time, at most the idle time; a stage that found
-        nothing although something is due (a fleet cap reached, another worker holding it)
-        waits the idle time, or for a wake-up."""
+    async def _wait(self, stage: Stage, *, after_empty_pass: bool) -> float:
+        """Seconds until the stage's next due time (0: due now), at most the idle time. A
+        pass that found nothing although something is due (a fleet cap reached, another
+        worker holding it) waits the idle time, or for a wake-up."""
         idle = self.rt.settings.worker_idle_seconds
         if stage.due is None:
             return idle
@@ -200,16 +221,23 @@ class WorkerLoop:
         if due is None:
             return idle
         wait = (due - self.rt.clock.now()).total_seconds()
-        return idle if wait <= 0 else min(idle, wait)
+        if wait <= 0:
+            return idle if after_empty_pass else 0.0
+        return min(idle, wait)
 
-    async def _sleep(self, stage: Stage, delay: float) -> None:
-        if delay <= 0 or self._stopping:
-            return
+    async def _sleep(self, stage: Stage, delay: float) -> bool:
+        """Sleep up to ``delay`` seconds; True when woken before."""
+        if self._stopping:
+            return True
         with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stage.wake.wait(), timeout=delay)
+        return stage.wake.is_set()
 
     async def _submit(self, rnd: Round) -> set[str]:
-        await rnd.rescue()
+        now = time.monotonic()
+        if now - self._rescued >= RESCUE_EVERY:  # two writes: not on every pass
+            self._rescued = now
+            await rnd.rescue()
         await rnd.dispatch()
         d = rnd.summary.dispatch
         fed: set[str] = set()
