@@ -89,19 +89,31 @@ def single(
     """A connection for work whose every statement is a transaction on its own: one
     conditional UPDATE or claim, or reads that need no common snapshot.
 
-    On PostgreSQL the connection runs in autocommit: each statement costs one round trip
-    instead of three (``BEGIN``, the statement, ``COMMIT``) — the worker's and the callback
-    path's hot statements are all of this kind, and their round trips were most of their
-    cost. On SQLite it is ``engine.begin()`` for a write (the write lock first) and
-    ``engine.connect()`` for reads, as everywhere else."""
-    if engine.dialect.name != "postgresql":
-        return engine.begin() if write else engine.connect()
-    auto = _AUTOCOMMIT.get(engine.sync_engine)
-    if auto is None:
-        auto = _AUTOCOMMIT[engine.sync_engine] = engine.execution_options(
-            isolation_level="AUTOCOMMIT"
-        )
-    return auto.connect()
+    The connection runs in autocommit: each statement costs one round trip (PostgreSQL) or
+    one call into SQLite instead of three (``BEGIN``, the statement, ``COMMIT``) — the
+    worker's and the callback path's hot statements are all of this kind, and those extra
+    calls were most of their cost. On SQLite a write still queues for the process's write
+    lock (see ``_SQLiteEngine``) and SQLite's own lock holds it for the statement."""
+    if engine.dialect.name == "postgresql":
+        auto = _AUTOCOMMIT.get(engine.sync_engine)
+        if auto is None:
+            auto = _AUTOCOMMIT[engine.sync_engine] = engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return auto.connect()
+    return _sqlite_single(engine, write)
+
+
+@asynccontextmanager
+async def _sqlite_single(engine: AsyncEngine, write: bool) -> AsyncIterator[AsyncConnection]:
+    if write:
+        async with _write_lock(engine.sync_engine), engine.connect() as conn:
+            await conn.execution_options(**{_AUTO: True})
+            yield conn
+    else:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{_AUTO: True})
+            yield conn
 
 
 class _SQLiteEngine(AsyncEngine):
@@ -134,6 +146,9 @@ def _write_lock(engine: Engine) -> asyncio.Lock:
 
 
 _WRITE = "vidbatch_write"
+#: No ``BEGIN``: the driver runs each statement in autocommit (its ``isolation_level`` is
+#: None), and the closing rollback finds no transaction to end.
+_AUTO = "vidbatch_autocommit"
 
 
 def _setup_sqlite(engine: AsyncEngine) -> None:
@@ -152,5 +167,7 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get(_WRITE)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(_AUTO):
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE) else "BEGIN")
