@@ -51,6 +51,7 @@ def test_doctor_passes_on_a_sound_deployment_and_readyz_reports(
         GRSAI_API_KEY="sk-doctor",
         APP_URL=base,
         VIDBATCH_REQUIRE_HTTPS_VIDEO_URL="false",
+        PYTHONFAULTHANDLER="1",
     )
     serve = Proc(["serve", "--port", str(port)], env, tmp_path / "s.log", tmp_path)
     try:
@@ -66,7 +67,7 @@ def test_doctor_passes_on_a_sound_deployment_and_readyz_reports(
     store = f"local directory {tmp_path / 'vidbatch-results'}: writable"
     assert ready["result_store"] == {"writable": True, "detail": store}
     found = lines(result)
-    assert result.returncode == 0, result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
     assert found["provider"].startswith("ok ") and sim.url in found["provider"]
     assert found["callback URL"].startswith("ok ") and base in found["callback URL"]
     assert found["database"].startswith("ok ")

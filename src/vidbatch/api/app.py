@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidbatch import __version__
@@ -26,6 +27,30 @@ every item is generated, and when all have ended you are charged for what succee
 refunded the rest. Errors are JSON: `{"ok": false, "error": "<CODE>", "message", "details",
 "request_id"}`.
 """
+
+
+class RequestIdHeader:
+    """Every request gets its id (``request.state.request_id``: the caller's header, else
+    a generated one) and every answer says it in ``x-request-id``; a route that adopted
+    the body's request id changes the state, and that one is said. Plain ASGI: a
+    per-request cost far below Starlette's ``BaseHTTPMiddleware``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.from_headers(Headers(scope=scope)) or request_id.generate()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = state["request_id"]
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class BodyLimit:
@@ -189,14 +214,7 @@ def create_app(
     if runtime is not None:
         app.state.runtime = runtime
 
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Any) -> Any:
-        rid = request_id.from_headers(request.headers) or request_id.generate()
-        request.state.request_id = rid
-        response = await call_next(request)
-        # A route may have adopted the body's request_id; it wins.
-        response.headers["x-request-id"] = getattr(request.state, "request_id", rid)
-        return response
+    app.add_middleware(RequestIdHeader)
 
     errors.install(app)
 

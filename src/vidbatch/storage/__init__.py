@@ -1,6 +1,11 @@
 """The result store: the one module that talks to where archived videos and thumbnails
-live (a local directory, or S3 and anything S3-compatible), through obstore's one async API.
-The worker, the API and the CLI all go through it.
+live (a local directory, or S3 and anything S3-compatible), through obstore. The worker,
+the API and the CLI all go through it.
+
+Every call is obstore's blocking one, run in a thread: its ``*_async`` calls finish on
+obstore's own (Rust) threads, which may still be letting go of Python objects when the
+process exits, and a thread that touches Python while the interpreter shuts down aborts
+the process (``vidbatch doctor`` exited with SIGABRT now and then after a passing check).
 
 - :func:`open_store` builds it from the settings (None when ``VIDBATCH_RESULT_STORE=none``);
 - :func:`put_file`, :func:`delete`, :func:`delete_prefix` write and remove objects (a put is
@@ -15,6 +20,7 @@ The worker, the API and the CLI all go through it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -171,7 +177,7 @@ async def put_file(rs: ResultStore, key: str, source: Path | bytes) -> None:
     if rs.kind != "local":  # a local file has no attributes; vidbatch serves its type
         attributes = {"Content-Type": content_type(key)}
     try:
-        await obstore.put_async(rs.store, key, source, attributes=attributes)
+        await asyncio.to_thread(obstore.put, rs.store, key, source, attributes=attributes)
     except Exception as exc:
         raise StoreError(f"store write failed: {_why(exc)}") from None
 
@@ -179,8 +185,7 @@ async def put_file(rs: ResultStore, key: str, source: Path | bytes) -> None:
 async def get_bytes(rs: ResultStore, key: str) -> bytes:
     """The whole object (small objects and tests)."""
     try:
-        got = await obstore.get_async(rs.store, key)
-        return bytes(await got.bytes_async())
+        return await asyncio.to_thread(lambda: bytes(obstore.get(rs.store, key).bytes()))
     except Exception as exc:
         raise StoreError(f"store read failed: {_why(exc)}") from None
 
@@ -192,7 +197,7 @@ async def delete(rs: ResultStore, keys: list[str]) -> None:
     try:
         for key in keys:
             try:
-                await obstore.delete_async(rs.store, key)
+                await asyncio.to_thread(obstore.delete, rs.store, key)
             except FileNotFoundError:
                 continue
     except Exception as exc:
@@ -201,10 +206,11 @@ async def delete(rs: ResultStore, keys: list[str]) -> None:
 
 async def list_keys(rs: ResultStore, prefix: str) -> list[str]:
     try:
-        keys: list[str] = []
-        async for chunk in obstore.list(rs.store, prefix=prefix):
-            keys.extend(str(meta["path"]) for meta in chunk)
-        return keys
+        return await asyncio.to_thread(
+            lambda: [
+                str(m["path"]) for chunk in obstore.list(rs.store, prefix=prefix) for m in chunk
+            ]
+        )
     except FileNotFoundError:
         return []
     except Exception as exc:
