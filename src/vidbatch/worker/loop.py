@@ -158,7 +158,7 @@ class WorkerLoop:
         while not self._stopping:
             if look:
                 fed = await self._pass(stage)
-                if fed is None:  # failed: backed off already
+                if fed is None or self._stopping:  # failed (backed off already), or stopping
                     continue
                 for name in fed - {stage.name}:
                     self._feed(name)
