@@ -41,7 +41,7 @@ from vidbatch.runtime import Runtime
 from vidbatch.services import provider_calls
 from vidbatch.webhooks.delivery import claim_due, send_claimed
 from vidbatch.worker import claims
-from vidbatch.worker.round import Round, RoundSummary, new_owner
+from vidbatch.worker.round import Round, new_owner
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ class Stage:
     work: Callable[[Round], Coroutine[Any, Any, set[str]]]
     due: Callable[[AsyncConnection], Awaitable[datetime | None]] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    passes: int = 0
 
 
 class WorkerLoop:
@@ -195,7 +194,6 @@ class WorkerLoop:
             return None
         finally:
             self._passes.discard(task)
-        stage.passes += 1
         self.rt.metrics.stage_duration.labels(stage.name).observe(time.perf_counter() - started)
         return fed
 
@@ -334,4 +332,4 @@ class WorkerLoop:
             )
 
 
-__all__ = ["RoundSummary", "Stage", "WorkerLoop"]
+__all__ = ["Stage", "WorkerLoop"]
